@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from forum.models import UserKind, UserRole
+from forum.schemas import NO_NUL, clean_text
+
+Email = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128, pattern=NO_NUL)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=NO_NUL)]
+
+
+class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    display_name: DisplayName
+
+    def __post_init__(self) -> None:
+        self.email = self.email.strip().lower()
+        if len(self.email) > 254 or not EMAIL_RE.match(self.email):
+            raise ValueError("email: not a valid email address")
+        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+    password: Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
+
+
+class AccessToken(msgspec.Struct):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = 0
+    """Seconds until the token expires."""
+
+
+class UserPublic(msgspec.Struct):
+    """What anybody may see of a user: the name and whether they speak as a customer or an employee."""
+
+    id: UUID
+    display_name: str
+    kind: UserKind
+
+
+class UserDetail(msgspec.Struct):
+    """A user as they see themselves, and as admins see them."""
+
+    id: UUID
+    email: str
+    display_name: str
+    kind: UserKind
+    role: UserRole
+    is_active: bool
+    created_at: datetime
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Admin changes to a user."""
+
+    role: UserRole | msgspec.UnsetType = msgspec.UNSET
+    kind: UserKind | msgspec.UnsetType = msgspec.UNSET
+    is_active: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class MeUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Changes a user makes to their own account."""
+
+    display_name: DisplayName | msgspec.UnsetType = msgspec.UNSET
+    password: Password | msgspec.UnsetType = msgspec.UNSET
+    current_password: Annotated[str, msgspec.Meta(max_length=128)] | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.display_name is not msgspec.UNSET:
+            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)

@@ -1,0 +1,109 @@
+"""The application, assembled in one place from the settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar, Request, get
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum import __version__
+from forum.accounts.controllers import AuthController, MeController, UserController
+from forum.auth import build_jwt_auth
+from forum.database import resolve_database_url
+from forum.errors import exception_handlers, problem
+from forum.posts.controllers import PostController
+from forum.settings import Settings
+
+logger = logging.getLogger("forum")
+
+AUTH_PATHS = ("/api/auth/login", "/api/auth/register")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@get("/health", tags=["system"], summary="Liveness and database check", exclude_from_auth=True)
+async def health(db_session: AsyncSession) -> Any:
+    try:
+        await db_session.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means the database is not usable
+        logger.warning("health check failed: %s", exc)
+        return problem(503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable")
+    return {"status": "ok", "database": "ok", "version": __version__}
+
+
+def _rate_limits(settings: Settings) -> list[Any]:
+    if not settings.rate_limit_enabled:
+        return []
+
+    def is_auth(request: Request[Any, Any, Any]) -> bool:
+        return request.method == "POST" and request.url.path in AUTH_PATHS
+
+    def is_write(request: Request[Any, Any, Any]) -> bool:
+        return request.method not in SAFE_METHODS and not is_auth(request)
+
+    auth = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_auth_per_minute),
+        check_throttle_handler=is_auth,
+        identifier_for_request=lambda r: f"auth:{get_remote_address(r)}",
+    )
+    writes = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_writes_per_minute),
+        check_throttle_handler=is_write,
+        identifier_for_request=lambda r: f"write:{get_remote_address(r)}",
+    )
+    return [auth.middleware, writes.middleware]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    database_url = resolve_database_url(settings)
+    alchemy = SQLAlchemyAsyncConfig(
+        connection_string=database_url,
+        before_send_handler="autocommit",
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        engine_config=EngineConfig(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        ),
+    )
+    jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
+    openapi = OpenAPIConfig(
+        title="forum",
+        version=__version__,
+        description="Ideas, critiques, votes and comments from customers and employees.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+        ),
+    )
+    return Litestar(
+        route_handlers=[health, AuthController, MeController, UserController, PostController],
+        plugins=[SQLAlchemyPlugin(config=alchemy)],
+        on_app_init=[jwt_auth.on_app_init],
+        middleware=_rate_limits(settings),
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
+        if settings.cors_origins
+        else None,
+        openapi_config=openapi,
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"forum_settings": settings, "forum_alchemy_config": alchemy, "forum_jwt_auth": jwt_auth}),
+        debug=settings.debug,
+    )

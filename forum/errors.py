@@ -1,0 +1,129 @@
+"""Every error leaves as an RFC 9457 problem document (``application/problem+json``).
+
+- Litestar's request validation errors become 422 with ``errors: [{field, message, source}]``.
+- Unparseable bodies stay 400; repository errors map to 404/409; a database that cannot be reached is
+  503 with ``Retry-After``; anything unexpected is a 500 problem (logged), never an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+from advanced_alchemy.exceptions import (
+    DuplicateKeyError,
+    ForeignKeyError,
+    IntegrityError,
+    NotFoundError,
+    RepositoryError,
+)
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+logger = logging.getLogger("forum.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ConflictError(HTTPException):
+    status_code = 409
+
+
+class UnprocessableError(HTTPException):
+    """A well-formed request that breaks a domain rule, with an optional field name."""
+
+    status_code = 422
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        extra = {"errors": [{"field": field, "message": detail}]} if field else None
+        super().__init__(detail=detail, extra=extra)
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    content: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        content["detail"] = detail
+    content.update({k: v for k, v in extra.items() if v is not None})
+    return Response(content, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+_FIELD_PREFIX = re.compile(r"^([a-z_]+): (.+)$")
+
+
+def _validation_errors(extra: Any) -> list[dict[str, Any]]:
+    """Litestar's ``[{key, message, source}]`` as ``[{field, message, source}]`` with readable messages."""
+    errors = []
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        field, message = item.get("key"), str(item.get("message") or "")
+        if message.endswith("'^[^\\x00]*$'"):
+            message = "must not contain NUL characters"
+        if match := _FIELD_PREFIX.match(message):  # raised by a schema's own checks (__post_init__)
+            field, message = match.group(1), match.group(2)
+        errors.append({"field": field, "message": message, "source": item.get("source")})
+    return errors
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ValidationException):
+        errors = _validation_errors(exc.extra)
+        if not errors or any(e["field"] is None and "malformed" in str(e["message"]).lower() for e in errors):
+            # The body could not be parsed at all: a syntax problem, not a field problem.
+            return problem(400, exc.detail or "Malformed request", errors=errors or None)
+        return problem(422, "Validation failed", title="Unprocessable Content", errors=errors)
+    extra = exc.extra if isinstance(exc.extra, dict) else {}
+    if status == 429 and "Retry-After" not in headers:
+        headers["Retry-After"] = headers.get("RateLimit-Reset", "60")
+    detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else None
+    return problem(status, detail, headers=headers or None, **extra)
+
+
+def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
+    if isinstance(exc, NotFoundError):
+        return problem(404, "Not found")
+    if isinstance(exc, (DuplicateKeyError, IntegrityError, ForeignKeyError)):
+        return problem(409, "This conflicts with existing data")
+    logger.exception("repository error", exc_info=exc)
+    return problem(500, "Internal error")
+
+
+def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, DBAPIError) and not isinstance(exc, (OperationalError, InterfaceError)):
+        if not exc.connection_invalidated:
+            return handle_unexpected(request, exc)
+    logger.warning("database unavailable: %s", exc)
+    return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": "5"})
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "Internal error")
+
+
+exception_handlers: dict[Any, Any] = {
+    HTTPException: handle_http_exception,
+    RepositoryError: handle_repository_error,
+    OperationalError: handle_database_unavailable,
+    InterfaceError: handle_database_unavailable,
+    DBAPIError: handle_database_unavailable,
+    ConnectionError: handle_database_unavailable,
+    OSError: handle_database_unavailable,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,183 @@
+"""Database tables. The schema itself is created only by the Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from uuid import UUID
+
+from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, orm_registry
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Computed,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+metadata = orm_registry.metadata
+
+
+class UserKind(str, enum.Enum):
+    EXTERNAL = "external"
+    INTERNAL = "internal"
+
+
+class UserRole(str, enum.Enum):
+    MEMBER = "member"
+    PRODUCT = "product"
+    ADMIN = "admin"
+
+
+class PostKind(str, enum.Enum):
+    IDEA = "idea"
+    CRITIQUE = "critique"
+
+
+class Visibility(str, enum.Enum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+
+
+class PostStatus(str, enum.Enum):
+    OPEN = "open"
+    UNDER_REVIEW = "under_review"
+    PLANNED = "planned"
+    IN_PROGRESS = "in_progress"
+    SHIPPED = "shipped"
+    DECLINED = "declined"
+    DUPLICATE = "duplicate"
+
+
+def _check_in(column: str, enum_cls: type[enum.Enum]) -> CheckConstraint:
+    values = ", ".join(f"'{m.value}'" for m in enum_cls)
+    return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+# Title and body in English and Spanish (stemmed both ways); queried with the same two configurations.
+SEARCH_VECTOR_SQL = (
+    "to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(body, '')) || "
+    "to_tsvector('spanish'::regconfig, coalesce(title, '') || ' ' || coalesce(body, ''))"
+)
+
+
+class User(UUIDv7AuditBase):
+    __tablename__ = "user_account"
+    __table_args__ = (_check_in("kind", UserKind), _check_in("role", UserRole))
+
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(80))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default=UserKind.EXTERNAL.value)
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER.value)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+
+    @property
+    def is_internal(self) -> bool:
+        return self.kind == UserKind.INTERNAL.value
+
+    @property
+    def is_product_team(self) -> bool:
+        return self.role in (UserRole.PRODUCT.value, UserRole.ADMIN.value)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == UserRole.ADMIN.value
+
+    @property
+    def sees_internal(self) -> bool:
+        """Internal posts and internal notes exist only for employees and the product team."""
+        return self.is_internal or self.is_product_team
+
+
+class Post(UUIDv7AuditBase):
+    __tablename__ = "post"
+    __table_args__ = (
+        _check_in("kind", PostKind),
+        _check_in("visibility", Visibility),
+        _check_in("status", PostStatus),
+        Index("ix_post_search", "search", postgresql_using="gin"),
+        Index("ix_post_tags", "tags", postgresql_using="gin"),
+        Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
+    )
+
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(160))
+    body: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(40)), default=list, server_default=text("'{}'"))
+    visibility: Mapped[str] = mapped_column(String(16), default=Visibility.PUBLIC.value)
+    status: Mapped[str] = mapped_column(String(16), default=PostStatus.OPEN.value)
+    author_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"), index=True)
+    # Counters kept on the row so that a list never counts vote or comment rows.
+    vote_total: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    vote_internal: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    vote_external: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    comment_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    internal_note_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
+
+    author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class Vote(DefaultBase):
+    """One vote per user per post. ``voter_kind`` is the voter's kind, kept to keep counters exact."""
+
+    __tablename__ = "vote"
+    __table_args__ = (
+        _check_in("voter_kind", UserKind),
+        Index("ix_vote_user", "user_id", "created_at"),
+    )
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    voter_kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class PostVoteDay(DefaultBase):
+    """Votes per post per day, so that ``trending`` sums at most 14 small rows per post."""
+
+    __tablename__ = "post_vote_day"
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+    votes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Comment(UUIDv7AuditBase):
+    __tablename__ = "comment"
+    __table_args__ = (Index("ix_comment_post_created", "post_id", "created_at"),)
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    author_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    body: Mapped[str] = mapped_column(Text)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+    author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class StatusChange(UUIDv7AuditBase):
+    """Every status a post has had: who moved it, when, from what, to what, and why."""
+
+    __tablename__ = "status_change"
+    __table_args__ = (Index("ix_status_change_post_created", "post_id", "created_at"),)
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    actor_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    actor: Mapped[User] = relationship(lazy="joined", innerjoin=True)

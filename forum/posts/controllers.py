@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.auth import requires_login, requires_product_team
+from forum.models import PostKind, PostStatus, User, Visibility
+from forum.posts.schemas import (
+    CommentCreate,
+    CommentOut,
+    PostCreate,
+    PostOut,
+    PostSort,
+    PostUpdate,
+    StatusChangeOut,
+    StatusChangeRequest,
+    VoteState,
+)
+from forum.posts.services import PostFilters, PostService
+from forum.schemas import Page
+
+Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100)")]
+Offset = Annotated[int, Parameter(ge=0, le=10_000_000)]
+
+
+async def provide_posts(db_session: AsyncSession) -> AsyncGenerator[PostService, None]:
+    yield PostService(db_session)
+
+
+class PostController(Controller):
+    path = "/api/posts"
+    tags = ["posts"]
+    dependencies = {"posts": Provide(provide_posts)}
+
+    @get(summary="List posts with filters, sorts and pagination")
+    async def list_posts(
+        self,
+        request: Request[User | None, object, object],
+        posts: PostService,
+        kind: PostKind | None = None,
+        status: Annotated[list[PostStatus] | None, Parameter(description="Repeat to match any of several")] = None,
+        tag: Annotated[list[Annotated[str, Parameter(max_length=40)]] | None, Parameter(description="Repeat: all must match")] = None,
+        author: UUID | None = None,
+        visibility: Visibility | None = None,
+        q: Annotated[str | None, Parameter(max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body")] = None,
+        sort: PostSort | None = None,
+        limit: Limit = 20,
+        offset: Offset = 0,
+    ) -> Page[PostOut]:
+        filters = PostFilters(
+            kind=kind.value if kind else None,
+            status=[s.value for s in status] if status else None,
+            tags=tag,
+            author_id=author,
+            visibility=visibility.value if visibility else None,
+            q=q.strip() if q and q.strip() else None,
+        )
+        return await posts.list(filters, sort, limit, offset, request.user)
+
+    @post(guards=[requires_login], summary="Post an idea or a critique")
+    async def create_post(self, request: Request[User, object, object], data: PostCreate, posts: PostService) -> PostOut:
+        return await posts.create(request.user, data)
+
+    @get("/{post_id:uuid}", summary="One post")
+    async def get_post(self, request: Request[User | None, object, object], post_id: UUID, posts: PostService) -> PostOut:
+        return await posts.get_out(post_id, request.user)
+
+    @patch("/{post_id:uuid}", guards=[requires_login], summary="Edit a post (author; tags and visibility: product team)")
+    async def update_post(
+        self, request: Request[User, object, object], post_id: UUID, data: PostUpdate, posts: PostService
+    ) -> PostOut:
+        return await posts.update(post_id, request.user, data)
+
+    @delete("/{post_id:uuid}", guards=[requires_login], summary="Soft-delete a post (author or admin)")
+    async def delete_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> None:
+        await posts.soft_delete(post_id, request.user)
+
+    @put("/{post_id:uuid}/vote", guards=[requires_login], summary="Vote for a post (idempotent)")
+    async def vote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+        return await posts.vote(post_id, request.user)
+
+    @delete("/{post_id:uuid}/vote", guards=[requires_login], status_code=200, summary="Remove your vote")
+    async def unvote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+        return await posts.unvote(post_id, request.user)
+
+    @post("/{post_id:uuid}/status", guards=[requires_product_team], status_code=200, summary="Change status (product team)")
+    async def change_status(
+        self, request: Request[User, object, object], post_id: UUID, data: StatusChangeRequest, posts: PostService
+    ) -> PostOut:
+        return await posts.change_status(post_id, request.user, data.status, data.note)
+
+    @get("/{post_id:uuid}/history", summary="Status history: who, when, from, to, note")
+    async def history(
+        self, request: Request[User | None, object, object], post_id: UUID, posts: PostService
+    ) -> list[StatusChangeOut]:
+        return await posts.history(post_id, request.user)
+
+    @get("/{post_id:uuid}/comments", summary="Comments, oldest first (internal notes only for employees)")
+    async def list_comments(
+        self,
+        request: Request[User | None, object, object],
+        post_id: UUID,
+        posts: PostService,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> Page[CommentOut]:
+        return await posts.list_comments(post_id, request.user, limit, offset)
+
+    @post("/{post_id:uuid}/comments", guards=[requires_login], summary="Comment, or add an internal note")
+    async def add_comment(
+        self, request: Request[User, object, object], post_id: UUID, data: CommentCreate, posts: PostService
+    ) -> CommentOut:
+        return await posts.add_comment(post_id, request.user, data)
+
+    @delete("/{post_id:uuid}/comments/{comment_id:uuid}", guards=[requires_login], summary="Delete a comment")
+    async def delete_comment(
+        self, request: Request[User, object, object], post_id: UUID, comment_id: UUID, posts: PostService
+    ) -> None:
+        await posts.delete_comment(post_id, comment_id, request.user)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from forum.accounts.schemas import UserPublic
+from forum.models import PostKind, PostStatus, Visibility
+from forum.schemas import NO_NUL, clean_text
+
+TITLE_MIN, TITLE_MAX, BODY_MAX, TAGS_MAX, TAG_MAX = 3, 160, 10_000, 10, 40
+
+RawTitle = Annotated[str, msgspec.Meta(max_length=1_000, pattern=NO_NUL)]
+Body = Annotated[str, msgspec.Meta(max_length=BODY_MAX, pattern=NO_NUL)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=TAG_MAX, pattern=NO_NUL)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=TAGS_MAX)]
+Note = Annotated[str, msgspec.Meta(max_length=2_000, pattern=NO_NUL)]
+CommentBody = Annotated[str, msgspec.Meta(min_length=1, max_length=5_000, pattern=NO_NUL)]
+
+
+class PostSort(str, enum.Enum):
+    """``top``: most votes; ``new``: newest; ``trending``: most votes in the last 14 days;
+    ``discussed``: most comments; ``relevance``: best text match (the default when ``q`` is given)."""
+
+    TOP = "top"
+    NEW = "new"
+    TRENDING = "trending"
+    DISCUSSED = "discussed"
+    RELEVANCE = "relevance"
+
+
+def normalise_tags(tags: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for tag in tags:
+        clean = " ".join(tag.split()).lower()
+        if not clean:
+            raise ValueError("tags: a tag must not be blank")
+        seen.setdefault(clean, None)
+    return list(seen)
+
+
+class PostCreate(msgspec.Struct, forbid_unknown_fields=True):
+    kind: PostKind
+    title: RawTitle
+    body: Body = ""
+    tags: Tags = msgspec.field(default_factory=list)
+    visibility: Visibility = Visibility.PUBLIC
+
+    def __post_init__(self) -> None:
+        self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX)
+        self.body = self.body.strip()
+        self.tags = normalise_tags(self.tags)
+
+
+class PostUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Authors change title, body and tags; the product team may change tags and visibility."""
+
+    title: RawTitle | msgspec.UnsetType = msgspec.UNSET
+    body: Body | msgspec.UnsetType = msgspec.UNSET
+    tags: Tags | msgspec.UnsetType = msgspec.UNSET
+    visibility: Visibility | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.title is not msgspec.UNSET:
+            self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX)
+        if self.body is not msgspec.UNSET:
+            self.body = self.body.strip()
+        if self.tags is not msgspec.UNSET:
+            self.tags = normalise_tags(self.tags)
+
+
+class StatusChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    status: PostStatus
+    note: Note | None = None
+
+
+class VoteCounts(msgspec.Struct):
+    total: int
+    internal: int
+    external: int
+
+
+class PostOut(msgspec.Struct):
+    id: UUID
+    kind: PostKind
+    title: str
+    body: str
+    status: PostStatus
+    visibility: Visibility
+    tags: list[str]
+    author: UserPublic
+    created_at: datetime
+    updated_at: datetime
+    votes: VoteCounts
+    has_voted: bool
+    comment_count: int
+
+
+class VoteState(msgspec.Struct):
+    post_id: UUID
+    has_voted: bool
+    voted_at: datetime | None
+    votes: VoteCounts
+
+
+class StatusChangeOut(msgspec.Struct):
+    id: UUID
+    from_status: PostStatus | None
+    to_status: PostStatus
+    note: str | None
+    actor: UserPublic
+    created_at: datetime
+
+
+class CommentCreate(msgspec.Struct, forbid_unknown_fields=True):
+    body: CommentBody
+    internal: bool = False
+    """An internal note: only employees and the product team can write or read it."""
+
+    def __post_init__(self) -> None:
+        self.body = clean_text(self.body, "body", min_len=1, max_len=5_000)
+
+
+class CommentOut(msgspec.Struct):
+    id: UUID
+    post_id: UUID
+    author: UserPublic
+    body: str
+    internal: bool
+    created_at: datetime

@@ -1,0 +1,379 @@
+"""Posts, votes, comments and status history. Services never commit: the request boundary does.
+
+Visibility is enforced here, in every query: internal posts (and internal notes) exist only for
+employees and the product team; everyone else gets 404, the same answer as for a post that never was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from sqlalchemy import Select, and_, delete, exists, false, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.accounts.schemas import UserPublic
+from forum.errors import ConflictError, UnprocessableError
+from forum.models import Comment, Post, PostStatus, PostVoteDay, StatusChange, User, Visibility, Vote
+from forum.posts.schemas import (
+    CommentCreate,
+    CommentOut,
+    PostCreate,
+    PostOut,
+    PostSort,
+    PostUpdate,
+    StatusChangeOut,
+    VoteCounts,
+    VoteState,
+)
+from forum.schemas import Page
+
+TRENDING_DAYS = 14
+
+
+@dataclass
+class PostFilters:
+    kind: str | None = None
+    status: list[str] | None = None
+    tags: list[str] | None = None
+    author_id: UUID | None = None
+    visibility: str | None = None
+    q: str | None = None
+
+
+def author_public(user: User) -> UserPublic:
+    return UserPublic(id=user.id, display_name=user.display_name, kind=user.kind)
+
+
+def visible_to(viewer: User | None):
+    """SQL condition: the post exists for this viewer."""
+    condition = Post.deleted_at.is_(None)
+    if viewer is None or not viewer.sees_internal:
+        condition = and_(condition, Post.visibility == Visibility.PUBLIC.value)
+    return condition
+
+
+def search_query(q: str):
+    """English and Spanish stemming, OR-ed: "exportar facturas" and "export invoices" both match."""
+    return func.websearch_to_tsquery("english", q).op("||")(func.websearch_to_tsquery("spanish", q))
+
+
+class PostService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # Reading ----------------------------------------------------------------------------------
+
+    def to_out(self, post: Post, viewer: User | None, has_voted: bool) -> PostOut:
+        comments = post.comment_count + (post.internal_note_count if viewer and viewer.sees_internal else 0)
+        return PostOut(
+            id=post.id,
+            kind=post.kind,
+            title=post.title,
+            body=post.body,
+            status=post.status,
+            visibility=post.visibility,
+            tags=list(post.tags or []),
+            author=author_public(post.author),
+            created_at=post.created_at,
+            updated_at=post.updated_at,
+            votes=VoteCounts(total=post.vote_total, internal=post.vote_internal, external=post.vote_external),
+            has_voted=has_voted,
+            comment_count=comments,
+        )
+
+    def _has_voted(self, viewer: User | None):
+        if viewer is None:
+            return literal(False)
+        return exists().where(Vote.post_id == Post.id, Vote.user_id == viewer.id)
+
+    async def get_visible(self, post_id: UUID, viewer: User | None, *, for_update: bool = False) -> Post:
+        stmt = select(Post).where(Post.id == post_id, visible_to(viewer))
+        if for_update:
+            stmt = stmt.with_for_update(of=Post)
+        post = await self.session.scalar(stmt)
+        if post is None:
+            raise NotFoundException("Post not found")
+        return post
+
+    async def get_out(self, post_id: UUID, viewer: User | None) -> PostOut:
+        row = (
+            await self.session.execute(
+                select(Post, self._has_voted(viewer).label("has_voted")).where(
+                    Post.id == post_id, visible_to(viewer)
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFoundException("Post not found")
+        return self.to_out(row[0], viewer, bool(row[1]))
+
+    async def list(
+        self, filters: PostFilters, sort: PostSort | None, limit: int, offset: int, viewer: User | None
+    ) -> Page[PostOut]:
+        """One page in one SQL statement: rows, author, the viewer's vote and the total count."""
+        stmt = self._filtered(select(Post), filters, viewer)
+        if sort is None:
+            sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
+        stmt = self._ordered(stmt, sort, filters)
+        stmt = stmt.add_columns(self._has_voted(viewer).label("has_voted"), func.count().over().label("total"))
+        rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
+        if rows:
+            total = rows[0].total
+        else:  # past the end: the window count has no row to ride on
+            total = await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer))
+        items = [self.to_out(row[0], viewer, bool(row.has_voted)) for row in rows]
+        return Page(items=items, total=total or 0, limit=limit, offset=offset)
+
+    def _filtered(self, stmt: Select[Any], f: PostFilters, viewer: User | None) -> Select[Any]:
+        stmt = stmt.where(visible_to(viewer))
+        if f.kind:
+            stmt = stmt.where(Post.kind == f.kind)
+        if f.status:
+            stmt = stmt.where(Post.status.in_(f.status))
+        if f.tags:
+            stmt = stmt.where(Post.tags.contains([t.lower() for t in f.tags]))
+        if f.author_id:
+            stmt = stmt.where(Post.author_id == f.author_id)
+        if f.visibility:
+            stmt = stmt.where(Post.visibility == f.visibility)
+        if f.q:
+            stmt = stmt.where(Post.search.op("@@")(search_query(f.q)))
+        return stmt
+
+    def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> Select[Any]:
+        if sort is PostSort.TOP:
+            keys = [Post.vote_total.desc()]
+        elif sort is PostSort.NEW:
+            keys = []
+        elif sort is PostSort.DISCUSSED:
+            keys = [Post.comment_count.desc()]
+        elif sort is PostSort.RELEVANCE and f.q:
+            keys = [func.ts_rank_cd(Post.search, search_query(f.q)).desc(), Post.vote_total.desc()]
+        else:  # trending (also relevance without q)
+            recent = (
+                select(func.coalesce(func.sum(PostVoteDay.votes), 0))
+                .where(
+                    PostVoteDay.post_id == Post.id,
+                    PostVoteDay.day > func.current_date() - TRENDING_DAYS,
+                )
+                .scalar_subquery()
+            )
+            keys = [recent.desc(), Post.vote_total.desc()]
+        return stmt.order_by(*keys, Post.created_at.desc(), Post.id.desc())
+
+    # Writing ----------------------------------------------------------------------------------
+
+    async def create(self, author: User, data: PostCreate) -> PostOut:
+        if data.visibility is Visibility.INTERNAL and not author.sees_internal:
+            raise PermissionDeniedException("Only employees and the product team can post internally")
+        post = Post(
+            kind=data.kind.value,
+            title=data.title,
+            body=data.body,
+            tags=data.tags,
+            visibility=data.visibility.value,
+            status=PostStatus.OPEN.value,
+            author_id=author.id,
+        )
+        self.session.add(post)
+        await self.session.flush()
+        self.session.add(StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open"))
+        await self.session.flush()
+        await self.session.refresh(post)
+        return self.to_out(post, author, False)
+
+    async def update(self, post_id: UUID, editor: User, data: PostUpdate) -> PostOut:
+        post = await self.get_visible(post_id, editor, for_update=True)
+        is_author = post.author_id == editor.id
+        if (data.title is not msgspec.UNSET or data.body is not msgspec.UNSET) and not is_author:
+            raise PermissionDeniedException("Only the author can edit the title and body")
+        if data.tags is not msgspec.UNSET and not (is_author or editor.is_product_team):
+            raise PermissionDeniedException("Only the author or the product team can change tags")
+        if data.visibility is not msgspec.UNSET and not editor.is_product_team:
+            raise PermissionDeniedException("Only the product team can change visibility")
+        for field in ("title", "body", "tags"):
+            value = getattr(data, field)
+            if value is not msgspec.UNSET:
+                setattr(post, field, value)
+        if data.visibility is not msgspec.UNSET:
+            post.visibility = data.visibility.value
+        await self.session.flush()
+        await self.session.refresh(post)
+        return await self.get_out(post.id, editor)
+
+    async def soft_delete(self, post_id: UUID, actor: User) -> None:
+        post = await self.get_visible(post_id, actor, for_update=True)
+        if post.author_id != actor.id and not actor.is_admin:
+            raise PermissionDeniedException("Only the author or an admin can delete a post")
+        post.deleted_at = datetime.now(UTC)
+        await self.session.flush()
+
+    async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
+        if status is PostStatus.DUPLICATE:
+            raise UnprocessableError("Mark a post as duplicate by merging it into another", field="status")
+        post = await self.get_visible(post_id, actor, for_update=True)
+        if post.status == status.value:
+            raise ConflictError(detail=f"The post is already {status.value}")
+        self.session.add(
+            StatusChange(
+                post_id=post.id,
+                actor_id=actor.id,
+                from_status=post.status,
+                to_status=status.value,
+                note=note.strip() if note else None,
+            )
+        )
+        post.status = status.value
+        await self.session.flush()
+        return await self.get_out(post.id, actor)
+
+    async def history(self, post_id: UUID, viewer: User | None) -> list[StatusChangeOut]:
+        await self.get_visible(post_id, viewer)
+        changes = await self.session.scalars(
+            select(StatusChange)
+            .where(StatusChange.post_id == post_id)
+            .order_by(StatusChange.created_at, StatusChange.id)
+        )
+        return [
+            StatusChangeOut(
+                id=c.id,
+                from_status=c.from_status,
+                to_status=c.to_status,
+                note=c.note,
+                actor=author_public(c.actor),
+                created_at=c.created_at,
+            )
+            for c in changes
+        ]
+
+    # Votes ------------------------------------------------------------------------------------
+
+    async def vote(self, post_id: UUID, voter: User) -> VoteState:
+        """Idempotent: a second PUT changes nothing and keeps the first vote's time."""
+        await self.get_visible(post_id, voter)
+        inserted = await self.session.scalar(
+            insert(Vote)
+            .values(post_id=post_id, user_id=voter.id, voter_kind=voter.kind)
+            .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
+            .returning(Vote.created_at)
+        )
+        if inserted is not None:
+            await self._count_vote(post_id, voter.kind, +1, inserted)
+        return await self._vote_state(post_id, voter)
+
+    async def unvote(self, post_id: UUID, voter: User) -> VoteState:
+        await self.get_visible(post_id, voter)
+        removed = (
+            await self.session.execute(
+                delete(Vote)
+                .where(Vote.post_id == post_id, Vote.user_id == voter.id)
+                .returning(Vote.voter_kind, Vote.created_at)
+            )
+        ).first()
+        if removed is not None:
+            await self._count_vote(post_id, removed.voter_kind, -1, removed.created_at)
+        return await self._vote_state(post_id, voter)
+
+    async def _count_vote(self, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> None:
+        internal = step if voter_kind == "internal" else 0
+        await self.session.execute(
+            update(Post)
+            .where(Post.id == post_id)
+            .values(
+                vote_total=Post.vote_total + step,
+                vote_internal=Post.vote_internal + internal,
+                vote_external=Post.vote_external + (step - internal),
+                updated_at=Post.updated_at,  # a vote is not an edit
+            )
+        )
+        day = voted_at.astimezone(UTC).date()
+        upsert = insert(PostVoteDay).values(post_id=post_id, day=day, votes=step)
+        await self.session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[PostVoteDay.post_id, PostVoteDay.day],
+                set_={"votes": PostVoteDay.votes + step},
+            )
+        )
+
+    async def _vote_state(self, post_id: UUID, voter: User) -> VoteState:
+        row = (
+            await self.session.execute(
+                select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
+                .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == voter.id))
+                .where(Post.id == post_id)
+                .execution_options(populate_existing=True)
+            )
+        ).one()
+        return VoteState(
+            post_id=post_id,
+            has_voted=row.created_at is not None,
+            voted_at=row.created_at,
+            votes=VoteCounts(total=row.vote_total, internal=row.vote_internal, external=row.vote_external),
+        )
+
+    # Comments ---------------------------------------------------------------------------------
+
+    def _comment_out(self, c: Comment) -> CommentOut:
+        return CommentOut(
+            id=c.id,
+            post_id=c.post_id,
+            author=author_public(c.author),
+            body=c.body,
+            internal=c.internal,
+            created_at=c.created_at,
+        )
+
+    async def list_comments(self, post_id: UUID, viewer: User | None, limit: int, offset: int) -> Page[CommentOut]:
+        await self.get_visible(post_id, viewer)
+        condition = and_(Comment.post_id == post_id, Comment.deleted_at.is_(None))
+        if viewer is None or not viewer.sees_internal:
+            condition = and_(condition, Comment.internal.is_(false()))
+        rows = (
+            await self.session.execute(
+                select(Comment, func.count().over().label("total"))
+                .where(condition)
+                .order_by(Comment.created_at, Comment.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+        total = rows[0].total if rows else await self.session.scalar(select(func.count(Comment.id)).where(condition))
+        return Page(items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset)
+
+    async def add_comment(self, post_id: UUID, author: User, data: CommentCreate) -> CommentOut:
+        post = await self.get_visible(post_id, author)
+        if data.internal and not author.sees_internal:
+            raise PermissionDeniedException("Only employees and the product team can write internal notes")
+        comment = Comment(post_id=post.id, author_id=author.id, body=data.body, internal=data.internal)
+        self.session.add(comment)
+        counter = Post.internal_note_count if data.internal else Post.comment_count
+        await self.session.execute(
+            update(Post).where(Post.id == post.id).values({counter: counter + 1, "updated_at": Post.updated_at})
+        )
+        await self.session.flush()
+        await self.session.refresh(comment)
+        return self._comment_out(comment)
+
+    async def delete_comment(self, post_id: UUID, comment_id: UUID, actor: User) -> None:
+        await self.get_visible(post_id, actor)
+        condition = and_(Comment.id == comment_id, Comment.post_id == post_id, Comment.deleted_at.is_(None))
+        if not actor.sees_internal:
+            condition = and_(condition, Comment.internal.is_(false()))
+        comment = await self.session.scalar(select(Comment).where(condition).with_for_update(of=Comment))
+        if comment is None:
+            raise NotFoundException("Comment not found")
+        if comment.author_id != actor.id and not actor.is_admin:
+            raise PermissionDeniedException("Only the author or an admin can delete a comment")
+        comment.deleted_at = datetime.now(UTC)
+        counter = Post.internal_note_count if comment.internal else Post.comment_count
+        await self.session.execute(
+            update(Post).where(Post.id == post_id).values({counter: counter - 1, "updated_at": Post.updated_at})
+        )
+        await self.session.flush()
+

@@ -1,0 +1,113 @@
+"""Configuration, read once from ``FORUM_*`` environment variables.
+
+Every variable is listed in the README. Settings are plain dataclasses; the pieces of the app that
+need a library config (database, JWT, CORS, rate limits) build it from them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("forum", appauthor=False))
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """External PostgreSQL (with pgvector). None means the embedded server in ``data_dir``."""
+    secret_key: str | None = None
+    token_ttl_minutes: int = 60 * 24
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = 1_048_576
+    rate_limit_enabled: bool = True
+    rate_limit_writes_per_minute: int = 120
+    rate_limit_auth_per_minute: int = 20
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    debug: bool = False
+    embedding_model: str | None = None
+    duplicate_threshold: float = 0.6
+    run_worker_in_server: bool = True
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        origins = _env("FORUM_CORS_ORIGINS", "") or ""
+        return cls(
+            data_dir=Path(_env("FORUM_DATA_DIR") or default_data_dir()).expanduser(),
+            database_url=_env("FORUM_DATABASE_URL"),
+            secret_key=_env("FORUM_SECRET_KEY"),
+            token_ttl_minutes=_env_int("FORUM_TOKEN_TTL_MINUTES", 60 * 24),
+            cors_origins=[o.strip() for o in origins.split(",") if o.strip()],
+            max_body_bytes=_env_int("FORUM_MAX_BODY_BYTES", 1_048_576),
+            rate_limit_enabled=_env_bool("FORUM_RATE_LIMIT_ENABLED", True),
+            rate_limit_writes_per_minute=_env_int("FORUM_RATE_LIMIT_WRITES_PER_MINUTE", 120),
+            rate_limit_auth_per_minute=_env_int("FORUM_RATE_LIMIT_AUTH_PER_MINUTE", 20),
+            db_pool_size=_env_int("FORUM_DB_POOL_SIZE", 10),
+            db_max_overflow=_env_int("FORUM_DB_MAX_OVERFLOW", 10),
+            debug=_env_bool("FORUM_DEBUG", False),
+            embedding_model=_env("FORUM_EMBEDDING_MODEL"),
+            duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", 0.6),
+            run_worker_in_server=_env_bool("FORUM_WORKER_IN_SERVER", True),
+        )
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def jwt_secret(self) -> str:
+        """``FORUM_SECRET_KEY``, else a secret generated on first run and kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        candidate = secrets.token_urlsafe(48)
+        # O_EXCL: when several processes start at once, the first writer wins and all read its key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(candidate)
+        return candidate

@@ -1,0 +1,166 @@
+"""Tests run against a real PostgreSQL with the real Alembic migrations applied.
+
+By default an embedded PostgreSQL is started in a temporary directory for the session. Set
+``FORUM_TEST_DATABASE_URL`` to use another server instead: the database it names is migrated and its
+tables are emptied between tests, so point it at a throwaway database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from forum import database
+from forum.accounts.services import UserService
+from forum.app import create_app
+from forum.models import UserKind, UserRole, metadata
+from forum.settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("FORUM_TEST_DATABASE_URL")
+    if url:
+        url = database.normalise_async_url(url)
+    else:
+        url = database.start_embedded_postgres(tmp_path_factory.mktemp("pg") / "postgres", "forum_test")
+    database.upgrade(url)
+    return url
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key="test-secret-key-that-is-long-enough-for-hs256",
+        rate_limit_enabled=False,
+    )
+
+
+@dataclass
+class Actor:
+    id: str
+    email: str
+    token: str
+    kind: str
+    role: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class Api:
+    """The test client plus helpers to make users of every kind and role."""
+
+    _ids = itertools.count()
+
+    def __init__(self, client: TestClient, database_url: str) -> None:
+        self.client = client
+        self.database_url = database_url
+
+    def register(self, name: str | None = None) -> Actor:
+        n = next(self._ids)
+        email = f"{name or 'user'}{n}@example.com"
+        r = self.client.post(
+            "/api/auth/register", json={"email": email, "password": PASSWORD, "display_name": name or f"User {n}"}
+        )
+        assert r.status_code == 201, r.text
+        return self.login(email, r.json()["id"])
+
+    def login(self, email: str, user_id: str) -> Actor:
+        r = self.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        me = self.client.get("/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}).json()
+        return Actor(id=user_id, email=email, token=r.json()["access_token"], kind=me["kind"], role=me["role"])
+
+    def make_user(self, kind: str = "external", role: str = "member", name: str | None = None) -> Actor:
+        """A user created directly in the database (as ``forum users create`` does), then logged in."""
+        n = next(self._ids)
+        email = f"{name or kind + '-' + role}{n}@example.com"
+
+        async def create() -> str:
+            engine = create_async_engine(self.database_url, poolclass=NullPool)
+            try:
+                async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+                    user = await UserService(session=session).register(
+                        email=email,
+                        password=PASSWORD,
+                        display_name=name or f"{kind} {role} {n}",
+                        kind=UserKind(kind),
+                        role=UserRole(role),
+                    )
+                    await session.commit()
+                    return str(user.id)
+            finally:
+                await engine.dispose()
+
+        return self.login(email, _run(create()))
+
+    def post(self, actor: Actor, **fields: Any) -> dict[str, Any]:
+        body = {"kind": "idea", "title": "A post title", **fields}
+        r = self.client.post("/api/posts", json=body, headers=actor.headers)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@pytest.fixture
+def client(settings: Settings, database_url: str) -> Iterator[TestClient]:
+    app = create_app(settings)
+    with TestClient(app=app) as test_client:
+        yield test_client
+    _run(_truncate(database_url))
+
+
+@pytest.fixture
+def api(client: TestClient, database_url: str) -> Api:
+    return Api(client, database_url)
+
+
+class QueryCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.statements.append(statement)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def count_queries() -> Iterator[QueryCounter]:
+    counter = QueryCounter()
+    event.listen(Engine, "before_cursor_execute", counter)
+    yield counter
+    event.remove(Engine, "before_cursor_execute", counter)
