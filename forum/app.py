@@ -39,9 +39,11 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 async def health(db_session: AsyncSession) -> Any:
     try:
         await db_session.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means the database is not usable
+    except Exception as exc:
         logger.warning("health check failed: %s", exc)
-        return problem(503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable")
+        return problem(
+            503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable"
+        )
     return {"status": "ok", "database": "ok", "version": __version__}
 
 
@@ -90,7 +92,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/schema",
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
-            security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
         ),
     )
     return Litestar(
@@ -104,6 +108,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         else None,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
-        state=State({"forum_settings": settings, "forum_alchemy_config": alchemy, "forum_jwt_auth": jwt_auth}),
+        state=State(
+            {"forum_settings": settings, "forum_alchemy_config": alchemy, "forum_jwt_auth": jwt_auth}
+        ),
         debug=settings.debug,
     )

@@ -35,8 +35,12 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 def serve(host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the HTTP API (starts the embedded PostgreSQL unless FORUM_DATABASE_URL is set)."""
     import uvicorn
@@ -97,17 +101,24 @@ def users() -> None:
 
 @users.command("create")
 @click.option("--email", required=True)
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="At least 8 characters (prompted when omitted).")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="At least 8 characters (prompted when omitted).",
+)
 @click.option("--display-name", default=None, help="Defaults to the part of the email before @.")
-@click.option("--role", type=click.Choice(["member", "product", "admin"]), default="member", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["member", "product", "admin"]), default="member", show_default=True
+)
 @click.option("--kind", type=click.Choice(["external", "internal"]), default="external", show_default=True)
 def users_create(email: str, password: str, display_name: str | None, role: str, kind: str) -> None:
     """Create a user, e.g. the first admin: --role admin --kind internal."""
+    import msgspec
+
     from forum.accounts.schemas import UserRegister
     from forum.models import UserKind, UserRole
-
-    import msgspec
 
     try:
         data = msgspec.convert(
@@ -132,7 +143,11 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
             service = UserService(session=session)
             try:
                 user = await service.register(
-                    email=data.email, password=data.password, display_name=data.display_name, kind=kind, role=role
+                    email=data.email,
+                    password=data.password,
+                    display_name=data.display_name,
+                    kind=kind,
+                    role=role,
                 )
             except Exception as exc:  # the same rules as the API: a duplicate email is refused
                 detail = getattr(exc, "detail", None) or str(exc)

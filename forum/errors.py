@@ -112,6 +112,12 @@ def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception)
     return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": "5"})
 
 
+def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, RecursionError):
+        return problem(400, "The request body is nested too deeply")
+    return problem(400, "The request body is not valid UTF-8")
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "Internal error")
@@ -125,5 +131,7 @@ exception_handlers: dict[Any, Any] = {
     DBAPIError: handle_database_unavailable,
     ConnectionError: handle_database_unavailable,
     OSError: handle_database_unavailable,
+    RecursionError: handle_unreadable_body,
+    UnicodeDecodeError: handle_unreadable_body,
     Exception: handle_unexpected,
 }

@@ -26,28 +26,28 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 metadata = orm_registry.metadata
 
 
-class UserKind(str, enum.Enum):
+class UserKind(enum.StrEnum):
     EXTERNAL = "external"
     INTERNAL = "internal"
 
 
-class UserRole(str, enum.Enum):
+class UserRole(enum.StrEnum):
     MEMBER = "member"
     PRODUCT = "product"
     ADMIN = "admin"
 
 
-class PostKind(str, enum.Enum):
+class PostKind(enum.StrEnum):
     IDEA = "idea"
     CRITIQUE = "critique"
 
 
-class Visibility(str, enum.Enum):
+class Visibility(enum.StrEnum):
     PUBLIC = "public"
     INTERNAL = "internal"
 
 
-class PostStatus(str, enum.Enum):
+class PostStatus(enum.StrEnum):
     OPEN = "open"
     UNDER_REVIEW = "under_review"
     PLANNED = "planned"
@@ -108,7 +108,9 @@ class Post(UUIDv7AuditBase):
         Index("ix_post_tags", "tags", postgresql_using="gin"),
         Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")
+        ),
     )
 
     kind: Mapped[str] = mapped_column(String(16))

@@ -92,7 +92,8 @@ class Api:
         n = next(self._ids)
         email = f"{name or 'user'}{n}@example.com"
         r = self.client.post(
-            "/api/auth/register", json={"email": email, "password": PASSWORD, "display_name": name or f"User {n}"}
+            "/api/auth/register",
+            json={"email": email, "password": PASSWORD, "display_name": name or f"User {n}"},
         )
         assert r.status_code == 201, r.text
         return self.login(email, r.json()["id"])
@@ -100,8 +101,12 @@ class Api:
     def login(self, email: str, user_id: str) -> Actor:
         r = self.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
         assert r.status_code == 200, r.text
-        me = self.client.get("/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}).json()
-        return Actor(id=user_id, email=email, token=r.json()["access_token"], kind=me["kind"], role=me["role"])
+        me = self.client.get(
+            "/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
+        ).json()
+        return Actor(
+            id=user_id, email=email, token=r.json()["access_token"], kind=me["kind"], role=me["role"]
+        )
 
     def make_user(self, kind: str = "external", role: str = "member", name: str | None = None) -> Actor:
         """A user created directly in the database (as ``forum users create`` does), then logged in."""

@@ -45,7 +45,8 @@ def test_registration_validation_names_fields(api: Api) -> None:
         assert r.status_code == 422, (field, r.text)
         assert [e["field"] for e in r.json()["errors"]] == [field]
     r = api.client.post(
-        "/api/auth/register", json={"email": "a@example.com", "password": PASSWORD, "display_name": "x", "role": "admin"}
+        "/api/auth/register",
+        json={"email": "a@example.com", "password": PASSWORD, "display_name": "x", "role": "admin"},
     )
     assert r.status_code == 422, "unknown fields (such as a self-granted role) are refused"
 
@@ -82,16 +83,21 @@ def test_admin_changes_role_and_kind_others_cannot(api: Api) -> None:
     assert r.status_code == 403
     r = api.client.patch(f"/api/users/{member.id}", json={"kind": "internal"}, headers=member.headers)
     assert r.status_code == 403, "nobody promotes themselves"
-    r = api.client.patch(f"/api/users/{member.id}", json={"kind": "internal", "role": "product"}, headers=admin.headers)
+    r = api.client.patch(
+        f"/api/users/{member.id}", json={"kind": "internal", "role": "product"}, headers=admin.headers
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["kind"], r.json()["role"]) == ("internal", "product")
     me = api.client.get("/api/me", headers=member.headers).json()
     assert (me["kind"], me["role"]) == ("internal", "product"), "changes apply to existing tokens at once"
     r = api.client.patch(f"/api/users/{member.id}", json={"role": "owner"}, headers=admin.headers)
     assert r.status_code == 422
-    assert api.client.patch(
-        "/api/users/01a209e5-0000-7000-8000-000000000000", json={"role": "admin"}, headers=admin.headers
-    ).status_code == 404
+    assert (
+        api.client.patch(
+            "/api/users/01a209e5-0000-7000-8000-000000000000", json={"role": "admin"}, headers=admin.headers
+        ).status_code
+        == 404
+    )
 
 
 def test_last_admin_cannot_be_demoted(api: Api) -> None:
@@ -106,7 +112,12 @@ def test_last_admin_cannot_be_demoted(api: Api) -> None:
 def test_deactivated_user_loses_access(api: Api) -> None:
     admin = api.make_user("internal", "admin")
     user = api.register()
-    assert api.client.patch(f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers).status_code == 200
+    assert (
+        api.client.patch(
+            f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers
+        ).status_code
+        == 200
+    )
     assert api.client.get("/api/me", headers=user.headers).status_code == 401
     r = api.client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
     assert r.status_code == 401
@@ -145,4 +156,9 @@ def test_change_own_password(api: Api) -> None:
         "/api/me", json={"password": "a new password", "current_password": PASSWORD}, headers=user.headers
     )
     assert r.status_code == 200
-    assert api.client.post("/api/auth/login", json={"email": user.email, "password": "a new password"}).status_code == 200
+    assert (
+        api.client.post(
+            "/api/auth/login", json={"email": user.email, "password": "a new password"}
+        ).status_code
+        == 200
+    )

@@ -68,7 +68,9 @@ class MeController(Controller):
         return user_detail(request.user)
 
     @patch(summary="Change your display name or password")
-    async def update_me(self, request: Request[User, object, object], data: MeUpdate, users: UserService) -> UserDetail:
+    async def update_me(
+        self, request: Request[User, object, object], data: MeUpdate, users: UserService
+    ) -> UserDetail:
         user = await users.update_own_account(
             request.user,
             display_name=data.display_name,
@@ -100,7 +102,11 @@ class UserController(Controller):
         user = await users.get(user_id)
         return UserPublic(id=user.id, display_name=user.display_name, kind=user.kind)
 
-    @patch("/{user_id:uuid}", guards=[requires_admin], summary="Change a user's role, kind or active flag (admin)")
+    @patch(
+        "/{user_id:uuid}",
+        guards=[requires_admin],
+        summary="Change a user's role, kind or active flag (admin)",
+    )
     async def update_user(self, user_id: UUID, data: UserUpdate, users: UserService) -> UserDetail:
         user = await users.update_by_admin(user_id, role=data.role, kind=data.kind, is_active=data.is_active)
         return user_detail(user)

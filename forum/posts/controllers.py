@@ -44,11 +44,21 @@ class PostController(Controller):
         request: Request[User | None, object, object],
         posts: PostService,
         kind: PostKind | None = None,
-        status: Annotated[list[PostStatus] | None, Parameter(description="Repeat to match any of several")] = None,
-        tag: Annotated[list[Annotated[str, Parameter(max_length=40)]] | None, Parameter(description="Repeat: all must match")] = None,
+        status: Annotated[
+            list[PostStatus] | None, Parameter(description="Repeat to match any of several")
+        ] = None,
+        tag: Annotated[
+            list[Annotated[str, Parameter(max_length=40)]] | None,
+            Parameter(description="Repeat: all must match"),
+        ] = None,
         author: UUID | None = None,
         visibility: Visibility | None = None,
-        q: Annotated[str | None, Parameter(max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body")] = None,
+        q: Annotated[
+            str | None,
+            Parameter(
+                max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body"
+            ),
+        ] = None,
         sort: PostSort | None = None,
         limit: Limit = 20,
         offset: Offset = 0,
@@ -64,34 +74,57 @@ class PostController(Controller):
         return await posts.list(filters, sort, limit, offset, request.user)
 
     @post(guards=[requires_login], summary="Post an idea or a critique")
-    async def create_post(self, request: Request[User, object, object], data: PostCreate, posts: PostService) -> PostOut:
+    async def create_post(
+        self, request: Request[User, object, object], data: PostCreate, posts: PostService
+    ) -> PostOut:
         return await posts.create(request.user, data)
 
     @get("/{post_id:uuid}", summary="One post")
-    async def get_post(self, request: Request[User | None, object, object], post_id: UUID, posts: PostService) -> PostOut:
+    async def get_post(
+        self, request: Request[User | None, object, object], post_id: UUID, posts: PostService
+    ) -> PostOut:
         return await posts.get_out(post_id, request.user)
 
-    @patch("/{post_id:uuid}", guards=[requires_login], summary="Edit a post (author; tags and visibility: product team)")
+    @patch(
+        "/{post_id:uuid}",
+        guards=[requires_login],
+        summary="Edit a post (author; tags and visibility: product team)",
+    )
     async def update_post(
         self, request: Request[User, object, object], post_id: UUID, data: PostUpdate, posts: PostService
     ) -> PostOut:
         return await posts.update(post_id, request.user, data)
 
     @delete("/{post_id:uuid}", guards=[requires_login], summary="Soft-delete a post (author or admin)")
-    async def delete_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> None:
+    async def delete_post(
+        self, request: Request[User, object, object], post_id: UUID, posts: PostService
+    ) -> None:
         await posts.soft_delete(post_id, request.user)
 
     @put("/{post_id:uuid}/vote", guards=[requires_login], summary="Vote for a post (idempotent)")
-    async def vote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+    async def vote(
+        self, request: Request[User, object, object], post_id: UUID, posts: PostService
+    ) -> VoteState:
         return await posts.vote(post_id, request.user)
 
     @delete("/{post_id:uuid}/vote", guards=[requires_login], status_code=200, summary="Remove your vote")
-    async def unvote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+    async def unvote(
+        self, request: Request[User, object, object], post_id: UUID, posts: PostService
+    ) -> VoteState:
         return await posts.unvote(post_id, request.user)
 
-    @post("/{post_id:uuid}/status", guards=[requires_product_team], status_code=200, summary="Change status (product team)")
+    @post(
+        "/{post_id:uuid}/status",
+        guards=[requires_product_team],
+        status_code=200,
+        summary="Change status (product team)",
+    )
     async def change_status(
-        self, request: Request[User, object, object], post_id: UUID, data: StatusChangeRequest, posts: PostService
+        self,
+        request: Request[User, object, object],
+        post_id: UUID,
+        data: StatusChangeRequest,
+        posts: PostService,
     ) -> PostOut:
         return await posts.change_status(post_id, request.user, data.status, data.note)
 

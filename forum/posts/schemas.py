@@ -21,7 +21,7 @@ Note = Annotated[str, msgspec.Meta(max_length=2_000, pattern=NO_NUL)]
 CommentBody = Annotated[str, msgspec.Meta(min_length=1, max_length=5_000, pattern=NO_NUL)]
 
 
-class PostSort(str, enum.Enum):
+class PostSort(enum.StrEnum):
     """``top``: most votes; ``new``: newest; ``trending``: most votes in the last 14 days;
     ``discussed``: most comments; ``relevance``: best text match (the default when ``q`` is given)."""
 

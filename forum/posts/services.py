@@ -121,7 +121,9 @@ class PostService:
         if sort is None:
             sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
         stmt = self._ordered(stmt, sort, filters)
-        stmt = stmt.add_columns(self._has_voted(viewer).label("has_voted"), func.count().over().label("total"))
+        stmt = stmt.add_columns(
+            self._has_voted(viewer).label("has_voted"), func.count().over().label("total")
+        )
         rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
         if rows:
             total = rows[0].total
@@ -183,7 +185,9 @@ class PostService:
         )
         self.session.add(post)
         await self.session.flush()
-        self.session.add(StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open"))
+        self.session.add(
+            StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open")
+        )
         await self.session.flush()
         await self.session.refresh(post)
         return self.to_out(post, author, False)
@@ -214,7 +218,9 @@ class PostService:
         post.deleted_at = datetime.now(UTC)
         await self.session.flush()
 
-    async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
+    async def change_status(
+        self, post_id: UUID, actor: User, status: PostStatus, note: str | None
+    ) -> PostOut:
         if status is PostStatus.DUPLICATE:
             raise UnprocessableError("Mark a post as duplicate by merging it into another", field="status")
         post = await self.get_visible(post_id, actor, for_update=True)
@@ -329,7 +335,9 @@ class PostService:
             created_at=c.created_at,
         )
 
-    async def list_comments(self, post_id: UUID, viewer: User | None, limit: int, offset: int) -> Page[CommentOut]:
+    async def list_comments(
+        self, post_id: UUID, viewer: User | None, limit: int, offset: int
+    ) -> Page[CommentOut]:
         await self.get_visible(post_id, viewer)
         condition = and_(Comment.post_id == post_id, Comment.deleted_at.is_(None))
         if viewer is None or not viewer.sees_internal:
@@ -343,8 +351,14 @@ class PostService:
                 .offset(offset)
             )
         ).all()
-        total = rows[0].total if rows else await self.session.scalar(select(func.count(Comment.id)).where(condition))
-        return Page(items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset)
+        total = (
+            rows[0].total
+            if rows
+            else await self.session.scalar(select(func.count(Comment.id)).where(condition))
+        )
+        return Page(
+            items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset
+        )
 
     async def add_comment(self, post_id: UUID, author: User, data: CommentCreate) -> CommentOut:
         post = await self.get_visible(post_id, author)
@@ -354,7 +368,9 @@ class PostService:
         self.session.add(comment)
         counter = Post.internal_note_count if data.internal else Post.comment_count
         await self.session.execute(
-            update(Post).where(Post.id == post.id).values({counter: counter + 1, "updated_at": Post.updated_at})
+            update(Post)
+            .where(Post.id == post.id)
+            .values({counter: counter + 1, "updated_at": Post.updated_at})
         )
         await self.session.flush()
         await self.session.refresh(comment)
@@ -373,7 +389,8 @@ class PostService:
         comment.deleted_at = datetime.now(UTC)
         counter = Post.internal_note_count if comment.internal else Post.comment_count
         await self.session.execute(
-            update(Post).where(Post.id == post_id).values({counter: counter - 1, "updated_at": Post.updated_at})
+            update(Post)
+            .where(Post.id == post_id)
+            .values({counter: counter - 1, "updated_at": Post.updated_at})
         )
         await self.session.flush()
-

@@ -1,7 +1,7 @@
 """core: users, posts, votes, comments, status history
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 19:29:30.671950
 """
 
@@ -18,125 +18,185 @@ sa.GUID = GUID
 sa.DateTimeUTC = DateTimeUTC
 sa.VECTOR = VECTOR
 
-revision: str = '0001'
+revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table('user_account',
-    sa.Column('id', sa.GUID(length=16), nullable=False),
-    sa.Column('email', sa.String(length=254), nullable=False),
-    sa.Column('display_name', sa.String(length=80), nullable=False),
-    sa.Column('password_hash', sa.String(length=255), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('is_active', sa.Boolean(), server_default=sa.text('true'), nullable=False),
-    sa.Column('sa_orm_sentinel', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.CheckConstraint("kind IN ('external', 'internal')", name=op.f('ck_user_account_kind_valid')),
-    sa.CheckConstraint("role IN ('member', 'product', 'admin')", name=op.f('ck_user_account_role_valid')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_user_account')),
-    sa.UniqueConstraint('email', name=op.f('uq_user_account_email'))
+    op.create_table(
+        "user_account",
+        sa.Column("id", sa.GUID(length=16), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("display_name", sa.String(length=80), nullable=False),
+        sa.Column("password_hash", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("is_active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.CheckConstraint("kind IN ('external', 'internal')", name=op.f("ck_user_account_kind_valid")),
+        sa.CheckConstraint("role IN ('member', 'product', 'admin')", name=op.f("ck_user_account_role_valid")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_user_account")),
+        sa.UniqueConstraint("email", name=op.f("uq_user_account_email")),
     )
-    op.create_table('post',
-    sa.Column('id', sa.GUID(length=16), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('title', sa.String(length=160), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('tags', postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False),
-    sa.Column('visibility', sa.String(length=16), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('author_id', sa.GUID(length=16), nullable=False),
-    sa.Column('vote_total', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('vote_internal', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('vote_external', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('comment_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('internal_note_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('deleted_at', sa.DateTimeUTC(timezone=True), nullable=True),
-    sa.Column('search', postgresql.TSVECTOR(), sa.Computed("to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(body, '')) || to_tsvector('spanish'::regconfig, coalesce(title, '') || ' ' || coalesce(body, ''))", persisted=True), nullable=False),
-    sa.Column('sa_orm_sentinel', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.CheckConstraint("kind IN ('idea', 'critique')", name=op.f('ck_post_kind_valid')),
-    sa.CheckConstraint("status IN ('open', 'under_review', 'planned', 'in_progress', 'shipped', 'declined', 'duplicate')", name=op.f('ck_post_status_valid')),
-    sa.CheckConstraint("visibility IN ('public', 'internal')", name=op.f('ck_post_visibility_valid')),
-    sa.ForeignKeyConstraint(['author_id'], ['user_account.id'], name=op.f('fk_post_author_id_user_account'), ondelete='RESTRICT'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_post'))
+    op.create_table(
+        "post",
+        sa.Column("id", sa.GUID(length=16), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("title", sa.String(length=160), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column(
+            "tags", postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False
+        ),
+        sa.Column("visibility", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("author_id", sa.GUID(length=16), nullable=False),
+        sa.Column("vote_total", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("vote_internal", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("vote_external", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("comment_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("internal_note_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("deleted_at", sa.DateTimeUTC(timezone=True), nullable=True),
+        sa.Column(
+            "search",
+            postgresql.TSVECTOR(),
+            sa.Computed(
+                "to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(body, '')) || to_tsvector('spanish'::regconfig, coalesce(title, '') || ' ' || coalesce(body, ''))",
+                persisted=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.CheckConstraint("kind IN ('idea', 'critique')", name=op.f("ck_post_kind_valid")),
+        sa.CheckConstraint(
+            "status IN ('open', 'under_review', 'planned', 'in_progress', 'shipped', 'declined', 'duplicate')",
+            name=op.f("ck_post_status_valid"),
+        ),
+        sa.CheckConstraint("visibility IN ('public', 'internal')", name=op.f("ck_post_visibility_valid")),
+        sa.ForeignKeyConstraint(
+            ["author_id"],
+            ["user_account.id"],
+            name=op.f("fk_post_author_id_user_account"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_post")),
     )
-    op.create_index(op.f('ix_post_author_id'), 'post', ['author_id'], unique=False)
-    op.create_index('ix_post_discussed', 'post', ['comment_count', 'created_at'], unique=False, postgresql_where=sa.text('deleted_at IS NULL'))
-    op.create_index('ix_post_new', 'post', ['created_at'], unique=False, postgresql_where=sa.text('deleted_at IS NULL'))
-    op.create_index('ix_post_search', 'post', ['search'], unique=False, postgresql_using='gin')
-    op.create_index('ix_post_tags', 'post', ['tags'], unique=False, postgresql_using='gin')
-    op.create_index('ix_post_top', 'post', ['vote_total', 'created_at'], unique=False, postgresql_where=sa.text('deleted_at IS NULL'))
-    op.create_table('comment',
-    sa.Column('id', sa.GUID(length=16), nullable=False),
-    sa.Column('post_id', sa.GUID(length=16), nullable=False),
-    sa.Column('author_id', sa.GUID(length=16), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('internal', sa.Boolean(), server_default=sa.text('false'), nullable=False),
-    sa.Column('deleted_at', sa.DateTimeUTC(timezone=True), nullable=True),
-    sa.Column('sa_orm_sentinel', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['author_id'], ['user_account.id'], name=op.f('fk_comment_author_id_user_account'), ondelete='RESTRICT'),
-    sa.ForeignKeyConstraint(['post_id'], ['post.id'], name=op.f('fk_comment_post_id_post'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_comment'))
+    op.create_index(op.f("ix_post_author_id"), "post", ["author_id"], unique=False)
+    op.create_index(
+        "ix_post_discussed",
+        "post",
+        ["comment_count", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("deleted_at IS NULL"),
     )
-    op.create_index('ix_comment_post_created', 'comment', ['post_id', 'created_at'], unique=False)
-    op.create_table('post_vote_day',
-    sa.Column('post_id', sa.GUID(length=16), nullable=False),
-    sa.Column('day', sa.Date(), nullable=False),
-    sa.Column('votes', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['post_id'], ['post.id'], name=op.f('fk_post_vote_day_post_id_post'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('post_id', 'day', name=op.f('pk_post_vote_day'))
+    op.create_index(
+        "ix_post_new", "post", ["created_at"], unique=False, postgresql_where=sa.text("deleted_at IS NULL")
     )
-    op.create_index(op.f('ix_post_vote_day_day'), 'post_vote_day', ['day'], unique=False)
-    op.create_table('status_change',
-    sa.Column('id', sa.GUID(length=16), nullable=False),
-    sa.Column('post_id', sa.GUID(length=16), nullable=False),
-    sa.Column('actor_id', sa.GUID(length=16), nullable=False),
-    sa.Column('from_status', sa.String(length=16), nullable=True),
-    sa.Column('to_status', sa.String(length=16), nullable=False),
-    sa.Column('note', sa.Text(), nullable=True),
-    sa.Column('sa_orm_sentinel', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTimeUTC(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['actor_id'], ['user_account.id'], name=op.f('fk_status_change_actor_id_user_account'), ondelete='RESTRICT'),
-    sa.ForeignKeyConstraint(['post_id'], ['post.id'], name=op.f('fk_status_change_post_id_post'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_change'))
+    op.create_index("ix_post_search", "post", ["search"], unique=False, postgresql_using="gin")
+    op.create_index("ix_post_tags", "post", ["tags"], unique=False, postgresql_using="gin")
+    op.create_index(
+        "ix_post_top",
+        "post",
+        ["vote_total", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("deleted_at IS NULL"),
     )
-    op.create_index('ix_status_change_post_created', 'status_change', ['post_id', 'created_at'], unique=False)
-    op.create_table('vote',
-    sa.Column('post_id', sa.GUID(length=16), nullable=False),
-    sa.Column('user_id', sa.GUID(length=16), nullable=False),
-    sa.Column('voter_kind', sa.String(length=16), nullable=False),
-    sa.Column('created_at', sa.DateTimeUTC(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.CheckConstraint("voter_kind IN ('external', 'internal')", name=op.f('ck_vote_voter_kind_valid')),
-    sa.ForeignKeyConstraint(['post_id'], ['post.id'], name=op.f('fk_vote_post_id_post'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_vote_user_id_user_account'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('post_id', 'user_id', name=op.f('pk_vote'))
+    op.create_table(
+        "comment",
+        sa.Column("id", sa.GUID(length=16), nullable=False),
+        sa.Column("post_id", sa.GUID(length=16), nullable=False),
+        sa.Column("author_id", sa.GUID(length=16), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("internal", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("deleted_at", sa.DateTimeUTC(timezone=True), nullable=True),
+        sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["author_id"],
+            ["user_account.id"],
+            name=op.f("fk_comment_author_id_user_account"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["post_id"], ["post.id"], name=op.f("fk_comment_post_id_post"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_comment")),
     )
-    op.create_index('ix_vote_user', 'vote', ['user_id', 'created_at'], unique=False)
+    op.create_index("ix_comment_post_created", "comment", ["post_id", "created_at"], unique=False)
+    op.create_table(
+        "post_vote_day",
+        sa.Column("post_id", sa.GUID(length=16), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("votes", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["post_id"], ["post.id"], name=op.f("fk_post_vote_day_post_id_post"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("post_id", "day", name=op.f("pk_post_vote_day")),
+    )
+    op.create_index(op.f("ix_post_vote_day_day"), "post_vote_day", ["day"], unique=False)
+    op.create_table(
+        "status_change",
+        sa.Column("id", sa.GUID(length=16), nullable=False),
+        sa.Column("post_id", sa.GUID(length=16), nullable=False),
+        sa.Column("actor_id", sa.GUID(length=16), nullable=False),
+        sa.Column("from_status", sa.String(length=16), nullable=True),
+        sa.Column("to_status", sa.String(length=16), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["actor_id"],
+            ["user_account.id"],
+            name=op.f("fk_status_change_actor_id_user_account"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["post_id"], ["post.id"], name=op.f("fk_status_change_post_id_post"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_status_change")),
+    )
+    op.create_index("ix_status_change_post_created", "status_change", ["post_id", "created_at"], unique=False)
+    op.create_table(
+        "vote",
+        sa.Column("post_id", sa.GUID(length=16), nullable=False),
+        sa.Column("user_id", sa.GUID(length=16), nullable=False),
+        sa.Column("voter_kind", sa.String(length=16), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTimeUTC(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint("voter_kind IN ('external', 'internal')", name=op.f("ck_vote_voter_kind_valid")),
+        sa.ForeignKeyConstraint(
+            ["post_id"], ["post.id"], name=op.f("fk_vote_post_id_post"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["user_account.id"], name=op.f("fk_vote_user_id_user_account"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("post_id", "user_id", name=op.f("pk_vote")),
+    )
+    op.create_index("ix_vote_user", "vote", ["user_id", "created_at"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_vote_user', table_name='vote')
-    op.drop_table('vote')
-    op.drop_index('ix_status_change_post_created', table_name='status_change')
-    op.drop_table('status_change')
-    op.drop_index(op.f('ix_post_vote_day_day'), table_name='post_vote_day')
-    op.drop_table('post_vote_day')
-    op.drop_index('ix_comment_post_created', table_name='comment')
-    op.drop_table('comment')
-    op.drop_index('ix_post_top', table_name='post', postgresql_where=sa.text('deleted_at IS NULL'))
-    op.drop_index('ix_post_tags', table_name='post', postgresql_using='gin')
-    op.drop_index('ix_post_search', table_name='post', postgresql_using='gin')
-    op.drop_index('ix_post_new', table_name='post', postgresql_where=sa.text('deleted_at IS NULL'))
-    op.drop_index('ix_post_discussed', table_name='post', postgresql_where=sa.text('deleted_at IS NULL'))
-    op.drop_index(op.f('ix_post_author_id'), table_name='post')
-    op.drop_table('post')
-    op.drop_table('user_account')
+    op.drop_index("ix_vote_user", table_name="vote")
+    op.drop_table("vote")
+    op.drop_index("ix_status_change_post_created", table_name="status_change")
+    op.drop_table("status_change")
+    op.drop_index(op.f("ix_post_vote_day_day"), table_name="post_vote_day")
+    op.drop_table("post_vote_day")
+    op.drop_index("ix_comment_post_created", table_name="comment")
+    op.drop_table("comment")
+    op.drop_index("ix_post_top", table_name="post", postgresql_where=sa.text("deleted_at IS NULL"))
+    op.drop_index("ix_post_tags", table_name="post", postgresql_using="gin")
+    op.drop_index("ix_post_search", table_name="post", postgresql_using="gin")
+    op.drop_index("ix_post_new", table_name="post", postgresql_where=sa.text("deleted_at IS NULL"))
+    op.drop_index("ix_post_discussed", table_name="post", postgresql_where=sa.text("deleted_at IS NULL"))
+    op.drop_index(op.f("ix_post_author_id"), table_name="post")
+    op.drop_table("post")
+    op.drop_table("user_account")

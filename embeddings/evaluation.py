@@ -1,0 +1,308 @@
+"""Score an encoder on labelled duplicate data (JSONL).
+
+Two file formats are recognised, per file, from the keys of the first record:
+
+* **pairs** (``"a"``, ``"b"``, ``"duplicate"``; optional ``"a_body"``,
+  ``"b_body"`` and a graded ``"score"``): each pair is scored by the cosine of
+  its two texts and evaluated with ROC-AUC, average precision, the
+  F1-maximising cosine threshold and, when every row has a ``score``, the
+  Spearman correlation between cosine and score.
+* **corpus** (``"id"``, ``"text"``, ``"group"``, ``"source"``; optional
+  ``"body"``): items sharing a ``group`` are duplicates.  Within each
+  ``source``, every item whose group has another member there is a query; all
+  other items of that source are ranked by cosine and recall@k counts queries
+  with a same-group item among the top ``k`` (micro average).
+
+Texts are built with :func:`embeddings.encoder.text_for_embedding`, so titles
+and bodies are combined exactly as in the application.  The metric functions
+need only numpy and follow scikit-learn's definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .encoder import Encoder, text_for_embedding
+from .similarity import paired_cosine, top_k
+
+__all__ = [
+    "RECALL_KS",
+    "average_precision",
+    "best_f1",
+    "evaluate_corpus",
+    "evaluate_file",
+    "evaluate_pairs",
+    "format_json_line",
+    "read_jsonl",
+    "roc_auc",
+    "spearman",
+]
+
+#: Cut-offs reported by :func:`evaluate_corpus`.
+RECALL_KS = (1, 5, 10)
+
+_PAIR_KEYS = frozenset({"a", "b"})
+_CORPUS_KEYS = frozenset({"id", "text", "group", "source"})
+
+Record = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _scores_and_labels(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.ndim != 1 or s.shape != y.shape:
+        raise ValueError(f"scores and labels must be 1-D and of equal length, got {s.shape} and {y.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    if y.dtype != np.bool_:
+        if not np.all(np.isin(y, (0, 1))):
+            raise ValueError("labels must be booleans or 0/1")
+        y = y.astype(np.bool_)
+    return s, y
+
+
+def _average_ranks(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1-based ranks of ``x``; tied values share the mean of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    run_start = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    starts = np.flatnonzero(run_start)
+    ends = np.r_[starts[1:], len(x)]  # exclusive
+    mean_rank = (starts + ends + 1) / 2.0  # mean of the ranks starts+1 .. ends
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = mean_rank[np.cumsum(run_start) - 1]
+    return ranks
+
+
+def _counts_at_thresholds(
+    s: NDArray[np.float64], y: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Distinct scores ``t`` (descending) with the true/false positive counts of ``score >= t``."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[last_of_run].astype(np.float64)
+    fps = (last_of_run + 1) - tps
+    return s[last_of_run], tps, fps
+
+
+def _require_both_classes(y: NDArray[np.bool_], metric: str) -> None:
+    if y.all() or not y.any():
+        raise ValueError(f"{metric} is undefined unless labels contain both classes")
+
+
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (P * N)); tied scores count one half."""
+    s, y = _scores_and_labels(scores, labels)
+    _require_both_classes(y, "ROC-AUC")
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    rank_sum = float(_average_ranks(s)[y].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def average_precision(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Average precision, as scikit-learn's ``average_precision_score``.
+
+    ``sum_n (R_n - R_{n-1}) * P_n`` over the distinct score thresholds, highest
+    first: a step function, no interpolation; tied scores form one threshold.
+    """
+    s, y = _scores_and_labels(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError("average precision is undefined without positive labels")
+    _, tps, fps = _counts_at_thresholds(s, y)
+    precision = tps / (tps + fps)
+    recall_gain = np.diff(np.r_[0.0, tps]) / n_pos
+    return float(np.sum(recall_gain * precision))
+
+
+def best_f1(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float, float, float]:
+    """Best F1 over decision rules ``score >= threshold``.
+
+    Returns:
+        ``(f1, threshold, precision, recall)``; the threshold is one of the
+        scores.  Ties in F1 go to the highest threshold.
+    """
+    s, y = _scores_and_labels(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError("F1 is undefined without positive labels")
+    thresholds, tps, fps = _counts_at_thresholds(s, y)
+    f1 = 2.0 * tps / (tps + fps + n_pos)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(thresholds[i]), float(tps[i] / (tps[i] + fps[i])), float(tps[i] / n_pos)
+
+
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation (Pearson correlation of average ranks)."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.ndim != 1 or xa.shape != ya.shape or len(xa) < 2:
+        raise ValueError("spearman needs two 1-D arrays of equal length >= 2")
+    rx, ry = _average_ranks(xa), _average_ranks(ya)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    if denominator == 0.0:
+        raise ValueError("spearman is undefined for a constant input")
+    return float(rx @ ry) / denominator
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_jsonl(path: str | PathLike[str]) -> list[dict[str, Any]]:
+    """Read one JSON object per non-blank line."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object")
+            records.append(record)
+    return records
+
+
+def _detect_kind(records: Sequence[Record], path: str) -> str:
+    if not records:
+        raise ValueError(f"{path}: no records")
+    keys = records[0].keys()
+    kind = "pairs" if _PAIR_KEYS <= keys else "corpus" if _CORPUS_KEYS <= keys else None
+    if kind is None:
+        raise ValueError(
+            f"{path}: unknown format; expected keys {sorted(_PAIR_KEYS)} (pairs)"
+            f" or {sorted(_CORPUS_KEYS)} (corpus)"
+        )
+    required = _PAIR_KEYS | {"duplicate"} if kind == "pairs" else _CORPUS_KEYS
+    for i, record in enumerate(records):
+        missing = required - record.keys()
+        if missing:
+            raise ValueError(f"{path}: record {i + 1} ({kind}) lacks {sorted(missing)}")
+    return kind
+
+
+def _encode_unique(encoder: Encoder, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[str, float]]:
+    """Encode each distinct text once; return one row per input text plus timing stats."""
+    unique = list(dict.fromkeys(texts))
+    started = time.perf_counter()
+    vectors = encoder.encode(unique)
+    seconds = time.perf_counter() - started
+    row_of = {text: i for i, text in enumerate(unique)}
+    stats = {
+        "texts": len(unique),
+        "encode_seconds": round(seconds, 3),
+        "texts_per_second": round(len(unique) / seconds, 1) if seconds > 0 else None,
+    }
+    return vectors[[row_of[t] for t in texts]], stats
+
+
+def evaluate_pairs(records: Sequence[Record], encoder: Encoder) -> dict[str, Any]:
+    """Score labelled pairs by cosine; see the module docstring."""
+    a_texts = [text_for_embedding(r["a"], r.get("a_body")) for r in records]
+    b_texts = [text_for_embedding(r["b"], r.get("b_body")) for r in records]
+    vectors, stats = _encode_unique(encoder, a_texts + b_texts)
+    cosines = paired_cosine(vectors[: len(records)], vectors[len(records) :])
+    labels = np.array([bool(r["duplicate"]) for r in records])
+
+    result: dict[str, Any] = {"kind": "pairs", "encoder": encoder.name, "n": len(records)}
+    result["positives"] = int(labels.sum())
+    if 0 < result["positives"] < len(records):
+        f1, threshold, precision, recall = best_f1(cosines, labels)
+        result |= {
+            "roc_auc": roc_auc(cosines, labels),
+            "average_precision": average_precision(cosines, labels),
+            "best_f1": f1,
+            "threshold": threshold,
+            "precision": precision,
+            "recall": recall,
+        }
+    else:  # one class only: ranking metrics are undefined
+        result |= dict.fromkeys(
+            ("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall")
+        )
+    if all(r.get("score") is not None for r in records):
+        result["spearman"] = spearman(cosines, [float(r["score"]) for r in records])
+    return result | stats
+
+
+def evaluate_corpus(
+    records: Sequence[Record], encoder: Encoder, recall_ks: Iterable[int] = RECALL_KS
+) -> dict[str, Any]:
+    """Within-source retrieval recall@k for duplicate groups; see the module docstring."""
+    ks = sorted(set(recall_ks))
+    if not ks or ks[0] < 1:
+        raise ValueError("recall_ks must be positive integers")
+    texts = [text_for_embedding(r["text"], r.get("body")) for r in records]
+    vectors, stats = _encode_unique(encoder, texts)
+
+    rows_by_source: dict[Any, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        rows_by_source[r["source"]].append(i)
+
+    queries = 0
+    hits = dict.fromkeys(ks, 0)
+    for rows in rows_by_source.values():
+        groups = np.array([str(records[i]["group"]) for i in rows])
+        size = Counter(groups.tolist())
+        is_query = np.array([size[g] >= 2 for g in groups])
+        if not is_query.any():
+            continue
+        neighbours, _ = top_k(vectors[rows], vectors[rows], ks[-1], exclude_self=True)
+        same_group = groups[neighbours] == groups[:, np.newaxis]  # (n, k) hit matrix
+        first_hit = np.where(same_group.any(axis=1), same_group.argmax(axis=1), np.iinfo(np.intp).max)
+        first_hit = first_hit[is_query]
+        queries += len(first_hit)
+        for k in ks:
+            hits[k] += int(np.sum(first_hit < k))
+
+    result: dict[str, Any] = {
+        "kind": "corpus",
+        "encoder": encoder.name,
+        "n": len(records),
+        "queries": queries,
+    }
+    for k in ks:
+        result[f"recall_at_{k}"] = hits[k] / queries if queries else None
+    return result | stats
+
+
+def evaluate_file(path: str | PathLike[str], encoder: Encoder) -> dict[str, Any]:
+    """Evaluate ``encoder`` on one JSONL file of either format.
+
+    Returns a JSON-serialisable dict.  Pairs: ``file``, ``kind="pairs"``,
+    ``encoder``, ``n``, ``positives``, ``roc_auc``, ``average_precision``,
+    ``best_f1``, ``threshold`` (cosine), ``precision``, ``recall`` and, if the
+    rows carry a ``score``, ``spearman``.  Corpus: ``file``, ``kind="corpus"``,
+    ``encoder``, ``n``, ``queries``, ``recall_at_1``, ``recall_at_5``,
+    ``recall_at_10``.  Both add ``texts`` (distinct texts encoded),
+    ``encode_seconds`` and ``texts_per_second``.
+    """
+    records = read_jsonl(path)
+    kind = _detect_kind(records, str(path))
+    result = evaluate_pairs(records, encoder) if kind == "pairs" else evaluate_corpus(records, encoder)
+    return {"file": str(path)} | result
+
+
+def format_json_line(result: Mapping[str, Any], digits: int = 4) -> str:
+    """Render a result as one compact JSON line, floats rounded to ``digits``."""
+
+    def _round(value: Any) -> Any:
+        if isinstance(value, float) and math.isfinite(value):
+            return round(value, digits)
+        return value
+
+    return json.dumps({key: _round(value) for key, value in result.items()}, ensure_ascii=False)

@@ -1,0 +1,140 @@
+"""Listing: filters, sorts, full-text search, pagination, and a constant number of SQL queries."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from tests.conftest import Api, QueryCounter
+
+
+def _sql(database_url: str, statement: str, **params) -> None:
+    async def run() -> None:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(statement), params)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _titles(api: Api, query: str, headers: dict | None = None) -> list[str]:
+    r = api.client.get(f"/api/posts?{query}", headers=headers or {})
+    assert r.status_code == 200, r.text
+    return [p["title"] for p in r.json()["items"]]
+
+
+def test_filters(api: Api) -> None:
+    alice, bob = api.register("alice"), api.register("bob")
+    product = api.make_user("internal", "product")
+    a = api.post(alice, title="Dark mode", tags=["app", "ui"])
+    api.post(alice, kind="critique", title="Slow support", tags=["support"])
+    c = api.post(bob, title="Family accounts", tags=["app"])
+    api.client.post(f"/api/posts/{c['id']}/status", json={"status": "planned"}, headers=product.headers)
+    api.client.post(f"/api/posts/{a['id']}/status", json={"status": "shipped"}, headers=product.headers)
+    assert sorted(_titles(api, "kind=idea")) == ["Dark mode", "Family accounts"]
+    assert _titles(api, "kind=critique") == ["Slow support"]
+    assert _titles(api, "status=planned") == ["Family accounts"]
+    assert sorted(_titles(api, "status=planned&status=shipped")) == ["Dark mode", "Family accounts"]
+    assert sorted(_titles(api, "tag=app")) == ["Dark mode", "Family accounts"]
+    assert _titles(api, "tag=app&tag=UI") == ["Dark mode"]
+    assert sorted(_titles(api, f"author={alice.id}")) == ["Dark mode", "Slow support"]
+    assert _titles(api, f"author={bob.id}&kind=critique") == []
+    for bad in ("kind=rant", "status=done", "author=nope", "sort=best", "limit=0", "limit=101", "offset=-1"):
+        r = api.client.get(f"/api/posts?{bad}")
+        assert r.status_code in (400, 422), bad
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_full_text_search_in_english_and_spanish(api: Api) -> None:
+    user = api.register()
+    api.post(user, title="Export invoices as PDF", body="Our accountants need monthly invoicing")
+    api.post(user, title="Exportar facturas en PDF", body="Necesitamos las facturas del mes")
+    api.post(user, title="Dark mode", body="Too bright at night")
+    assert _titles(api, "q=invoice") == ["Export invoices as PDF"], "English stemming: invoice ~ invoices"
+    assert _titles(api, "q=factura") == ["Exportar facturas en PDF"], "Spanish stemming"
+    assert sorted(_titles(api, "q=pdf")) == ["Export invoices as PDF", "Exportar facturas en PDF"]
+    assert _titles(api, "q=bright%20night") == ["Dark mode"], "body is searched"
+    assert _titles(api, "q=%22dark%20mode%22%20-light") == ["Dark mode"], "web search syntax"
+    assert _titles(api, "q=nothing-matches-this") == []
+    assert api.client.get("/api/posts?q=" + "x" * 201).status_code in (400, 422)
+    assert api.client.get("/api/posts?q=%27%3B%20DROP%20TABLE%20post%3B--").status_code == 200
+
+
+def test_sorts(api: Api, database_url: str) -> None:
+    author = api.register()
+    voters = [api.register() for _ in range(3)]
+    old_popular = api.post(author, title="Old popular")
+    recent = api.post(author, title="Recently liked")
+    discussed = api.post(author, title="Much discussed")
+    for voter in voters:
+        api.client.put(f"/api/posts/{old_popular['id']}/vote", headers=voter.headers)
+    for voter in voters[:2]:
+        api.client.put(f"/api/posts/{recent['id']}/vote", headers=voter.headers)
+    for i in range(3):
+        api.client.post(
+            f"/api/posts/{discussed['id']}/comments", json={"body": f"c{i}"}, headers=author.headers
+        )
+    # The old post's votes were cast a month ago: they count for top, not for trending.
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    _sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=old_popular["id"])
+    _sql(
+        database_url,
+        "UPDATE post_vote_day SET day = :d WHERE post_id = :p",
+        d=month_ago.date(),
+        p=old_popular["id"],
+    )
+
+    assert _titles(api, "sort=top") == ["Old popular", "Recently liked", "Much discussed"]
+    assert _titles(api, "sort=trending") == ["Recently liked", "Old popular", "Much discussed"]
+    assert _titles(api, "sort=new") == ["Much discussed", "Recently liked", "Old popular"]
+    assert _titles(api, "sort=discussed")[0] == "Much discussed"
+    assert _titles(api, "") == _titles(api, "sort=trending"), "trending is the default"
+    # Unvoting a month-old vote takes it off its own day, not today.
+    api.client.delete(f"/api/posts/{old_popular['id']}/vote", headers=voters[0].headers)
+    assert _titles(api, "sort=trending")[0] == "Recently liked"
+
+
+def test_pagination_totals(api: Api) -> None:
+    author = api.register()
+    for i in range(7):
+        api.post(author, title=f"Post number {i}")
+    page = api.client.get("/api/posts?sort=new&limit=3&offset=3").json()
+    assert page["total"] == 7 and page["limit"] == 3 and page["offset"] == 3
+    assert [p["title"] for p in page["items"]] == ["Post number 3", "Post number 2", "Post number 1"]
+    beyond = api.client.get("/api/posts?limit=3&offset=50").json()
+    assert beyond["items"] == [] and beyond["total"] == 7
+    seen = []
+    for offset in range(0, 7, 2):
+        seen += _titles(api, f"sort=top&limit=2&offset={offset}")
+    assert sorted(seen) == sorted(f"Post number {i}" for i in range(7)), "stable order across pages"
+
+
+def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: QueryCounter) -> None:
+    author = api.register()
+    viewer = api.register()
+    for i in range(30):
+        post = api.post(author, title=f"Idea {i}", tags=["app"])
+        if i % 2:
+            api.client.put(f"/api/posts/{post['id']}/vote", headers=viewer.headers)
+            api.client.post(f"/api/posts/{post['id']}/comments", json={"body": "+1"}, headers=viewer.headers)
+    costs = {}
+    for limit in (1, 10, 30):
+        for sort in ("top", "new", "trending", "discussed"):
+            count_queries.statements.clear()
+            r = api.client.get(f"/api/posts?limit={limit}&sort={sort}&tag=app", headers=viewer.headers)
+            assert r.status_code == 200 and len(r.json()["items"]) == limit
+            costs[(limit, sort)] = count_queries.count
+    assert len(set(costs.values())) == 1, costs
+    # One query for the viewer (token → user) and one for the page with its total.
+    assert next(iter(costs.values())) <= 2, costs
+    assert not any(re.search(r"(count|sum)\([^)]*vote\.", s, re.I) for s in count_queries.statements), (
+        "lists read the counters kept on the post, never count vote rows"
+    )
