@@ -18,8 +18,10 @@ from forum.settings import Settings
 
 def _prepared_database(settings: Settings, *, migrate: bool = True) -> str:
     url = database.resolve_database_url(settings)
-    if settings.uses_embedded_database and migrate:
-        database.upgrade(url)
+    if settings.uses_embedded_database:
+        settings.jwt_secret()  # generated on the first run and kept in the data dir
+        if migrate:
+            database.upgrade(url)
     return url
 
 
