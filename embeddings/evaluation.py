@@ -184,8 +184,7 @@ def _detect_kind(records: Sequence[Record], path: str) -> str:
     kind = "pairs" if _PAIR_KEYS <= keys else "corpus" if _CORPUS_KEYS <= keys else None
     if kind is None:
         raise ValueError(
-            f"{path}: unknown format; expected keys {sorted(_PAIR_KEYS)} (pairs)"
-            f" or {sorted(_CORPUS_KEYS)} (corpus)"
+            f"{path}: unknown format; expected keys {sorted(_PAIR_KEYS)} (pairs) or {sorted(_CORPUS_KEYS)} (corpus)"
         )
     required = _PAIR_KEYS | {"duplicate"} if kind == "pairs" else _CORPUS_KEYS
     for i, record in enumerate(records):
@@ -231,9 +230,7 @@ def evaluate_pairs(records: Sequence[Record], encoder: Encoder) -> dict[str, Any
             "recall": recall,
         }
     else:  # one class only: ranking metrics are undefined
-        result |= dict.fromkeys(
-            ("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall")
-        )
+        result |= dict.fromkeys(("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall"))
     if all(r.get("score") is not None for r in records):
         result["spearman"] = spearman(cosines, [float(r["score"]) for r in records])
     return result | stats

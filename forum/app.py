@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import (
@@ -25,13 +29,18 @@ from forum import __version__
 from forum.accounts.controllers import AuthController, MeController, UserController
 from forum.auth import build_jwt_auth
 from forum.database import resolve_database_url
+from forum.encoding import EncodeBatcher, get_encoder
 from forum.errors import exception_handlers, problem
+from forum.grouping.controllers import ClusterController, SimilarController
+from forum.jobs import EmbeddingWorker
+from forum.merges.controllers import MergeController
 from forum.posts.controllers import PostController
 from forum.settings import Settings
 
 logger = logging.getLogger("forum")
 
 AUTH_PATHS = ("/api/auth/login", "/api/auth/register")
+READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it changes nothing
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -41,9 +50,7 @@ async def health(db_session: AsyncSession) -> Any:
         await db_session.execute(text("SELECT 1"))
     except Exception as exc:
         logger.warning("health check failed: %s", exc)
-        return problem(
-            503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable"
-        )
+        return problem(503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable")
     return {"status": "ok", "database": "ok", "version": __version__}
 
 
@@ -55,7 +62,7 @@ def _rate_limits(settings: Settings) -> list[Any]:
         return request.method == "POST" and request.url.path in AUTH_PATHS
 
     def is_write(request: Request[Any, Any, Any]) -> bool:
-        return request.method not in SAFE_METHODS and not is_auth(request)
+        return request.method not in SAFE_METHODS and not is_auth(request) and request.url.path not in READ_ONLY_POSTS
 
     auth = RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_auth_per_minute),
@@ -68,6 +75,35 @@ def _rate_limits(settings: Settings) -> list[Any]:
         identifier_for_request=lambda r: f"write:{get_remote_address(r)}",
     )
     return [auth.middleware, writes.middleware]
+
+
+def _background_lifespan(settings: Settings, database_url: str, batcher: EncodeBatcher):
+    """Load the model off the event loop at startup; run the embedding worker inside the server."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        warm_up = asyncio.create_task(asyncio.to_thread(batcher.encoder.encode, ["warm up"]))
+        worker = task = None
+        if settings.run_worker_in_server:
+            worker = EmbeddingWorker(database_url, batcher.encoder, settings.duplicate_threshold)
+            task = asyncio.create_task(worker.run())
+            task.add_done_callback(_log_worker_exit)
+        try:
+            yield
+        finally:
+            if worker is not None and task is not None:
+                worker.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=30)
+            with contextlib.suppress(Exception):
+                await warm_up
+
+    return lifespan
+
+
+def _log_worker_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the embedding worker stopped", exc_info=task.exception())
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -85,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
+    batcher = EncodeBatcher(get_encoder(settings.embedding_model))
     openapi = OpenAPIConfig(
         title="forum",
         version=__version__,
@@ -92,13 +129,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/schema",
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
-            security_schemes={
-                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-            }
+            security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
         ),
     )
     return Litestar(
-        route_handlers=[health, AuthController, MeController, UserController, PostController],
+        route_handlers=[
+            health,
+            AuthController,
+            MeController,
+            UserController,
+            PostController,
+            SimilarController,
+            MergeController,
+            ClusterController,
+        ],
+        lifespan=[_background_lifespan(settings, database_url, batcher)],
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         on_app_init=[jwt_auth.on_app_init],
         middleware=_rate_limits(settings),
@@ -109,7 +154,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         state=State(
-            {"forum_settings": settings, "forum_alchemy_config": alchemy, "forum_jwt_auth": jwt_auth}
+            {
+                "forum_settings": settings,
+                "forum_alchemy_config": alchemy,
+                "forum_jwt_auth": jwt_auth,
+                "forum_batcher": batcher,
+            }
         ),
         debug=settings.debug,
     )

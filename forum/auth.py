@@ -44,9 +44,7 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
 class OptionalJWTAuthenticationMiddleware(JWTAuthenticationMiddleware):
     """Like Litestar's JWT middleware, but a request with no token is anonymous instead of 401."""
 
-    async def authenticate_request(
-        self, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get(self.auth_header)
         if not header:
             return AuthenticationResult(user=None, auth=None)

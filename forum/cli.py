@@ -50,9 +50,7 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     settings = Settings.from_env()
     url = _prepared_database(settings)
     if not settings.uses_embedded_database and not database.schema_is_current(url):
-        raise click.ClickException(
-            "The database schema is not at the latest revision: run `forum db upgrade` first."
-        )
+        raise click.ClickException("The database schema is not at the latest revision: run `forum db upgrade` first.")
     settings.jwt_secret()  # create it once here, before worker processes race for it
     click.echo(f"forum serving on http://{host}:{port} (API docs at /schema)", err=True)
     uvicorn.run(
@@ -111,9 +109,7 @@ def users() -> None:
     help="At least 8 characters (prompted when omitted).",
 )
 @click.option("--display-name", default=None, help="Defaults to the part of the email before @.")
-@click.option(
-    "--role", type=click.Choice(["member", "product", "admin"]), default="member", show_default=True
-)
+@click.option("--role", type=click.Choice(["member", "product", "admin"]), default="member", show_default=True)
 @click.option("--kind", type=click.Choice(["external", "internal"]), default="external", show_default=True)
 def users_create(email: str, password: str, display_name: str | None, role: str, kind: str) -> None:
     """Create a user, e.g. the first admin: --role admin --kind internal."""

@@ -116,9 +116,7 @@ def fetch_current_revision(database_url: str) -> str | None:
         engine = create_async_engine(database_url)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(
-                    lambda sync: MigrationContext.configure(sync).get_current_revision()
-                )
+                return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
         finally:
             await engine.dispose()
 

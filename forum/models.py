@@ -8,11 +8,13 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
+from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -108,9 +110,7 @@ class Post(UUIDv7AuditBase):
         Index("ix_post_tags", "tags", postgresql_using="gin"),
         Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index(
-            "ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")
-        ),
+        Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
     )
 
     kind: Mapped[str] = mapped_column(String(16))
@@ -127,6 +127,7 @@ class Post(UUIDv7AuditBase):
     comment_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     internal_note_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    merged_into_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="SET NULL"), nullable=True)
     search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
 
     author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
@@ -139,12 +140,15 @@ class Vote(DefaultBase):
     __table_args__ = (
         _check_in("voter_kind", UserKind),
         Index("ix_vote_user", "user_id", "created_at"),
+        Index("ix_vote_merged_from", "merged_from_id", postgresql_where=text("merged_from_id IS NOT NULL")),
     )
 
     post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
     voter_kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+    merged_from_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), nullable=True)
+    """Set on votes a post received from a merged duplicate (with the original vote time)."""
 
 
 class PostVoteDay(DefaultBase):
@@ -183,3 +187,76 @@ class StatusChange(UUIDv7AuditBase):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     actor: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+# Grouping ------------------------------------------------------------------------------------------
+
+
+class MembershipState(enum.StrEnum):
+    SUGGESTED = "suggested"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class PostEmbedding(DefaultBase):
+    """One vector per post per encoder. ``content_hash`` tells whether the post changed since."""
+
+    __tablename__ = "post_embedding"
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    embedding: Mapped[list[float]] = mapped_column(VECTOR())
+    embedded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class Cluster(UUIDv7AuditBase):
+    """One real need: posts that ask for the same thing in different words."""
+
+    __tablename__ = "cluster"
+
+
+class ClusterMembership(DefaultBase):
+    """A post's place in a cluster. Rejected rows are kept so automatic grouping never repeats them;
+    ``manual`` rows were decided by a person and are never changed by automatic grouping."""
+
+    __tablename__ = "cluster_membership"
+    __table_args__ = (
+        _check_in("state", MembershipState),
+        Index(
+            "uq_cluster_membership_current_post",
+            "post_id",
+            unique=True,
+            postgresql_where=text("state <> 'rejected'"),
+        ),
+        Index("ix_cluster_membership_cluster", "cluster_id", "state"),
+    )
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Cosine to the nearest member when it joined (1.0 for the post that started the cluster)."""
+    state: Mapped[str] = mapped_column(String(16), default=MembershipState.SUGGESTED.value)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=text("now()"), onupdate=text("now()")
+    )
+
+
+class PostMerge(UUIDv7AuditBase):
+    """``source`` was merged into ``target``. Kept after an unmerge (``unmerged_at``) as history."""
+
+    __tablename__ = "post_merge"
+    __table_args__ = (
+        Index("uq_post_merge_active_source", "source_id", unique=True, postgresql_where=text("unmerged_at IS NULL")),
+        Index("ix_post_merge_target", "target_id"),
+    )
+
+    source_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    target_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    merged_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    source_status_before: Mapped[str] = mapped_column(String(16))
+    unmerged_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    unmerged_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))

@@ -19,9 +19,7 @@ class Page(msgspec.Struct, Generic[T]):
     offset: int
 
 
-def clean_text(
-    value: str, field: str, *, min_len: int = 0, max_len: int | None = None, strip: bool = True
-) -> str:
+def clean_text(value: str, field: str, *, min_len: int = 0, max_len: int | None = None, strip: bool = True) -> str:
     """Trim and check a text field; raising ValueError makes msgspec report it against the field."""
     if "\x00" in value:
         raise ValueError(f"{field}: must not contain NUL characters")

@@ -50,7 +50,8 @@ async def _truncate(url: str) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
-            tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            names = [t.name for t in metadata.sorted_tables] + ["pgqueuer", "pgqueuer_log", "pgqueuer_statistics"]
+            tables = ", ".join(f'"{name}"' for name in names)
             await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     finally:
         await engine.dispose()
@@ -63,6 +64,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         secret_key="test-secret-key-that-is-long-enough-for-hs256",
         rate_limit_enabled=False,
+        embedding_model="hashing",  # a deterministic stand-in; the real model has tests of its own
+        duplicate_threshold=0.5,  # calibrated for the hashing encoder's scale, not MiniLM's
+        run_worker_in_server=False,  # tests drain the queue explicitly with the `drain` fixture
     )
 
 
@@ -101,12 +105,8 @@ class Api:
     def login(self, email: str, user_id: str) -> Actor:
         r = self.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
         assert r.status_code == 200, r.text
-        me = self.client.get(
-            "/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
-        ).json()
-        return Actor(
-            id=user_id, email=email, token=r.json()["access_token"], kind=me["kind"], role=me["role"]
-        )
+        me = self.client.get("/api/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}).json()
+        return Actor(id=user_id, email=email, token=r.json()["access_token"], kind=me["kind"], role=me["role"])
 
     def make_user(self, kind: str = "external", role: str = "member", name: str | None = None) -> Actor:
         """A user created directly in the database (as ``forum users create`` does), then logged in."""
@@ -169,3 +169,18 @@ def count_queries() -> Iterator[QueryCounter]:
     event.listen(Engine, "before_cursor_execute", counter)
     yield counter
     event.remove(Engine, "before_cursor_execute", counter)
+
+
+@pytest.fixture
+def drain(database_url: str, settings: Settings):
+    """Run the embedding worker until the queue is empty (the app's own worker is off in tests)."""
+    from forum.encoding import get_encoder
+    from forum.jobs import EmbeddingWorker
+
+    def run(**kwargs: Any) -> dict[str, int]:
+        encoder = kwargs.pop("encoder", None) or get_encoder(settings.embedding_model)
+        worker = EmbeddingWorker(database_url, encoder, settings.duplicate_threshold, **kwargs)
+        _run(worker.run(drain=True))
+        return worker.processed
+
+    return run

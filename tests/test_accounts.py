@@ -83,9 +83,7 @@ def test_admin_changes_role_and_kind_others_cannot(api: Api) -> None:
     assert r.status_code == 403
     r = api.client.patch(f"/api/users/{member.id}", json={"kind": "internal"}, headers=member.headers)
     assert r.status_code == 403, "nobody promotes themselves"
-    r = api.client.patch(
-        f"/api/users/{member.id}", json={"kind": "internal", "role": "product"}, headers=admin.headers
-    )
+    r = api.client.patch(f"/api/users/{member.id}", json={"kind": "internal", "role": "product"}, headers=admin.headers)
     assert r.status_code == 200, r.text
     assert (r.json()["kind"], r.json()["role"]) == ("internal", "product")
     me = api.client.get("/api/me", headers=member.headers).json()
@@ -113,10 +111,7 @@ def test_deactivated_user_loses_access(api: Api) -> None:
     admin = api.make_user("internal", "admin")
     user = api.register()
     assert (
-        api.client.patch(
-            f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers
-        ).status_code
-        == 200
+        api.client.patch(f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers).status_code == 200
     )
     assert api.client.get("/api/me", headers=user.headers).status_code == 401
     r = api.client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
@@ -157,8 +152,5 @@ def test_change_own_password(api: Api) -> None:
     )
     assert r.status_code == 200
     assert (
-        api.client.post(
-            "/api/auth/login", json={"email": user.email, "password": "a new password"}
-        ).status_code
-        == 200
+        api.client.post("/api/auth/login", json={"email": user.email, "password": "a new password"}).status_code == 200
     )

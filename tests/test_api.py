@@ -65,9 +65,7 @@ def test_hostile_bodies_get_problem_details_not_500(api: Api) -> None:
 def test_oversized_body_is_413(api: Api) -> None:
     user = api.register()
     big = b'{"kind": "idea", "title": "big", "body": "' + b"x" * 2_000_000 + b'"}'
-    r = api.client.post(
-        "/api/posts", content=big, headers={**user.headers, "Content-Type": "application/json"}
-    )
+    r = api.client.post("/api/posts", content=big, headers={**user.headers, "Content-Type": "application/json"})
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("application/problem+json")
 

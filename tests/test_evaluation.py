@@ -136,9 +136,7 @@ def test_pair_file_scores_paraphrases_above_unrelated(tmp_path: Path) -> None:
     # The threshold is the lowest duplicate cosine, well above unrelated pairs.
     encoder = HashingEncoder()
     cosines = [float(np.dot(*encoder.encode([a, b]))) for a, b, _ in PAIRS]
-    assert result["threshold"] == pytest.approx(
-        min(c for c, (_, _, d) in zip(cosines, PAIRS, strict=True) if d)
-    )
+    assert result["threshold"] == pytest.approx(min(c for c, (_, _, d) in zip(cosines, PAIRS, strict=True) if d))
     assert result["threshold"] > max(c for c, (_, _, d) in zip(cosines, PAIRS, strict=True) if not d) + 0.2
     assert "spearman" not in result
 

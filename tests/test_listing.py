@@ -79,9 +79,7 @@ def test_sorts(api: Api, database_url: str) -> None:
     for voter in voters[:2]:
         api.client.put(f"/api/posts/{recent['id']}/vote", headers=voter.headers)
     for i in range(3):
-        api.client.post(
-            f"/api/posts/{discussed['id']}/comments", json={"body": f"c{i}"}, headers=author.headers
-        )
+        api.client.post(f"/api/posts/{discussed['id']}/comments", json={"body": f"c{i}"}, headers=author.headers)
     # The old post's votes were cast a month ago: they count for top, not for trending.
     month_ago = datetime.now(UTC) - timedelta(days=30)
     _sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=old_popular["id"])

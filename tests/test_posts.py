@@ -45,9 +45,7 @@ def test_create_post_shape_and_trimming(api: Api) -> None:
 )
 def test_create_post_validation(api: Api, patch: dict, field: str | None) -> None:
     author = api.register()
-    r = api.client.post(
-        "/api/posts", json={"kind": "idea", "title": "Valid title", **patch}, headers=author.headers
-    )
+    r = api.client.post("/api/posts", json={"kind": "idea", "title": "Valid title", **patch}, headers=author.headers)
     assert r.status_code == 422, r.text
     problem = r.json()
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -78,9 +76,7 @@ def test_only_author_edits_title_and_body(api: Api) -> None:
     url = f"/api/posts/{post['id']}"
     assert api.client.patch(url, json={"title": "Hijacked"}, headers=other.headers).status_code == 403
     assert api.client.patch(url, json={"body": "Hijacked"}, headers=admin.headers).status_code == 403
-    r = api.client.patch(
-        url, json={"title": "  Better title ", "body": "More detail"}, headers=author.headers
-    )
+    r = api.client.patch(url, json={"title": "  Better title ", "body": "More detail"}, headers=author.headers)
     assert r.status_code == 200
     assert (r.json()["title"], r.json()["body"]) == ("Better title", "More detail")
     assert r.json()["updated_at"] > post["updated_at"]

@@ -110,21 +110,14 @@ def test_fresh_data_dir_serves_and_survives_restarts(server: Server, env: dict[s
     with httpx.Client(base_url=server.url, timeout=10) as client:
         admin = _login(client, "admin@example.com")
         for email in ("customer@example.com", "employee@example.com"):
-            r = client.post(
-                "/api/auth/register", json={"email": email, "password": PASSWORD, "display_name": email}
-            )
+            r = client.post("/api/auth/register", json={"email": email, "password": PASSWORD, "display_name": email})
             assert r.status_code == 201, r.text
         customer = _login(client, "customer@example.com")
         employee = _login(client, "employee@example.com")
         employee_id = client.get("/api/me", headers=employee).json()["id"]
-        assert (
-            client.patch(f"/api/users/{employee_id}", json={"kind": "internal"}, headers=admin).status_code
-            == 200
-        )
+        assert client.patch(f"/api/users/{employee_id}", json={"kind": "internal"}, headers=admin).status_code == 200
 
-        idea = client.post(
-            "/api/posts", json={"kind": "idea", "title": "Pause a scooter rental"}, headers=customer
-        )
+        idea = client.post("/api/posts", json={"kind": "idea", "title": "Pause a scooter rental"}, headers=customer)
         critique = client.post(
             "/api/posts", json={"kind": "critique", "title": "Support chat is slow"}, headers=employee
         )

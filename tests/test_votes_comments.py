@@ -54,10 +54,7 @@ def test_vote_on_missing_or_deleted_post_is_404(api: Api) -> None:
     api.client.delete(f"/api/posts/{post['id']}", headers=author.headers)
     assert api.client.put(f"/api/posts/{post['id']}/vote", headers=voter.headers).status_code == 404
     assert (
-        api.client.put(
-            "/api/posts/01a209e5-0000-7000-8000-000000000000/vote", headers=voter.headers
-        ).status_code
-        == 404
+        api.client.put("/api/posts/01a209e5-0000-7000-8000-000000000000/vote", headers=voter.headers).status_code == 404
     )
 
 
@@ -67,10 +64,7 @@ def test_comments_and_internal_notes(api: Api) -> None:
     post = api.post(customer)
     url = f"/api/posts/{post['id']}/comments"
     assert api.client.post(url, json={"body": "Me too!"}, headers=customer.headers).status_code == 201
-    assert (
-        api.client.post(url, json={"body": "Sneaky", "internal": True}, headers=customer.headers).status_code
-        == 403
-    )
+    assert api.client.post(url, json={"body": "Sneaky", "internal": True}, headers=customer.headers).status_code == 403
     note = api.client.post(url, json={"body": "Billing says Q3", "internal": True}, headers=product.headers)
     assert note.status_code == 201 and note.json()["internal"] is True
     assert api.client.post(url, json={"body": "   "}, headers=customer.headers).status_code == 422
@@ -83,9 +77,7 @@ def test_comments_and_internal_notes(api: Api) -> None:
     assert api.client.get(f"/api/posts/{post['id']}", headers=product.headers).json()["comment_count"] == 2
 
     note_url = f"{url}/{note.json()['id']}"
-    assert api.client.delete(note_url, headers=customer.headers).status_code == 404, (
-        "notes do not exist for them"
-    )
+    assert api.client.delete(note_url, headers=customer.headers).status_code == 404, "notes do not exist for them"
     assert api.client.delete(note_url, headers=product.headers).status_code == 204
     assert api.client.get(f"/api/posts/{post['id']}", headers=product.headers).json()["comment_count"] == 1
 

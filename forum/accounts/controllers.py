@@ -52,9 +52,7 @@ class AuthController(Controller):
         user = await users.authenticate(data.email, data.password)
         jwt_auth = request.app.state["forum_jwt_auth"]
         token = jwt_auth.create_token(identifier=str(user.id), token_extras={"role": user.role})
-        return AccessToken(
-            access_token=token, expires_in=int(jwt_auth.default_token_expiration.total_seconds())
-        )
+        return AccessToken(access_token=token, expires_in=int(jwt_auth.default_token_expiration.total_seconds()))
 
 
 class MeController(Controller):
@@ -68,9 +66,7 @@ class MeController(Controller):
         return user_detail(request.user)
 
     @patch(summary="Change your display name or password")
-    async def update_me(
-        self, request: Request[User, object, object], data: MeUpdate, users: UserService
-    ) -> UserDetail:
+    async def update_me(self, request: Request[User, object, object], data: MeUpdate, users: UserService) -> UserDetail:
         user = await users.update_own_account(
             request.user,
             display_name=data.display_name,

@@ -65,9 +65,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         if display_name is not msgspec.UNSET:
             user.display_name = display_name
         if password is not msgspec.UNSET:
-            if current_password is msgspec.UNSET or not await verify_password(
-                user.password_hash, current_password
-            ):
+            if current_password is msgspec.UNSET or not await verify_password(user.password_hash, current_password):
                 raise UnprocessableError("current_password is wrong or missing", field="current_password")
             user.password_hash = await hash_password(password)
         return await self.repository.update(user, auto_refresh=True)
@@ -81,9 +79,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         is_active: bool | msgspec.UnsetType,
     ) -> User:
         user = await self.repository.get(user_id, with_for_update=True)
-        losing_admin = user.is_admin and (
-            (role is not msgspec.UNSET and role != UserRole.ADMIN) or is_active is False
-        )
+        losing_admin = user.is_admin and ((role is not msgspec.UNSET and role != UserRole.ADMIN) or is_active is False)
         if losing_admin:
             admins = await self.repository.session.scalar(
                 select(func.count()).select_from(User).where(User.role == "admin", User.is_active.is_(True))

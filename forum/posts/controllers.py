@@ -44,9 +44,7 @@ class PostController(Controller):
         request: Request[User | None, object, object],
         posts: PostService,
         kind: PostKind | None = None,
-        status: Annotated[
-            list[PostStatus] | None, Parameter(description="Repeat to match any of several")
-        ] = None,
+        status: Annotated[list[PostStatus] | None, Parameter(description="Repeat to match any of several")] = None,
         tag: Annotated[
             list[Annotated[str, Parameter(max_length=40)]] | None,
             Parameter(description="Repeat: all must match"),
@@ -55,9 +53,7 @@ class PostController(Controller):
         visibility: Visibility | None = None,
         q: Annotated[
             str | None,
-            Parameter(
-                max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body"
-            ),
+            Parameter(max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body"),
         ] = None,
         sort: PostSort | None = None,
         limit: Limit = 20,
@@ -96,21 +92,15 @@ class PostController(Controller):
         return await posts.update(post_id, request.user, data)
 
     @delete("/{post_id:uuid}", guards=[requires_login], summary="Soft-delete a post (author or admin)")
-    async def delete_post(
-        self, request: Request[User, object, object], post_id: UUID, posts: PostService
-    ) -> None:
+    async def delete_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> None:
         await posts.soft_delete(post_id, request.user)
 
     @put("/{post_id:uuid}/vote", guards=[requires_login], summary="Vote for a post (idempotent)")
-    async def vote(
-        self, request: Request[User, object, object], post_id: UUID, posts: PostService
-    ) -> VoteState:
+    async def vote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
         return await posts.vote(post_id, request.user)
 
     @delete("/{post_id:uuid}/vote", guards=[requires_login], status_code=200, summary="Remove your vote")
-    async def unvote(
-        self, request: Request[User, object, object], post_id: UUID, posts: PostService
-    ) -> VoteState:
+    async def unvote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
         return await posts.unvote(post_id, request.user)
 
     @post(

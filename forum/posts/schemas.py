@@ -97,6 +97,10 @@ class PostOut(msgspec.Struct):
     votes: VoteCounts
     has_voted: bool
     comment_count: int
+    cluster_id: UUID | None
+    """The duplicate cluster the post belongs to (null until it is embedded and grouped)."""
+    merged_into: UUID | None
+    """Set when the post was merged, as a duplicate, into another post."""
 
 
 class VoteState(msgspec.Struct):

@@ -19,7 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError, UnprocessableError
-from forum.models import Comment, Post, PostStatus, PostVoteDay, StatusChange, User, Visibility, Vote
+from forum.jobs import enqueue_embeddings
+from forum.models import (
+    ClusterMembership,
+    Comment,
+    MembershipState,
+    Post,
+    PostStatus,
+    PostVoteDay,
+    StatusChange,
+    User,
+    Visibility,
+    Vote,
+)
 from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
@@ -50,11 +62,11 @@ def author_public(user: User) -> UserPublic:
     return UserPublic(id=user.id, display_name=user.display_name, kind=user.kind)
 
 
-def visible_to(viewer: User | None):
+def visible_to(viewer: User | None, post: Any = Post):
     """SQL condition: the post exists for this viewer."""
-    condition = Post.deleted_at.is_(None)
+    condition = post.deleted_at.is_(None)
     if viewer is None or not viewer.sees_internal:
-        condition = and_(condition, Post.visibility == Visibility.PUBLIC.value)
+        condition = and_(condition, post.visibility == Visibility.PUBLIC.value)
     return condition
 
 
@@ -69,7 +81,7 @@ class PostService:
 
     # Reading ----------------------------------------------------------------------------------
 
-    def to_out(self, post: Post, viewer: User | None, has_voted: bool) -> PostOut:
+    def to_out(self, post: Post, viewer: User | None, has_voted: bool, cluster_id: UUID | None) -> PostOut:
         comments = post.comment_count + (post.internal_note_count if viewer and viewer.sees_internal else 0)
         return PostOut(
             id=post.id,
@@ -85,6 +97,16 @@ class PostService:
             votes=VoteCounts(total=post.vote_total, internal=post.vote_internal, external=post.vote_external),
             has_voted=has_voted,
             comment_count=comments,
+            cluster_id=cluster_id,
+            merged_into=post.merged_into_id,
+        )
+
+    @staticmethod
+    def _cluster_id():
+        return (
+            select(ClusterMembership.cluster_id)
+            .where(ClusterMembership.post_id == Post.id, ClusterMembership.state != MembershipState.REJECTED.value)
+            .scalar_subquery()
         )
 
     def _has_voted(self, viewer: User | None):
@@ -104,14 +126,27 @@ class PostService:
     async def get_out(self, post_id: UUID, viewer: User | None) -> PostOut:
         row = (
             await self.session.execute(
-                select(Post, self._has_voted(viewer).label("has_voted")).where(
+                select(Post, self._has_voted(viewer).label("has_voted"), self._cluster_id().label("cluster_id")).where(
                     Post.id == post_id, visible_to(viewer)
                 )
             )
         ).first()
         if row is None:
             raise NotFoundException("Post not found")
-        return self.to_out(row[0], viewer, bool(row[1]))
+        return self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id)
+
+    async def get_many_out(self, post_ids: list[UUID], viewer: User | None) -> dict[UUID, PostOut]:
+        """Several posts in one query, keyed by id (those the viewer may not see are left out)."""
+        if not post_ids:
+            return {}
+        rows = (
+            await self.session.execute(
+                select(Post, self._has_voted(viewer).label("has_voted"), self._cluster_id().label("cluster_id")).where(
+                    Post.id.in_(post_ids), visible_to(viewer)
+                )
+            )
+        ).all()
+        return {row[0].id: self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id) for row in rows}
 
     async def list(
         self, filters: PostFilters, sort: PostSort | None, limit: int, offset: int, viewer: User | None
@@ -122,14 +157,16 @@ class PostService:
             sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
         stmt = self._ordered(stmt, sort, filters)
         stmt = stmt.add_columns(
-            self._has_voted(viewer).label("has_voted"), func.count().over().label("total")
+            self._has_voted(viewer).label("has_voted"),
+            self._cluster_id().label("cluster_id"),
+            func.count().over().label("total"),
         )
         rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
         if rows:
             total = rows[0].total
         else:  # past the end: the window count has no row to ride on
             total = await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer))
-        items = [self.to_out(row[0], viewer, bool(row.has_voted)) for row in rows]
+        items = [self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id) for row in rows]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
     def _filtered(self, stmt: Select[Any], f: PostFilters, viewer: User | None) -> Select[Any]:
@@ -185,12 +222,11 @@ class PostService:
         )
         self.session.add(post)
         await self.session.flush()
-        self.session.add(
-            StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open")
-        )
+        self.session.add(StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open"))
         await self.session.flush()
+        await enqueue_embeddings(self.session, [post.id])
         await self.session.refresh(post)
-        return self.to_out(post, author, False)
+        return self.to_out(post, author, False, None)
 
     async def update(self, post_id: UUID, editor: User, data: PostUpdate) -> PostOut:
         post = await self.get_visible(post_id, editor, for_update=True)
@@ -208,6 +244,8 @@ class PostService:
         if data.visibility is not msgspec.UNSET:
             post.visibility = data.visibility.value
         await self.session.flush()
+        if data.title is not msgspec.UNSET or data.body is not msgspec.UNSET:
+            await enqueue_embeddings(self.session, [post.id])
         await self.session.refresh(post)
         return await self.get_out(post.id, editor)
 
@@ -218,9 +256,7 @@ class PostService:
         post.deleted_at = datetime.now(UTC)
         await self.session.flush()
 
-    async def change_status(
-        self, post_id: UUID, actor: User, status: PostStatus, note: str | None
-    ) -> PostOut:
+    async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
         if status is PostStatus.DUPLICATE:
             raise UnprocessableError("Mark a post as duplicate by merging it into another", field="status")
         post = await self.get_visible(post_id, actor, for_update=True)
@@ -260,9 +296,18 @@ class PostService:
 
     # Votes ------------------------------------------------------------------------------------
 
+    async def _votable(self, post_id: UUID, voter: User) -> Post:
+        post = await self.get_visible(post_id, voter)
+        if post.merged_into_id is not None:
+            raise ConflictError(
+                detail="This post was merged into another: vote there",
+                extra={"merged_into": str(post.merged_into_id)},
+            )
+        return post
+
     async def vote(self, post_id: UUID, voter: User) -> VoteState:
         """Idempotent: a second PUT changes nothing and keeps the first vote's time."""
-        await self.get_visible(post_id, voter)
+        await self._votable(post_id, voter)
         inserted = await self.session.scalar(
             insert(Vote)
             .values(post_id=post_id, user_id=voter.id, voter_kind=voter.kind)
@@ -274,7 +319,7 @@ class PostService:
         return await self._vote_state(post_id, voter)
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        await self.get_visible(post_id, voter)
+        await self._votable(post_id, voter)
         removed = (
             await self.session.execute(
                 delete(Vote)
@@ -335,9 +380,7 @@ class PostService:
             created_at=c.created_at,
         )
 
-    async def list_comments(
-        self, post_id: UUID, viewer: User | None, limit: int, offset: int
-    ) -> Page[CommentOut]:
+    async def list_comments(self, post_id: UUID, viewer: User | None, limit: int, offset: int) -> Page[CommentOut]:
         await self.get_visible(post_id, viewer)
         condition = and_(Comment.post_id == post_id, Comment.deleted_at.is_(None))
         if viewer is None or not viewer.sees_internal:
@@ -351,14 +394,8 @@ class PostService:
                 .offset(offset)
             )
         ).all()
-        total = (
-            rows[0].total
-            if rows
-            else await self.session.scalar(select(func.count(Comment.id)).where(condition))
-        )
-        return Page(
-            items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset
-        )
+        total = rows[0].total if rows else await self.session.scalar(select(func.count(Comment.id)).where(condition))
+        return Page(items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset)
 
     async def add_comment(self, post_id: UUID, author: User, data: CommentCreate) -> CommentOut:
         post = await self.get_visible(post_id, author)
@@ -368,9 +405,7 @@ class PostService:
         self.session.add(comment)
         counter = Post.internal_note_count if data.internal else Post.comment_count
         await self.session.execute(
-            update(Post)
-            .where(Post.id == post.id)
-            .values({counter: counter + 1, "updated_at": Post.updated_at})
+            update(Post).where(Post.id == post.id).values({counter: counter + 1, "updated_at": Post.updated_at})
         )
         await self.session.flush()
         await self.session.refresh(comment)
@@ -389,8 +424,6 @@ class PostService:
         comment.deleted_at = datetime.now(UTC)
         counter = Post.internal_note_count if comment.internal else Post.comment_count
         await self.session.execute(
-            update(Post)
-            .where(Post.id == post_id)
-            .values({counter: counter - 1, "updated_at": Post.updated_at})
+            update(Post).where(Post.id == post_id).values({counter: counter - 1, "updated_at": Post.updated_at})
         )
         await self.session.flush()

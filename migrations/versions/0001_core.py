@@ -48,9 +48,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("title", sa.String(length=160), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column(
-            "tags", postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False
-        ),
+        sa.Column("tags", postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False),
         sa.Column("visibility", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("author_id", sa.GUID(length=16), nullable=False),
@@ -94,9 +92,7 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("deleted_at IS NULL"),
     )
-    op.create_index(
-        "ix_post_new", "post", ["created_at"], unique=False, postgresql_where=sa.text("deleted_at IS NULL")
-    )
+    op.create_index("ix_post_new", "post", ["created_at"], unique=False, postgresql_where=sa.text("deleted_at IS NULL"))
     op.create_index("ix_post_search", "post", ["search"], unique=False, postgresql_using="gin")
     op.create_index("ix_post_tags", "post", ["tags"], unique=False, postgresql_using="gin")
     op.create_index(
@@ -123,9 +119,7 @@ def upgrade() -> None:
             name=op.f("fk_comment_author_id_user_account"),
             ondelete="RESTRICT",
         ),
-        sa.ForeignKeyConstraint(
-            ["post_id"], ["post.id"], name=op.f("fk_comment_post_id_post"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["post_id"], ["post.id"], name=op.f("fk_comment_post_id_post"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_comment")),
     )
     op.create_index("ix_comment_post_created", "comment", ["post_id", "created_at"], unique=False)
@@ -168,13 +162,9 @@ def upgrade() -> None:
         sa.Column("post_id", sa.GUID(length=16), nullable=False),
         sa.Column("user_id", sa.GUID(length=16), nullable=False),
         sa.Column("voter_kind", sa.String(length=16), nullable=False),
-        sa.Column(
-            "created_at", sa.DateTimeUTC(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("created_at", sa.DateTimeUTC(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("voter_kind IN ('external', 'internal')", name=op.f("ck_vote_voter_kind_valid")),
-        sa.ForeignKeyConstraint(
-            ["post_id"], ["post.id"], name=op.f("fk_vote_post_id_post"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["post_id"], ["post.id"], name=op.f("fk_vote_post_id_post"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["user_id"], ["user_account.id"], name=op.f("fk_vote_user_id_user_account"), ondelete="CASCADE"
         ),

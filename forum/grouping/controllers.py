@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.auth import requires_product_team
+from forum.encoding import EncodeBatcher, post_text
+from forum.grouping.reports import ClusterReports
+from forum.grouping.schemas import (
+    ClusterDetail,
+    ClusterRef,
+    ClusterSort,
+    ClusterSummary,
+    MoveRequest,
+    SimilarPost,
+    SimilarRequest,
+    SplitRequest,
+)
+from forum.grouping.services import GroupingService, visible_neighbours_filter
+from forum.models import User
+from forum.posts.services import PostService
+from forum.schemas import Page
+
+
+async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
+    batcher: EncodeBatcher = state["forum_batcher"]
+    dim = await anyio.to_thread.run_sync(lambda: batcher.encoder.dim)  # may load the model: not on the loop
+    yield GroupingService(db_session, batcher.encoder.name, dim, state["forum_settings"].duplicate_threshold)
+
+
+async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterReports, None]:
+    yield ClusterReports(db_session)
+
+
+class SimilarController(Controller):
+    path = "/api/posts"
+    tags = ["grouping"]
+    dependencies = {"grouping": Provide(provide_grouping)}
+
+    @post("/similar", status_code=200, summary="Posts similar to what is being typed (as-you-type)")
+    async def similar(
+        self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService, state: State
+    ) -> list[SimilarPost]:
+        batcher: EncodeBatcher = state["forum_batcher"]
+        vector = await batcher.encode_one(post_text(data.title, data.body))
+        neighbours = await grouping.nearest(
+            vector,
+            limit=data.limit,
+            viewer_filter=visible_neighbours_filter(request.user),
+            skip_duplicates=True,
+            kind=data.kind.value if data.kind else None,
+        )
+        neighbours = [n for n in neighbours if n.similarity >= data.min_similarity]
+        posts = await PostService(grouping.session).get_many_out([n.post_id for n in neighbours], request.user)
+        return [
+            SimilarPost(similarity=round(n.similarity, 4), post=posts[n.post_id])
+            for n in neighbours
+            if n.post_id in posts
+        ]
+
+    @post(
+        "/{post_id:uuid}/cluster",
+        guards=[requires_product_team],
+        status_code=200,
+        summary="Move a post to another cluster (product team)",
+    )
+    async def move(
+        self, request: Request[User, Any, Any], post_id: UUID, data: MoveRequest, grouping: GroupingService
+    ) -> ClusterRef:
+        await grouping.move(post_id, data.cluster_id, request.user)
+        return ClusterRef(cluster_id=data.cluster_id)
+
+
+class ClusterController(Controller):
+    path = "/api/clusters"
+    tags = ["grouping"]
+    guards = [requires_product_team]
+    dependencies = {"grouping": Provide(provide_grouping), "reports": Provide(provide_reports)}
+
+    @get(summary="Clusters ranked by demand: unique voters across their posts (product team)")
+    async def list_clusters(
+        self,
+        reports: ClusterReports,
+        sort: ClusterSort = ClusterSort.VOTERS,
+        min_members: Annotated[int, Parameter(ge=1, le=1000)] = 1,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+    ) -> Page[ClusterSummary]:
+        return await reports.list(sort, min_members, limit, offset)
+
+    @get("/{cluster_id:uuid}", summary="A cluster with its members and their similarity")
+    async def get_cluster(self, cluster_id: UUID, reports: ClusterReports) -> ClusterDetail:
+        return await reports.detail(cluster_id)
+
+    @post("/{cluster_id:uuid}/members/{post_id:uuid}/confirm", status_code=200, summary="Confirm a membership")
+    async def confirm(
+        self,
+        request: Request[User, Any, Any],
+        cluster_id: UUID,
+        post_id: UUID,
+        grouping: GroupingService,
+        reports: ClusterReports,
+    ) -> ClusterDetail:
+        await grouping.confirm(cluster_id, post_id, request.user)
+        return await reports.detail(cluster_id)
+
+    @post(
+        "/{cluster_id:uuid}/members/{post_id:uuid}/reject",
+        status_code=200,
+        summary="Reject a membership: the post leaves and is never grouped here again",
+    )
+    async def reject(
+        self, request: Request[User, Any, Any], cluster_id: UUID, post_id: UUID, grouping: GroupingService
+    ) -> ClusterRef:
+        return ClusterRef(cluster_id=await grouping.reject(cluster_id, post_id, request.user))
+
+    @post("/{cluster_id:uuid}/split", status_code=200, summary="Move some members into a new cluster")
+    async def split(
+        self, request: Request[User, Any, Any], cluster_id: UUID, data: SplitRequest, grouping: GroupingService
+    ) -> ClusterRef:
+        return ClusterRef(cluster_id=await grouping.split(cluster_id, data.post_ids, request.user))

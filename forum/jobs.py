@@ -1,0 +1,247 @@
+"""Background work on PostgreSQL with pgqueuer: embedding posts and grouping them.
+
+- Creating or editing a post enqueues ``post.embed`` *in the same transaction* (an outbox): the job
+  exists exactly when the post does, and the API never waits for the model.
+- Jobs are idempotent: a job re-reads the post and does nothing when its current text is already
+  embedded by this encoder (``content_hash``), so a retried or duplicated job embeds nothing twice.
+- A sweep at worker start (and every ``SWEEP_SECONDS``) enqueues any post whose vector is missing or
+  stale: posts written before a worker ever ran, or under another model, are picked up.
+- Failures retry with exponential backoff; after ``MAX_ATTEMPTS`` a job is held as ``failed`` and
+  can be listed and re-queued with ``forum jobs failed`` / ``forum jobs retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, PgQueuer, Queries
+from pgqueuer.types import QueueExecutionMode
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from embeddings import Encoder
+from forum.encoding import SQL_CONTENT_HASH, EncodeBatcher, content_hash, post_text
+from forum.grouping.services import GroupingService
+from forum.models import Post, PostEmbedding
+
+logger = logging.getLogger("forum.jobs")
+
+EMBED_POST = "post.embed"
+MAX_ATTEMPTS = 6  # 1 s, 2 s, 4 s, 8 s, 16 s between tries, then held as failed
+SWEEP_SECONDS = 60.0
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq/asyncpg DSN."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+async def enqueue_embeddings(session: AsyncSession, post_ids: Sequence[UUID]) -> None:
+    """Enqueue ``post.embed`` jobs inside the session's transaction (one pending job per post)."""
+    if not post_ids:
+        return
+    queries = Queries(AsyncpgDriver(await _driver_connection(session)))
+    await queries.enqueue(
+        [EMBED_POST] * len(post_ids),
+        [str(post_id).encode() for post_id in post_ids],
+        [0] * len(post_ids),
+        dedupe_key=[f"{EMBED_POST}:{post_id}" for post_id in post_ids],
+        on_conflict="skip",
+    )
+
+
+async def enqueue_stale(session: AsyncSession, model: str, limit: int = 50_000) -> int:
+    """Enqueue every live post whose vector for ``model`` is missing or older than its text."""
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT post.id FROM post
+            LEFT JOIN post_embedding e ON e.post_id = post.id AND e.model = :model
+            WHERE post.deleted_at IS NULL AND (e.post_id IS NULL OR e.content_hash <> {SQL_CONTENT_HASH})
+            ORDER BY post.created_at
+            LIMIT :limit
+            """
+        ),
+        {"model": model, "limit": limit},
+    )
+    ids = [row.id for row in rows]
+    await enqueue_embeddings(session, ids)
+    return len(ids)
+
+
+async def embed_post(
+    session_maker: async_sessionmaker[AsyncSession],
+    batcher: EncodeBatcher,
+    post_id: UUID,
+    threshold: float,
+) -> str:
+    """Embed one post and group it. Returns what happened: embedded, unchanged or gone."""
+    encoder = batcher.encoder
+    for _ in range(5):  # the post may change while it is being encoded: then encode again
+        async with session_maker() as session:
+            post = (
+                await session.execute(select(Post.title, Post.body, Post.deleted_at).where(Post.id == post_id))
+            ).first()
+            stored = await session.scalar(
+                select(PostEmbedding.content_hash).where(
+                    PostEmbedding.post_id == post_id, PostEmbedding.model == encoder.name
+                )
+            )
+        if post is None or post.deleted_at is not None:
+            return "gone"
+        digest = content_hash(post_text(post.title, post.body))
+        if stored == digest:
+            return "unchanged"
+        vector = await batcher.encode_one(post_text(post.title, post.body))
+        async with session_maker() as session, session.begin():
+            current = (
+                await session.execute(select(Post.title, Post.body).where(Post.id == post_id).with_for_update())
+            ).first()
+            if current is None or content_hash(post_text(current.title, current.body)) != digest:
+                continue
+            grouping = GroupingService(session, encoder.name, encoder.dim, threshold)
+            await grouping.store_embedding(post_id, digest, vector)
+            await grouping.assign(post_id, vector)
+        return "embedded"
+    raise RuntimeError(f"post {post_id} kept changing while it was being embedded")
+
+
+class EmbeddingWorker:
+    """A pgqueuer consumer for ``post.embed``; run it in ``forum serve`` or as ``forum worker``."""
+
+    def __init__(
+        self,
+        database_url: str,
+        encoder: Encoder,
+        threshold: float,
+        *,
+        engine: AsyncEngine | None = None,
+        batch_size: int = 32,
+        max_attempts: int = MAX_ATTEMPTS,
+        initial_delay: timedelta = timedelta(seconds=1),
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.initial_delay = initial_delay
+        self.database_url = database_url
+        self.encoder = encoder
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self._own_engine = engine is None
+        self.engine = engine or create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.batcher = EncodeBatcher(encoder)
+        self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0}
+        self._pgq: PgQueuer | None = None
+        self._stopping = asyncio.Event()
+
+    def _build(self, connection: asyncpg.Connection) -> PgQueuer:
+        pgq = PgQueuer(AsyncpgDriver(connection))
+
+        def executor(parameters: Any) -> DatabaseRetryEntrypointExecutor:
+            return DatabaseRetryEntrypointExecutor(
+                parameters=parameters, max_attempts=self.max_attempts, initial_delay=self.initial_delay
+            )
+
+        @pgq.entrypoint(EMBED_POST, executor_factory=executor, on_failure="hold")
+        async def embed(job: Job) -> None:
+            assert job.payload is not None
+            outcome = await embed_post(self.session_maker, self.batcher, UUID(job.payload.decode()), self.threshold)
+            self.processed[outcome] += 1
+
+        return pgq
+
+    async def sweep(self) -> int:
+        async with self.session_maker() as session, session.begin():
+            return await enqueue_stale(session, self.encoder.name)
+
+    async def _sweep_forever(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), SWEEP_SECONDS)
+            if self._stopping.is_set():
+                return
+            try:
+                queued = await self.sweep()
+                if queued:
+                    logger.info("sweep queued %d posts for embedding", queued)
+            except Exception:
+                logger.warning("embedding sweep failed", exc_info=True)
+
+    async def run(self, *, drain: bool = False) -> None:
+        """Process jobs until :meth:`stop` (or, with ``drain``, until the queue is empty)."""
+        try:  # load the model before taking jobs
+            await asyncio.to_thread(self.encoder.encode, ["warm up"])
+        except Exception:
+            logger.exception("the encoder failed to load or encode")
+        connection = await asyncpg.connect(asyncpg_dsn(self.database_url))
+        sweeper: asyncio.Task[None] | None = None
+        try:
+            self._pgq = self._build(connection)
+            queued = await self.sweep()
+            if queued:
+                logger.info("queued %d posts that were not embedded yet", queued)
+            if not drain:
+                sweeper = asyncio.create_task(self._sweep_forever())
+            await self._pgq.run(
+                batch_size=self.batch_size,
+                dequeue_timeout=timedelta(seconds=5),
+                mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
+            )
+        finally:
+            self._stopping.set()
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await connection.close()
+            if self._own_engine:
+                await self.engine.dispose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._pgq is not None:
+            self._pgq.shutdown.set()
+
+
+async def failed_jobs(database_url: str, limit: int = 100) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        rows = await connection.fetch(
+            """
+            SELECT j.id, j.entrypoint, j.attempts, j.updated, convert_from(j.payload, 'UTF8') AS payload,
+                   (SELECT l.traceback FROM pgqueuer_log l WHERE l.job_id = j.id AND l.traceback IS NOT NULL
+                    ORDER BY l.created DESC LIMIT 1) AS traceback
+            FROM pgqueuer j WHERE j.status = 'failed' ORDER BY j.updated DESC LIMIT $1
+            """,
+            limit,
+        )
+        return [dict(row) for row in rows]
+    finally:
+        await connection.close()
+
+
+async def retry_failed(database_url: str, ids: Sequence[int] | None = None) -> int:
+    """Re-queue held failed jobs (all of them when ``ids`` is None); returns how many."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        if ids is None:
+            ids = [r["id"] for r in await connection.fetch("SELECT id FROM pgqueuer WHERE status = 'failed'")]
+        if ids:
+            await Queries(AsyncpgDriver(connection)).requeue_jobs(list(ids))
+        return len(ids)
+    finally:
+        await connection.close()
