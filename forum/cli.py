@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import click
@@ -154,6 +155,192 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
             return {"email": user.email, "role": user.role, "kind": user.kind, "id": str(user.id)}
     finally:
         await engine.dispose()
+
+
+@main.command()
+@click.option(
+    "--batch-size",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Jobs taken from the queue at a time (encoded together).",
+)
+def worker(batch_size: int) -> None:
+    """Run an embedding worker (any number, on any machine sharing the database)."""
+    from forum.encoding import get_encoder
+    from forum.jobs import EmbeddingWorker
+
+    settings = Settings.from_env()
+    url = _prepared_database(settings)
+    embedding_worker = EmbeddingWorker(
+        url, get_encoder(settings.embedding_model), settings.duplicate_threshold, batch_size=batch_size
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, embedding_worker.stop)
+        await embedding_worker.run()
+
+    click.echo(f"embedding worker started ({embedding_worker.encoder.name})", err=True)
+    asyncio.run(run())
+    click.echo(f"embedding worker stopped: {embedding_worker.processed}", err=True)
+
+
+@main.group()
+def jobs() -> None:
+    """Background jobs: list and retry failures."""
+
+
+@jobs.command("failed")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+def jobs_failed(limit: int) -> None:
+    """List jobs that failed every retry and are held."""
+    from forum.jobs import failed_jobs
+
+    url = _prepared_database(Settings.from_env())
+    held = asyncio.run(failed_jobs(url, limit))
+    if not held:
+        click.echo("no failed jobs")
+    for job in held:
+        last_error = _last_error(job["traceback"])
+        click.echo(
+            f"{job['id']}\t{job['entrypoint']}\tpost={job['payload']}\tattempts={job['attempts']}"
+            f"\t{job['updated']:%Y-%m-%d %H:%M:%S}\t{last_error}"
+        )
+
+
+def _last_error(traceback: object) -> str:
+    import json
+
+    if traceback is None:
+        return ""
+    data = json.loads(traceback) if isinstance(traceback, str) else traceback
+    if isinstance(data, dict):
+        return f"{data.get('exception_type', '')}: {data.get('exception_message', '')}".strip(": ")
+    return str(data)[:200]
+
+
+@jobs.command("retry")
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every failed job.")
+def jobs_retry(job_ids: tuple[int, ...], retry_all: bool) -> None:
+    """Put failed jobs back in the queue (JOB_IDS, or --all)."""
+    from forum.jobs import retry_failed
+
+    if not job_ids and not retry_all:
+        raise click.UsageError("name job ids or pass --all")
+    url = _prepared_database(Settings.from_env())
+    count = asyncio.run(retry_failed(url, None if retry_all else list(job_ids)))
+    click.echo(f"re-queued {count} job(s)")
+
+
+@main.group()
+def embeddings() -> None:
+    """Post vectors."""
+
+
+@embeddings.command("rebuild")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 1024))
+def embeddings_rebuild(batch_size: int) -> None:
+    """Embed every post that has no vector from the configured model, or a stale one, and group it."""
+    from forum.encoding import get_encoder
+    from forum.jobs import embed_stale_now
+
+    settings = Settings.from_env()
+    url = _prepared_database(settings)
+    encoder = get_encoder(settings.embedding_model)
+    with click.progressbar(length=0, label=f"embedding with {encoder.name}", show_pos=True) as bar:
+        count = asyncio.run(
+            embed_stale_now(url, encoder, settings.duplicate_threshold, batch_size=batch_size, progress=bar)
+        )
+    click.echo(f"embedded {count} post(s) with {encoder.name}")
+
+
+@main.group("eval")
+def evaluate() -> None:
+    """Measure quality."""
+
+
+@evaluate.command("duplicates")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def eval_duplicates(files: tuple[str, ...]) -> None:
+    """Score the configured encoder on labelled duplicate data (JSONL): one JSON line per file.
+
+    Pair files (a, b, duplicate): roc_auc, average_precision, best_f1, threshold, precision, recall.
+    Corpus files (id, text, group, source): recall_at_1, recall_at_5 within each source.
+    """
+    from embeddings.evaluation import evaluate_file, format_json_line
+    from forum.encoding import get_encoder
+
+    encoder = get_encoder(Settings.from_env().embedding_model)
+    for path in files:
+        try:
+            result = evaluate_file(path, encoder)
+        except (ValueError, KeyError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from exc
+        click.echo(format_json_line(result))
+
+
+@main.group()
+def demo() -> None:
+    """A realistic sample forum to see it working."""
+
+
+@demo.command("load")
+@click.option("--password", default="demo-password", show_default=True, help="Password of every demo user.")
+@click.option(
+    "--embed/--no-embed",
+    default=True,
+    show_default=True,
+    help="Embed and group the posts now, so clusters appear at once.",
+)
+def demo_load(password: str, embed: bool) -> None:
+    """Fill the forum with customers, employees, ideas and critiques in English and Spanish."""
+    from forum.demo import load_demo
+
+    settings = Settings.from_env()
+    url = _prepared_database(settings)
+
+    async def load():
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+        engine = create_async_engine(url)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+                return await load_demo(session, password=password)
+        finally:
+            await engine.dispose()
+
+    try:
+        summary = asyncio.run(load())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if summary.created:
+        click.echo(
+            f"loaded {summary.users} users, {summary.posts} posts, {summary.votes} votes, "
+            f"{summary.comments} comments ({summary.groups} groups of duplicates)"
+        )
+        click.echo(f"every demo user's password: {password}  (product team: see `forum demo users`)")
+    else:
+        click.echo("the demo is already loaded")
+    if embed:
+        from forum.encoding import get_encoder
+        from forum.jobs import embed_stale_now
+
+        encoder = get_encoder(settings.embedding_model)
+        with click.progressbar(length=0, label=f"grouping with {encoder.name}", show_pos=True) as bar:
+            count = asyncio.run(embed_stale_now(url, encoder, settings.duplicate_threshold, progress=bar))
+        click.echo(f"embedded and grouped {count} post(s)")
+
+
+@demo.command("users")
+def demo_users() -> None:
+    """The demo accounts, to log in as each kind of user."""
+    from forum.demo.loader import read_sample
+
+    for user in read_sample().users:
+        click.echo(f"{user.email:40} {user.kind:9} {user.role}")
 
 
 if __name__ == "__main__":

@@ -64,22 +64,11 @@ async def enqueue_embeddings(session: AsyncSession, post_ids: Sequence[UUID]) ->
     )
 
 
-async def enqueue_stale(session: AsyncSession, model: str, limit: int = 50_000) -> int:
+async def enqueue_stale(session: AsyncSession, model: str) -> int:
     """Enqueue every live post whose vector for ``model`` is missing or older than its text."""
-    rows = await session.execute(
-        text(
-            f"""
-            SELECT post.id FROM post
-            LEFT JOIN post_embedding e ON e.post_id = post.id AND e.model = :model
-            WHERE post.deleted_at IS NULL AND (e.post_id IS NULL OR e.content_hash <> {SQL_CONTENT_HASH})
-            ORDER BY post.created_at
-            LIMIT :limit
-            """
-        ),
-        {"model": model, "limit": limit},
-    )
-    ids = [row.id for row in rows]
-    await enqueue_embeddings(session, ids)
+    ids = await stale_post_ids(session, model)
+    for start in range(0, len(ids), 1000):
+        await enqueue_embeddings(session, ids[start : start + 1000])
     return len(ids)
 
 
@@ -191,6 +180,8 @@ class EmbeddingWorker:
         sweeper: asyncio.Task[None] | None = None
         try:
             self._pgq = self._build(connection)
+            if self._stopping.is_set():  # stopped while the model was loading
+                return
             queued = await self.sweep()
             if queued:
                 logger.info("queued %d posts that were not embedded yet", queued)
@@ -215,6 +206,60 @@ class EmbeddingWorker:
         self._stopping.set()
         if self._pgq is not None:
             self._pgq.shutdown.set()
+
+
+async def stale_post_ids(session: AsyncSession, model: str) -> list[UUID]:
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT post.id FROM post
+            LEFT JOIN post_embedding e ON e.post_id = post.id AND e.model = :model
+            WHERE post.deleted_at IS NULL AND (e.post_id IS NULL OR e.content_hash <> {SQL_CONTENT_HASH})
+            ORDER BY post.created_at, post.id
+            """
+        ),
+        {"model": model},
+    )
+    return [row.id for row in rows]
+
+
+async def embed_stale_now(
+    database_url: str,
+    encoder: Encoder,
+    threshold: float,
+    *,
+    batch_size: int = 64,
+    progress: Any = None,
+) -> int:
+    """Embed and group, in this process and in creation order, every post whose vector is missing or
+    stale for ``encoder`` (``forum embeddings rebuild``, ``forum demo load``). Returns how many."""
+    engine = create_async_engine(database_url, pool_size=2)
+    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    done = 0
+    try:
+        async with session_maker() as session:
+            ids = await stale_post_ids(session, encoder.name)
+        if progress is not None:
+            progress.length = len(ids)
+        dim = await asyncio.to_thread(lambda: encoder.dim)
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            async with session_maker() as session:
+                rows = (await session.execute(select(Post.id, Post.title, Post.body).where(Post.id.in_(chunk)))).all()
+            texts = {row.id: post_text(row.title, row.body) for row in rows}
+            order = [post_id for post_id in chunk if post_id in texts]
+            vectors = await asyncio.to_thread(encoder.encode, [texts[i] for i in order])
+            for post_id, vector in zip(order, vectors, strict=True):
+                async with session_maker() as session, session.begin():
+                    grouping = GroupingService(session, encoder.name, dim, threshold)
+                    await grouping.store_embedding(post_id, content_hash(texts[post_id]), vector)
+                    await grouping.assign(post_id, vector)
+                done += 1
+            if progress is not None:
+                progress.update(len(chunk))
+        return done
+    finally:
+        await engine.dispose()
 
 
 async def failed_jobs(database_url: str, limit: int = 100) -> list[dict[str, Any]]:

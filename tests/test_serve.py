@@ -71,6 +71,8 @@ class Server:
 def env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
     env["FORUM_DATA_DIR"] = str(tmp_path / "forum-data")
+    # The fast stand-in encoder: these tests are about the server; test_demo_grouping uses the real model.
+    env["FORUM_EMBEDDING_MODEL"] = "hashing"
     return env
 
 
@@ -157,3 +159,61 @@ def test_cli_help_and_errors(env: dict[str, str]) -> None:
     assert ok.returncode == 0, ok.stderr
     again = _forum("users", "create", "--email", "twice@example.com", "--password", PASSWORD, env=env)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_killed_server_leaves_every_post_embedded_exactly_once(server: Server, env: dict[str, str]) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from forum.database import start_embedded_postgres
+
+    assert _forum("users", "create", "--email", "writer@example.com", "--password", PASSWORD, env=env).returncode == 0
+    server.env = {**env, "FORUM_WORKER_IN_SERVER": "false"}  # posts wait for embedding: no worker runs
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        writer = _login(client, "writer@example.com")
+        ids = [
+            client.post(
+                "/api/posts", json={"kind": "idea", "title": f"Idea number {i} about maps"}, headers=writer
+            ).json()["id"]
+            for i in range(25)
+        ]
+    server.stop(signal.SIGKILL)
+
+    url = start_embedded_postgres(Path(env["FORUM_DATA_DIR"]) / "postgres")
+
+    def query(sql: str) -> list:
+        async def run() -> list:
+            engine = create_async_engine(url, poolclass=NullPool)
+            try:
+                async with engine.connect() as conn:
+                    return list((await conn.execute(text(sql))).all())
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+    assert query("SELECT count(*) FROM pgqueuer WHERE status = 'queued'")[0][0] == 25, "every job survived the kill"
+    assert query("SELECT count(*) FROM post_embedding")[0][0] == 0
+
+    server.env = env  # now with the worker inside the server
+    server.start()
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        while time.monotonic() < deadline:
+            items = client.get("/api/posts?limit=100").json()["items"]
+            if all(p["cluster_id"] for p in items):
+                break
+            time.sleep(0.3)
+        assert sorted(p["id"] for p in items) == sorted(ids)
+        assert all(p["cluster_id"] for p in items), "every post was embedded and grouped"
+    first = query("SELECT post_id, embedded_at FROM post_embedding ORDER BY post_id")
+    assert len(first) == 25
+    server.stop(signal.SIGKILL)  # and once more: nothing is embedded twice
+    server.start()
+    time.sleep(2)
+    assert query("SELECT post_id, embedded_at FROM post_embedding ORDER BY post_id") == first
+    assert query("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')")[0][0] == 0

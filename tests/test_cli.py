@@ -1,0 +1,63 @@
+"""The maintenance commands as an operator runs them: demo, embeddings rebuild, jobs, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_serve import _forum, env  # noqa: F401 - the fresh-data-dir fixture
+
+PAIRS = [
+    {"a": "Dark mode for the app", "b": "Please add a dark mode to the app", "duplicate": True},
+    {"a": "Dark mode for the app", "b": "Export invoices as PDF", "duplicate": False},
+    {"a": "Pay with Apple Pay", "b": "Support Apple Pay and Google Pay payments", "duplicate": True},
+    {"a": "Pay with Apple Pay", "b": "Offline maps in tunnels", "duplicate": False},
+    {"a": "Offline maps in tunnels", "b": "Maps that work offline underground", "duplicate": True},
+    {"a": "Offline maps in tunnels", "b": "Family accounts with shared payment", "duplicate": False},
+]
+CORPUS = [
+    {"id": "1", "text": "Dark mode for the app", "group": "g1", "source": "board"},
+    {"id": "2", "text": "Please add a dark mode to the app", "group": "g1", "source": "board"},
+    {"id": "3", "text": "Pay with Apple Pay", "group": "g2", "source": "board"},
+    {"id": "4", "text": "Support Apple Pay payments", "group": "g2", "source": "board"},
+    {"id": "5", "text": "Export invoices as PDF", "group": "g3", "source": "board"},
+]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_duplicates_prints_one_json_line_per_file(env, tmp_path: Path) -> None:
+    pairs, corpus = _jsonl(tmp_path / "pairs.jsonl", PAIRS), _jsonl(tmp_path / "corpus.jsonl", CORPUS)
+    r = _forum("eval", "duplicates", str(pairs), str(corpus), env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 2
+    pair_result, corpus_result = lines
+    for key in ("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall"):
+        assert 0.0 <= pair_result[key] <= 1.0 or key == "threshold", key
+    assert pair_result["roc_auc"] == 1.0, "the stand-in encoder separates these easy pairs"
+    assert corpus_result["recall_at_1"] == 1.0 and corpus_result["recall_at_5"] == 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"neither": "format"}\n')
+    r = _forum("eval", "duplicates", str(bad), env=env)
+    assert r.returncode != 0 and "bad.jsonl" in r.stderr
+
+
+def test_demo_load_rebuild_and_jobs(env) -> None:
+    r = _forum("demo", "load", "--no-embed", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "loaded 28 users, 70 posts" in r.stdout
+    assert "already loaded" in _forum("demo", "load", "--no-embed", env=env).stdout
+    r = _forum("embeddings", "rebuild", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "embedded 70 post(s)" in r.stdout
+    assert "embedded 0 post(s)" in _forum("embeddings", "rebuild", env=env).stdout, "nothing is embedded twice"
+    assert _forum("jobs", "failed", env=env).stdout.strip() == "no failed jobs"
+    r = _forum("jobs", "retry", env=env)
+    assert r.returncode != 0 and "--all" in r.stderr
+    assert "re-queued 0 job(s)" in _forum("jobs", "retry", "--all", env=env).stdout
+    users = _forum("demo", "users", env=env).stdout.splitlines()
+    assert len(users) == 28 and any(line.split()[-1] == "admin" for line in users)

@@ -1,0 +1,47 @@
+"""A newcomer's first look, with the real model: `forum demo load`, then `forum serve`, then clusters and
+similar posts over HTTP. Paraphrased duplicates must share a cluster; unrelated posts must not."""
+
+from __future__ import annotations
+
+import httpx
+
+from forum.demo.loader import read_sample
+from tests.test_serve import PASSWORD, Server, _forum, _free_port, env  # noqa: F401 - shared helpers and fixture
+
+
+def test_demo_forms_clusters_with_the_real_model(env, tmp_path) -> None:
+    env = {**env}
+    env.pop("FORUM_EMBEDDING_MODEL")  # the default: all-MiniLM-L6-v2 from its wheel, offline
+    loaded = _forum("demo", "load", "--password", PASSWORD, env=env)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "embedded and grouped 70 post(s)" in loaded.stdout
+
+    sample = read_sample()
+    title_group = {p.title: p.group for p in sample.posts}
+    title_language = {p.title: p.language for p in sample.posts}
+    product = next(u for u in sample.users if u.role == "product")
+
+    server = Server(env, _free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            token = client.post("/api/auth/login", json={"email": product.email, "password": PASSWORD}).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            clusters = client.get("/api/clusters?min_members=2&limit=100", headers=headers).json()["items"]
+            assert len(clusters) >= 5, "paraphrased duplicates are grouped at once"
+            pure = 0
+            for cluster in clusters:
+                members = client.get(f"/api/clusters/{cluster['id']}", headers=headers).json()["members"]
+                groups = {title_group[m["title"]] for m in members}
+                pure += len(groups) == 1 and None not in groups
+            assert pure / len(clusters) >= 0.8, "clusters hold one need each: unrelated posts stay apart"
+
+            # As-you-type: a paraphrase of an English demo idea finds it first.
+            english = [p for p in sample.posts if p.group == "pause-rental" and title_language[p.title] == "en"]
+            found = client.post(
+                "/api/posts/similar", json={"title": "Can I keep my scooter reserved while I grab a coffee?"}
+            ).json()
+            assert found and title_group[found[0]["post"]["title"]] == "pause-rental", found[:3]
+            assert any(f["post"]["title"] in {p.title for p in english} for f in found[:3])
+    finally:
+        server.stop()
