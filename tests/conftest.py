@@ -27,6 +27,7 @@ from forum.accounts.services import UserService
 from forum.app import create_app
 from forum.models import UserKind, UserRole, metadata
 from forum.settings import Settings
+from tests.e2e import Server, free_port
 
 PASSWORD = "correct horse battery"
 
@@ -184,3 +185,21 @@ def drain(database_url: str, settings: Settings):
         return worker.processed
 
     return run
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a real `forum` process on a fresh embedded data dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
+    env["FORUM_DATA_DIR"] = str(tmp_path / "forum-data")
+    # The fast stand-in encoder: these tests are about the server; test_demo_grouping uses the real model.
+    env["FORUM_EMBEDDING_MODEL"] = "hashing"
+    return env
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    srv = Server(env, free_port(), tmp_path / "server.log")
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_serve import _forum, env  # noqa: F401 - the fresh-data-dir fixture
+from tests.e2e import forum_cli
 
 PAIRS = [
     {"a": "Dark mode for the app", "b": "Please add a dark mode to the app", "duplicate": True},
@@ -31,7 +31,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_eval_duplicates_prints_one_json_line_per_file(env, tmp_path: Path) -> None:
     pairs, corpus = _jsonl(tmp_path / "pairs.jsonl", PAIRS), _jsonl(tmp_path / "corpus.jsonl", CORPUS)
-    r = _forum("eval", "duplicates", str(pairs), str(corpus), env=env)
+    r = forum_cli("eval", "duplicates", str(pairs), str(corpus), env=env)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(lines) == 2
@@ -42,22 +42,22 @@ def test_eval_duplicates_prints_one_json_line_per_file(env, tmp_path: Path) -> N
     assert corpus_result["recall_at_1"] == 1.0 and corpus_result["recall_at_5"] == 1.0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"neither": "format"}\n')
-    r = _forum("eval", "duplicates", str(bad), env=env)
+    r = forum_cli("eval", "duplicates", str(bad), env=env)
     assert r.returncode != 0 and "bad.jsonl" in r.stderr
 
 
 def test_demo_load_rebuild_and_jobs(env) -> None:
-    r = _forum("demo", "load", "--no-embed", env=env)
+    r = forum_cli("demo", "load", "--no-embed", env=env)
     assert r.returncode == 0, r.stderr
     assert "loaded 28 users, 70 posts" in r.stdout
-    assert "already loaded" in _forum("demo", "load", "--no-embed", env=env).stdout
-    r = _forum("embeddings", "rebuild", env=env)
+    assert "already loaded" in forum_cli("demo", "load", "--no-embed", env=env).stdout
+    r = forum_cli("embeddings", "rebuild", env=env)
     assert r.returncode == 0, r.stderr
     assert "embedded 70 post(s)" in r.stdout
-    assert "embedded 0 post(s)" in _forum("embeddings", "rebuild", env=env).stdout, "nothing is embedded twice"
-    assert _forum("jobs", "failed", env=env).stdout.strip() == "no failed jobs"
-    r = _forum("jobs", "retry", env=env)
+    assert "embedded 0 post(s)" in forum_cli("embeddings", "rebuild", env=env).stdout, "nothing is embedded twice"
+    assert forum_cli("jobs", "failed", env=env).stdout.strip() == "no failed jobs"
+    r = forum_cli("jobs", "retry", env=env)
     assert r.returncode != 0 and "--all" in r.stderr
-    assert "re-queued 0 job(s)" in _forum("jobs", "retry", "--all", env=env).stdout
-    users = _forum("demo", "users", env=env).stdout.splitlines()
+    assert "re-queued 0 job(s)" in forum_cli("jobs", "retry", "--all", env=env).stdout
+    users = forum_cli("demo", "users", env=env).stdout.splitlines()
     assert len(users) == 28 and any(line.split()[-1] == "admin" for line in users)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import httpx
 
 from forum.demo.loader import read_sample
-from tests.test_serve import PASSWORD, Server, _forum, _free_port, env  # noqa: F401 - shared helpers and fixture
+from tests.e2e import PASSWORD, Server, forum_cli, free_port
 
 
 def test_demo_forms_clusters_with_the_real_model(env, tmp_path) -> None:
     env = {**env}
     env.pop("FORUM_EMBEDDING_MODEL")  # the default: all-MiniLM-L6-v2 from its wheel, offline
-    loaded = _forum("demo", "load", "--password", PASSWORD, env=env)
+    loaded = forum_cli("demo", "load", "--password", PASSWORD, env=env)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert "embedded and grouped 70 post(s)" in loaded.stdout
 
@@ -21,7 +21,7 @@ def test_demo_forms_clusters_with_the_real_model(env, tmp_path) -> None:
     title_language = {p.title: p.language for p in sample.posts}
     product = next(u for u in sample.users if u.role == "product")
 
-    server = Server(env, _free_port(), tmp_path / "server.log")
+    server = Server(env, free_port(), tmp_path / "server.log")
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -5,93 +5,17 @@ This is the README's first command as a newcomer runs it (minus the install), dr
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-PASSWORD = "correct horse battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _forum(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "forum.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,
-    )
-
-
-class Server:
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forum.cli", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("server did not start:\n" + self.log.read_text()[-3000:])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
-    env["FORUM_DATA_DIR"] = str(tmp_path / "forum-data")
-    # The fast stand-in encoder: these tests are about the server; test_demo_grouping uses the real model.
-    env["FORUM_EMBEDDING_MODEL"] = "hashing"
-    return env
-
-
-@pytest.fixture
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
-    srv = Server(env, _free_port(), tmp_path / "server.log")
-    yield srv
-    if srv.proc and srv.proc.poll() is None:
-        srv.stop()
-
-
-def _login(client: httpx.Client, email: str) -> dict[str, str]:
-    r = client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+from tests.e2e import PASSWORD, Server, forum_cli, login
 
 
 def test_fresh_data_dir_serves_and_survives_restarts(server: Server, env: dict[str, str]) -> None:
-    created = _forum(
+    created = forum_cli(
         "users",
         "create",
         "--email",
@@ -106,16 +30,16 @@ def test_fresh_data_dir_serves_and_survives_restarts(server: Server, env: dict[s
     )
     assert created.returncode == 0, created.stderr
     assert (Path(env["FORUM_DATA_DIR"]) / "secret_key").exists(), "the JWT secret lives in the data dir"
-    assert _forum("db", "current", env=env).stdout.split()[1] != "None"
+    assert forum_cli("db", "current", env=env).stdout.split()[1] != "None"
 
     server.start()
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        admin = _login(client, "admin@example.com")
+        admin = login(client, "admin@example.com")
         for email in ("customer@example.com", "employee@example.com"):
             r = client.post("/api/auth/register", json={"email": email, "password": PASSWORD, "display_name": email})
             assert r.status_code == 201, r.text
-        customer = _login(client, "customer@example.com")
-        employee = _login(client, "employee@example.com")
+        customer = login(client, "customer@example.com")
+        employee = login(client, "employee@example.com")
         employee_id = client.get("/api/me", headers=employee).json()["id"]
         assert client.patch(f"/api/users/{employee_id}", json={"kind": "internal"}, headers=admin).status_code == 200
 
@@ -144,20 +68,20 @@ def test_fresh_data_dir_serves_and_survives_restarts(server: Server, env: dict[s
         server.stop(how)
         server.start()
         with httpx.Client(base_url=server.url, timeout=10) as client:
-            customer = _login(client, "customer@example.com")  # the same secret: old and new tokens work
+            customer = login(client, "customer@example.com")  # the same secret: old and new tokens work
             items = client.get("/api/posts?sort=new", headers=customer).json()["items"]
             assert [(p["title"], p["votes"], p["has_voted"], p["author"]["kind"]) for p in items] == before
 
 
 def test_cli_help_and_errors(env: dict[str, str]) -> None:
     for args in (["--help"], ["serve", "--help"], ["db", "--help"], ["users", "create", "--help"]):
-        r = _forum(*args, env=env)
+        r = forum_cli(*args, env=env)
         assert r.returncode == 0 and "Usage" in r.stdout, args
-    r = _forum("users", "create", "--email", "bad", "--password", PASSWORD, env=env)
+    r = forum_cli("users", "create", "--email", "bad", "--password", PASSWORD, env=env)
     assert r.returncode != 0 and "email" in (r.stderr + r.stdout)
-    ok = _forum("users", "create", "--email", "twice@example.com", "--password", PASSWORD, env=env)
+    ok = forum_cli("users", "create", "--email", "twice@example.com", "--password", PASSWORD, env=env)
     assert ok.returncode == 0, ok.stderr
-    again = _forum("users", "create", "--email", "twice@example.com", "--password", PASSWORD, env=env)
+    again = forum_cli("users", "create", "--email", "twice@example.com", "--password", PASSWORD, env=env)
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
@@ -170,11 +94,13 @@ def test_killed_server_leaves_every_post_embedded_exactly_once(server: Server, e
 
     from forum.database import start_embedded_postgres
 
-    assert _forum("users", "create", "--email", "writer@example.com", "--password", PASSWORD, env=env).returncode == 0
+    assert (
+        forum_cli("users", "create", "--email", "writer@example.com", "--password", PASSWORD, env=env).returncode == 0
+    )
     server.env = {**env, "FORUM_WORKER_IN_SERVER": "false"}  # posts wait for embedding: no worker runs
     server.start()
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        writer = _login(client, "writer@example.com")
+        writer = login(client, "writer@example.com")
         ids = [
             client.post(
                 "/api/posts", json={"kind": "idea", "title": f"Idea number {i} about maps"}, headers=writer
