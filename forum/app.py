@@ -28,14 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum import __version__
 from forum.accounts.controllers import AuthController, MeController, UserController
 from forum.auth import build_jwt_auth
+from forum.credits.controllers import CreditController
+from forum.critiques.controllers import CritiqueLinkController
 from forum.database import resolve_database_url
 from forum.encoding import EncodeBatcher, get_encoder
 from forum.errors import exception_handlers, problem
 from forum.grouping.controllers import ClusterController, SimilarController
-from forum.jobs import EmbeddingWorker
+from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
+from forum.notifications.controllers import InboxController, SubscriptionController
 from forum.posts.controllers import PostController
 from forum.settings import Settings
+from forum.webhooks.controllers import WebhookController
 
 logger = logging.getLogger("forum")
 
@@ -85,7 +89,7 @@ def _background_lifespan(settings: Settings, database_url: str, batcher: EncodeB
         warm_up = asyncio.create_task(asyncio.to_thread(batcher.encoder.encode, ["warm up"]))
         worker = task = None
         if settings.run_worker_in_server:
-            worker = EmbeddingWorker(database_url, batcher.encoder, settings.duplicate_threshold)
+            worker = BackgroundWorker(database_url, batcher.encoder, settings.duplicate_threshold)
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
         try:
@@ -142,6 +146,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SimilarController,
             MergeController,
             ClusterController,
+            CritiqueLinkController,
+            CreditController,
+            InboxController,
+            SubscriptionController,
+            WebhookController,
         ],
         lifespan=[_background_lifespan(settings, database_url, batcher)],
         plugins=[SQLAlchemyPlugin(config=alchemy)],

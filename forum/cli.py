@@ -168,11 +168,11 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
 def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
     from forum.encoding import get_encoder
-    from forum.jobs import EmbeddingWorker
+    from forum.jobs import BackgroundWorker
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
-    embedding_worker = EmbeddingWorker(
+    embedding_worker = BackgroundWorker(
         url, get_encoder(settings.embedding_model), settings.duplicate_threshold, batch_size=batch_size
     )
 

@@ -50,18 +50,24 @@ async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return raw.driver_connection  # type: ignore[return-value]
 
 
-async def enqueue_embeddings(session: AsyncSession, post_ids: Sequence[UUID]) -> None:
-    """Enqueue ``post.embed`` jobs inside the session's transaction (one pending job per post)."""
-    if not post_ids:
+async def enqueue(session: AsyncSession, entrypoint: str, payloads: Sequence[str], *, dedupe: bool = False) -> None:
+    """Enqueue jobs inside the session's transaction: they exist exactly when the change commits.
+    With ``dedupe``, a payload that already has a pending job is not queued twice."""
+    if not payloads:
         return
     queries = Queries(AsyncpgDriver(await _driver_connection(session)))
     await queries.enqueue(
-        [EMBED_POST] * len(post_ids),
-        [str(post_id).encode() for post_id in post_ids],
-        [0] * len(post_ids),
-        dedupe_key=[f"{EMBED_POST}:{post_id}" for post_id in post_ids],
+        [entrypoint] * len(payloads),
+        [payload.encode() for payload in payloads],
+        [0] * len(payloads),
+        dedupe_key=[f"{entrypoint}:{payload}" for payload in payloads] if dedupe else None,
         on_conflict="skip",
     )
+
+
+async def enqueue_embeddings(session: AsyncSession, post_ids: Sequence[UUID]) -> None:
+    """Enqueue ``post.embed`` jobs (one pending job per post)."""
+    await enqueue(session, EMBED_POST, [str(post_id) for post_id in post_ids], dedupe=True)
 
 
 async def enqueue_stale(session: AsyncSession, model: str) -> int:
@@ -109,8 +115,9 @@ async def embed_post(
     raise RuntimeError(f"post {post_id} kept changing while it was being embedded")
 
 
-class EmbeddingWorker:
-    """A pgqueuer consumer for ``post.embed``; run it in ``forum serve`` or as ``forum worker``."""
+class BackgroundWorker:
+    """A pgqueuer consumer for ``post.embed`` and ``webhook.deliver``; runs in ``forum serve`` or as
+    ``forum worker`` (any number of them)."""
 
     def __init__(
         self,
@@ -133,7 +140,7 @@ class EmbeddingWorker:
         self.engine = engine or create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.batcher = EncodeBatcher(encoder)
-        self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0}
+        self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
         self._stopping = asyncio.Event()
 
@@ -150,6 +157,20 @@ class EmbeddingWorker:
             assert job.payload is not None
             outcome = await embed_post(self.session_maker, self.batcher, UUID(job.payload.decode()), self.threshold)
             self.processed[outcome] += 1
+
+        from forum.webhooks.services import DELIVER_WEBHOOK, deliver, mark_failed
+
+        @pgq.entrypoint(DELIVER_WEBHOOK, executor_factory=executor, on_failure="hold")
+        async def deliver_webhook(job: Job) -> None:
+            assert job.payload is not None
+            delivery_id = UUID(job.payload.decode())
+            try:
+                outcome = await deliver(self.session_maker, delivery_id)
+            except Exception:
+                if job.attempts >= self.max_attempts:
+                    await mark_failed(self.session_maker, delivery_id)
+                raise
+            self.processed[outcome if outcome in self.processed else "skipped"] += 1
 
         return pgq
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 metadata = orm_registry.metadata
@@ -57,6 +57,8 @@ class PostStatus(enum.StrEnum):
     SHIPPED = "shipped"
     DECLINED = "declined"
     DUPLICATE = "duplicate"
+    ADDRESSED = "addressed"
+    """A critique answered by an idea that shipped."""
 
 
 def _check_in(column: str, enum_cls: type[enum.Enum]) -> CheckConstraint:
@@ -260,3 +262,124 @@ class PostMerge(UUIDv7AuditBase):
     source_status_before: Mapped[str] = mapped_column(String(16))
     unmerged_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     unmerged_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+
+
+# Ship and credit --------------------------------------------------------------------------------------
+
+
+class CreditReason(enum.StrEnum):
+    PIONEER = "pioneer"
+    AUTHOR = "author"
+    EARLY_VOTER = "early_voter"
+    CRITIC = "critic"
+
+
+class Subscription(DefaultBase):
+    """Who hears about a post. Authors and voters are subscribed automatically; anyone can opt out.
+    ``merged_from`` marks subscriptions that followed a merged duplicate (removed again on unmerge)."""
+
+    __tablename__ = "subscription"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True, index=True)
+    merged_from_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class Unsubscription(DefaultBase):
+    """An explicit opt-out: voting again or a merge will not subscribe this user to this post."""
+
+    __tablename__ = "unsubscription"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class Notification(UUIDv7AuditBase):
+    __tablename__ = "notification"
+    __table_args__ = (
+        Index("ix_notification_user_created", "user_id", "created_at"),
+        Index("ix_notification_user_unread", "user_id", postgresql_where=text("read_at IS NULL")),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    post_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), nullable=True)
+    payload: Mapped[dict] = mapped_column(JSONB, default=dict)
+    read_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class CritiqueLink(DefaultBase):
+    """The product team says: this idea answers this critique."""
+
+    __tablename__ = "critique_link"
+
+    idea_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    critique_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True, index=True)
+    linked_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class ShipEvent(UUIDv7AuditBase):
+    """One shipping of a post. At most one is active; un-shipping revokes it (and its credits)."""
+
+    __tablename__ = "ship_event"
+    __table_args__ = (
+        Index("uq_ship_event_active_post", "post_id", unique=True, postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    shipped_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    revoked_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    addressed: Mapped[dict] = mapped_column(JSONB, default=dict)
+    """Critiques this ship marked addressed, with the status each had before (restored on revoke)."""
+
+
+class CreditEntry(UUIDv7AuditBase):
+    """Append-only ledger. A revocation adds an entry with negative points that names what it revokes."""
+
+    __tablename__ = "credit_entry"
+    __table_args__ = (
+        _check_in("reason", CreditReason),
+        Index("ix_credit_entry_user_created", "user_id", "created_at"),
+        Index("ix_credit_entry_post", "post_id"),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    """The shipped post."""
+    source_post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    """The post through which the user contributed (the shipped one, a merged duplicate, a critique…)."""
+    ship_event_id: Mapped[UUID] = mapped_column(ForeignKey("ship_event.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    contributed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    """When they asked, voted or complained: what the rank is based on."""
+    revokes_id: Mapped[UUID | None] = mapped_column(ForeignKey("credit_entry.id", ondelete="RESTRICT"), nullable=True)
+
+
+class Webhook(UUIDv7AuditBase):
+    __tablename__ = "webhook"
+
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+
+
+class WebhookDelivery(UUIDv7AuditBase):
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_webhook_created", "webhook_id", "created_at"),)
+
+    webhook_id: Mapped[UUID] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)

@@ -39,6 +39,19 @@ def _env_float(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_ints(name: str, default: list[int]) -> list[int]:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be comma-separated integers, got {raw!r}") from exc
+    if not values:
+        raise SystemExit(f"{name} must list at least one number")
+    return values
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name)
     if raw is None:
@@ -68,6 +81,12 @@ class Settings:
     embedding_model: str | None = None
     duplicate_threshold: float = 0.6
     run_worker_in_server: bool = True
+    credit_voters: int = 10
+    """How many of the earliest unique voters are credited when a post ships."""
+    credit_author_points: list[int] = field(default_factory=lambda: [100, 80, 60, 40, 20, 10])
+    """Points for authors by rank (1 = the pioneer); the last value repeats for later ranks."""
+    credit_voter_points: list[int] = field(default_factory=lambda: [20, 18, 16, 14, 12, 10, 8, 6, 4, 2])
+    credit_critic_points: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +107,10 @@ class Settings:
             embedding_model=_env("FORUM_EMBEDDING_MODEL"),
             duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", 0.6),
             run_worker_in_server=_env_bool("FORUM_WORKER_IN_SERVER", True),
+            credit_voters=_env_int("FORUM_CREDIT_VOTERS", 10),
+            credit_author_points=_env_ints("FORUM_CREDIT_AUTHOR_POINTS", [100, 80, 60, 40, 20, 10]),
+            credit_voter_points=_env_ints("FORUM_CREDIT_VOTER_POINTS", [20, 18, 16, 14, 12, 10, 8, 6, 4, 2]),
+            credit_critic_points=_env_int("FORUM_CREDIT_CRITIC_POINTS", 30),
         )
 
     @property

@@ -176,11 +176,11 @@ def count_queries() -> Iterator[QueryCounter]:
 def drain(database_url: str, settings: Settings):
     """Run the embedding worker until the queue is empty (the app's own worker is off in tests)."""
     from forum.encoding import get_encoder
-    from forum.jobs import EmbeddingWorker
+    from forum.jobs import BackgroundWorker
 
     def run(**kwargs: Any) -> dict[str, int]:
         encoder = kwargs.pop("encoder", None) or get_encoder(settings.embedding_model)
-        worker = EmbeddingWorker(database_url, encoder, settings.duplicate_threshold, **kwargs)
+        worker = BackgroundWorker(database_url, encoder, settings.duplicate_threshold, **kwargs)
         _run(worker.run(drain=True))
         return worker.processed
 

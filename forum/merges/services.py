@@ -23,7 +23,15 @@ from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError, UnprocessableError
 from forum.merges.schemas import MergedPost, MergeResult
 from forum.models import Post, PostMerge, PostStatus, PostVoteDay, StatusChange, User, Vote
+from forum.notifications.services import (
+    NotificationKind,
+    carry_subscriptions,
+    drop_carried_subscriptions,
+    notify_subscribers,
+)
 from forum.posts.services import PostService, author_public, visible_to
+from forum.webhooks.schemas import WebhookEvent
+from forum.webhooks.services import emit
 
 
 class MergeService:
@@ -87,6 +95,15 @@ class MergeService:
         source.status = PostStatus.DUPLICATE.value
         source.merged_into_id = target_id
         await self.session.flush()
+        await carry_subscriptions(self.session, source_id, target_id)
+        payload = {
+            "post_id": str(source_id),
+            "title": source.title,
+            "into_id": str(target_id),
+            "into_title": target.title,
+        }
+        await notify_subscribers(self.session, source_id, NotificationKind.POST_MERGED, payload, exclude=[actor.id])
+        await emit(self.session, WebhookEvent.POST_MERGED, {**payload, "votes_carried_over": len(carried)})
         return await self._result(source_id, target_id, actor, len(carried))
 
     async def unmerge(self, source_id: UUID, actor: User) -> MergeResult:
@@ -109,6 +126,7 @@ class MergeService:
             )
         ).all()
         await self._count(target.id, removed, -1)
+        await drop_carried_subscriptions(self.session, source_id, target.id)
         self.session.add(
             StatusChange(
                 post_id=source_id,

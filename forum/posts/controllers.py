@@ -5,11 +5,13 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_login, requires_product_team
+from forum.credits.services import CreditPolicy
 from forum.models import PostKind, PostStatus, User, Visibility
 from forum.posts.schemas import (
     CommentCreate,
@@ -29,8 +31,8 @@ Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100)")]
 Offset = Annotated[int, Parameter(ge=0, le=10_000_000)]
 
 
-async def provide_posts(db_session: AsyncSession) -> AsyncGenerator[PostService, None]:
-    yield PostService(db_session)
+async def provide_posts(db_session: AsyncSession, state: State) -> AsyncGenerator[PostService, None]:
+    yield PostService(db_session, CreditPolicy.from_settings(state["forum_settings"]))
 
 
 class PostController(Controller):

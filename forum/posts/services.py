@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
+from forum.credits.services import CreditPolicy, ShipService
 from forum.errors import ConflictError, UnprocessableError
 from forum.jobs import enqueue_embeddings
 from forum.models import (
@@ -32,6 +33,7 @@ from forum.models import (
     Visibility,
     Vote,
 )
+from forum.notifications.services import NotificationKind, notify_subscribers, subscribe
 from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
@@ -44,6 +46,8 @@ from forum.posts.schemas import (
     VoteState,
 )
 from forum.schemas import Page
+from forum.webhooks.schemas import WebhookEvent
+from forum.webhooks.services import emit
 
 TRENDING_DAYS = 14
 
@@ -70,14 +74,27 @@ def visible_to(viewer: User | None, post: Any = Post):
     return condition
 
 
+def webhook_post(post: PostOut) -> dict[str, Any]:
+    return {
+        "post_id": str(post.id),
+        "kind": post.kind,
+        "title": post.title,
+        "status": post.status,
+        "visibility": post.visibility,
+        "author": {"id": str(post.author.id), "display_name": post.author.display_name, "kind": post.author.kind},
+        "created_at": post.created_at.isoformat(),
+    }
+
+
 def search_query(q: str):
     """English and Spanish stemming, OR-ed: "exportar facturas" and "export invoices" both match."""
     return func.websearch_to_tsquery("english", q).op("||")(func.websearch_to_tsquery("spanish", q))
 
 
 class PostService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, credit_policy: CreditPolicy | None = None) -> None:
         self.session = session
+        self.credit_policy = credit_policy
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -225,8 +242,11 @@ class PostService:
         self.session.add(StatusChange(post_id=post.id, actor_id=author.id, from_status=None, to_status="open"))
         await self.session.flush()
         await enqueue_embeddings(self.session, [post.id])
+        await subscribe(self.session, author.id, post.id)
         await self.session.refresh(post)
-        return self.to_out(post, author, False, None)
+        out = self.to_out(post, author, False, None)
+        await emit(self.session, WebhookEvent.POST_CREATED, webhook_post(out))
+        return out
 
     async def update(self, post_id: UUID, editor: User, data: PostUpdate) -> PostOut:
         post = await self.get_visible(post_id, editor, for_update=True)
@@ -259,20 +279,28 @@ class PostService:
     async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
         if status is PostStatus.DUPLICATE:
             raise UnprocessableError("Mark a post as duplicate by merging it into another", field="status")
-        post = await self.get_visible(post_id, actor, for_update=True)
+        post = await self.get_visible(post_id, actor, for_update=True)  # concurrent changes queue here
+        if post.merged_into_id is not None:
+            raise ConflictError(detail="This post is merged into another: unmerge it first")
+        if status is PostStatus.ADDRESSED and post.kind != "critique":
+            raise UnprocessableError("Only critiques are addressed; ideas ship", field="status")
         if post.status == status.value:
             raise ConflictError(detail=f"The post is already {status.value}")
+        before = post.status
+        note = note.strip() if note else None
         self.session.add(
-            StatusChange(
-                post_id=post.id,
-                actor_id=actor.id,
-                from_status=post.status,
-                to_status=status.value,
-                note=note.strip() if note else None,
-            )
+            StatusChange(post_id=post.id, actor_id=actor.id, from_status=before, to_status=status.value, note=note)
         )
         post.status = status.value
         await self.session.flush()
+        payload = {"post_id": str(post.id), "title": post.title, "from": before, "to": status.value, "note": note}
+        await notify_subscribers(self.session, post.id, NotificationKind.STATUS_CHANGED, payload, exclude=[actor.id])
+        await emit(self.session, WebhookEvent.POST_STATUS_CHANGED, payload)
+        shipping = ShipService(self.session, self.credit_policy)
+        if status is PostStatus.SHIPPED:
+            await shipping.ship(post, actor)
+        elif before == PostStatus.SHIPPED.value:
+            await shipping.unship(post, actor)
         return await self.get_out(post.id, actor)
 
     async def history(self, post_id: UUID, viewer: User | None) -> list[StatusChangeOut]:
@@ -316,6 +344,7 @@ class PostService:
         )
         if inserted is not None:
             await self._count_vote(post_id, voter.kind, +1, inserted)
+            await subscribe(self.session, voter.id, post_id)
         return await self._vote_state(post_id, voter)
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:

@@ -1,0 +1,148 @@
+"""Recognition in the open: credits per post and per user, the leaderboard and the changelog.
+
+Everything here respects visibility: credits earned on internal posts are left out for anybody who may
+not see those posts, in totals as in lists.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from litestar.exceptions import NotFoundException
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.credits.schemas import ChangelogEntry, Credit, LeaderboardRow, LedgerEntry, Segment, UserCredits
+from forum.models import CreditEntry, Post, PostStatus, ShipEvent, User
+from forum.posts.services import PostService, author_public, visible_to
+from forum.schemas import Page
+
+REASON_ORDER = {"pioneer": 0, "author": 1, "critic": 2, "early_voter": 3}
+
+
+def _credit(entry: CreditEntry, user: User) -> Credit:
+    return Credit(
+        user=author_public(user),
+        reason=entry.reason,
+        rank=entry.rank,
+        points=entry.points,
+        source_post_id=entry.source_post_id,
+        contributed_at=entry.contributed_at,
+        awarded_at=entry.created_at,
+    )
+
+
+class CreditReports:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _active_credits(self, post_ids: list[UUID]) -> dict[UUID, list[Credit]]:
+        """Current credits (of the active shipping, not revoked) for several posts, in one query."""
+        rows = (
+            await self.session.execute(
+                select(CreditEntry, User)
+                .join(ShipEvent, and_(ShipEvent.id == CreditEntry.ship_event_id, ShipEvent.revoked_at.is_(None)))
+                .join(User, User.id == CreditEntry.user_id)
+                .where(CreditEntry.post_id.in_(post_ids), CreditEntry.revokes_id.is_(None))
+            )
+        ).all()
+        by_post: dict[UUID, list[Credit]] = {post_id: [] for post_id in post_ids}
+        for entry, user in rows:
+            by_post[entry.post_id].append(_credit(entry, user))
+        for credits in by_post.values():
+            credits.sort(key=lambda c: (REASON_ORDER[c.reason], c.rank))
+        return by_post
+
+    async def post_credits(self, post_id: UUID, viewer: User | None) -> list[Credit]:
+        await PostService(self.session).get_visible(post_id, viewer)
+        return (await self._active_credits([post_id]))[post_id]
+
+    async def user_credits(self, user_id: UUID, viewer: User | None, limit: int, offset: int) -> UserCredits:
+        user = await self.session.get(User, user_id)
+        if user is None:
+            raise NotFoundException("User not found")
+        condition = and_(CreditEntry.user_id == user_id, visible_to(viewer))
+        base = select(CreditEntry, Post.title).join(Post, Post.id == CreditEntry.post_id).where(condition)
+        rows = (
+            await self.session.execute(
+                base.order_by(CreditEntry.created_at.desc(), CreditEntry.id.desc()).limit(limit).offset(offset)
+            )
+        ).all()
+        totals = (
+            await self.session.execute(
+                select(func.coalesce(func.sum(CreditEntry.points), 0), func.count(CreditEntry.id))
+                .join(Post, Post.id == CreditEntry.post_id)
+                .where(condition)
+            )
+        ).one()
+        return UserCredits(
+            user=author_public(user),
+            total_points=int(totals[0]),
+            entries=[
+                LedgerEntry(
+                    id=e.id,
+                    post_id=e.post_id,
+                    post_title=title,
+                    reason=e.reason,
+                    rank=e.rank,
+                    points=e.points,
+                    revokes=e.revokes_id,
+                    created_at=e.created_at,
+                )
+                for e, title in rows
+            ],
+            total_entries=int(totals[1]),
+            limit=limit,
+            offset=offset,
+        )
+
+    async def leaderboard(
+        self, segment: Segment, since: datetime | None, viewer: User | None, limit: int
+    ) -> list[LeaderboardRow]:
+        points = func.sum(CreditEntry.points)
+        stmt = (
+            select(
+                User,
+                points.label("points"),
+                func.count(func.distinct(CreditEntry.post_id)).filter(CreditEntry.points > 0).label("posts"),
+            )
+            .join(CreditEntry, CreditEntry.user_id == User.id)
+            .join(Post, Post.id == CreditEntry.post_id)
+            .where(visible_to(viewer), User.is_active.is_(True))
+            .group_by(User.id)
+            .having(points > 0)
+            .order_by(points.desc(), func.min(CreditEntry.contributed_at), User.id)
+            .limit(limit)
+        )
+        if segment is not Segment.ALL:
+            stmt = stmt.where(User.kind == segment.value)
+        if since is not None:
+            stmt = stmt.where(CreditEntry.created_at >= since)
+        rows = (await self.session.execute(stmt)).all()
+        return [
+            LeaderboardRow(rank=i, user=author_public(user), points=int(p), shipped_posts=int(n))
+            for i, (user, p, n) in enumerate(rows, start=1)
+        ]
+
+    async def changelog(self, viewer: User | None, limit: int, offset: int) -> Page[ChangelogEntry]:
+        condition = and_(visible_to(viewer), Post.status == PostStatus.SHIPPED.value)
+        rows = (
+            await self.session.execute(
+                select(Post, ShipEvent.created_at.label("shipped_at"), func.count().over().label("total"))
+                .join(ShipEvent, and_(ShipEvent.post_id == Post.id, ShipEvent.revoked_at.is_(None)))
+                .where(condition)
+                .order_by(ShipEvent.created_at.desc(), Post.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+        total = rows[0].total if rows else 0
+        credits = await self._active_credits([row[0].id for row in rows]) if rows else {}
+        items = [
+            ChangelogEntry(
+                post_id=post.id, title=post.title, kind=post.kind, shipped_at=shipped_at, credits=credits[post.id]
+            )
+            for post, shipped_at, _ in rows
+        ]
+        return Page(items=items, total=total, limit=limit, offset=offset)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from forum.accounts.schemas import UserPublic
+from forum.models import CreditReason
+
+
+class Credit(msgspec.Struct):
+    user: UserPublic
+    reason: CreditReason
+    rank: int
+    points: int
+    source_post_id: UUID
+    """The post through which they contributed: the shipped post, a merged duplicate, a critique."""
+    contributed_at: datetime
+    """When they asked, voted or complained."""
+    awarded_at: datetime
+
+
+class LedgerEntry(msgspec.Struct):
+    id: UUID
+    post_id: UUID
+    post_title: str
+    reason: CreditReason
+    rank: int
+    points: int
+    """Negative for a revocation (the post left ``shipped``)."""
+    revokes: UUID | None
+    created_at: datetime
+
+
+class UserCredits(msgspec.Struct):
+    user: UserPublic
+    total_points: int
+    entries: list[LedgerEntry]
+    total_entries: int
+    limit: int
+    offset: int
+
+
+class Segment(enum.StrEnum):
+    ALL = "all"
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+
+
+class LeaderboardRow(msgspec.Struct):
+    rank: int
+    user: UserPublic
+    points: int
+    shipped_posts: int
+
+
+class ChangelogEntry(msgspec.Struct):
+    post_id: UUID
+    title: str
+    kind: str
+    shipped_at: datetime
+    credits: list[Credit]

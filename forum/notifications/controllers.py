@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, delete, get, post, put
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forum.auth import requires_login
+from forum.models import User
+from forum.notifications.schemas import Inbox, MarkedRead, SubscriptionState
+from forum.notifications.services import InboxService, is_subscribed, subscribe, unsubscribe
+from forum.posts.services import PostService
+
+
+class InboxController(Controller):
+    path = "/api/me/notifications"
+    tags = ["notifications"]
+    guards = [requires_login]
+
+    @get(summary="Your notifications, newest first, with the unread count")
+    async def inbox(
+        self,
+        request: Request[User, Any, Any],
+        db_session: AsyncSession,
+        unread: bool = False,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+    ) -> Inbox:
+        service = InboxService(db_session)
+        page = await service.list(request.user.id, unread_only=unread, limit=limit, offset=offset)
+        return Inbox(
+            items=page.items,
+            total=page.total,
+            unread=await service.unread_count(request.user.id),
+            limit=limit,
+            offset=offset,
+        )
+
+    @post("/{notification_id:uuid}/read", status_code=200, summary="Mark one notification read")
+    async def mark_read(
+        self, request: Request[User, Any, Any], db_session: AsyncSession, notification_id: UUID
+    ) -> MarkedRead:
+        service = InboxService(db_session)
+        if not await service.exists_for(request.user.id, notification_id):
+            raise NotFoundException("Notification not found")
+        return MarkedRead(marked=await service.mark_read(request.user.id, notification_id))
+
+    @post("/read-all", status_code=200, summary="Mark every notification read")
+    async def mark_all_read(self, request: Request[User, Any, Any], db_session: AsyncSession) -> MarkedRead:
+        return MarkedRead(marked=await InboxService(db_session).mark_read(request.user.id))
+
+
+class SubscriptionController(Controller):
+    path = "/api/posts/{post_id:uuid}/subscription"
+    tags = ["notifications"]
+    guards = [requires_login]
+
+    @get(summary="Whether you hear about this post")
+    async def state(
+        self, request: Request[User, Any, Any], db_session: AsyncSession, post_id: UUID
+    ) -> SubscriptionState:
+        await PostService(db_session).get_visible(post_id, request.user)
+        return SubscriptionState(post_id=post_id, subscribed=await is_subscribed(db_session, request.user.id, post_id))
+
+    @put(summary="Subscribe to a post's status changes")
+    async def subscribe(
+        self, request: Request[User, Any, Any], db_session: AsyncSession, post_id: UUID
+    ) -> SubscriptionState:
+        await PostService(db_session).get_visible(post_id, request.user)
+        await subscribe(db_session, request.user.id, post_id, explicit=True)
+        return SubscriptionState(post_id=post_id, subscribed=True)
+
+    @delete(status_code=200, summary="Stop hearing about a post (voting again will not re-subscribe you)")
+    async def unsubscribe(
+        self, request: Request[User, Any, Any], db_session: AsyncSession, post_id: UUID
+    ) -> SubscriptionState:
+        await PostService(db_session).get_visible(post_id, request.user)
+        await unsubscribe(db_session, request.user.id, post_id)
+        return SubscriptionState(post_id=post_id, subscribed=False)

@@ -1,0 +1,170 @@
+"""Outgoing webhooks: admins register URLs; events are delivered by the job queue, signed, with retries.
+
+Each event creates one delivery row per subscribed webhook and one ``webhook.deliver`` job, in the same
+transaction as the change. The worker POSTs the JSON payload with ``X-Forum-Event``,
+``X-Forum-Delivery``, ``X-Forum-Timestamp`` and ``X-Forum-Signature: sha256=HMAC(secret,
+"{timestamp}.{body}")``; a non-2xx answer or a network error is retried with backoff, and every attempt
+is recorded on the delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+from litestar.exceptions import NotFoundException
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forum.jobs import enqueue
+from forum.models import User, Webhook, WebhookDelivery
+from forum.schemas import Page
+from forum.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookEvent, WebhookOut
+
+DELIVER_WEBHOOK = "webhook.deliver"
+TIMEOUT_SECONDS = 10.0
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _out(hook: Webhook) -> WebhookOut:
+    return WebhookOut(id=hook.id, url=hook.url, events=hook.events, active=hook.active, created_at=hook.created_at)
+
+
+async def emit(session: AsyncSession, event: WebhookEvent, payload: dict[str, Any]) -> int:
+    """Queue ``event`` for every active webhook that wants it; returns how many deliveries."""
+    hooks = list(
+        await session.scalars(select(Webhook).where(Webhook.active.is_(True), Webhook.events.any(event.value)))
+    )
+    if not hooks:
+        return 0
+    body = {"event": event.value, "occurred_at": datetime.now(UTC).isoformat(), "data": payload}
+    deliveries = [WebhookDelivery(webhook_id=h.id, event=event.value, payload=body) for h in hooks]
+    session.add_all(deliveries)
+    await session.flush()
+    await enqueue(session, DELIVER_WEBHOOK, [str(d.id) for d in deliveries])
+    return len(deliveries)
+
+
+async def deliver(session_maker: async_sessionmaker[AsyncSession], delivery_id: UUID) -> str:
+    """One attempt; raises on failure so the queue retries it with backoff."""
+    async with session_maker() as session:
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        hook = await session.get(Webhook, delivery.webhook_id) if delivery else None
+        if delivery is None or hook is None or delivery.status == "succeeded":
+            return "skipped"
+        if not hook.active:
+            delivery.status = "canceled"
+            await session.commit()
+            return "canceled"
+        body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "forum-webhooks",
+            "X-Forum-Event": delivery.event,
+            "X-Forum-Delivery": str(delivery.id),
+            "X-Forum-Timestamp": timestamp,
+            "X-Forum-Signature": "sha256=" + sign(hook.secret, timestamp, body),
+        }
+        delivery.attempts += 1
+        error: str | None = None
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+                response = await client.post(hook.url, content=body, headers=headers)
+            delivery.last_status_code = response.status_code
+            if not response.is_success:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        delivery.last_error = error
+        if error is None:
+            delivery.status = "succeeded"
+            delivery.delivered_at = datetime.now(UTC)
+        else:
+            delivery.status = "retrying"
+        await session.commit()
+    if error is not None:
+        raise RuntimeError(f"webhook delivery {delivery_id} failed: {error}")
+    return "delivered"
+
+
+async def mark_failed(session_maker: async_sessionmaker[AsyncSession], delivery_id: UUID) -> None:
+    async with session_maker() as session, session.begin():
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is not None and delivery.status != "succeeded":
+            delivery.status = "failed"
+
+
+class WebhookService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, data: WebhookCreate, admin: User) -> WebhookCreated:
+        hook = Webhook(
+            url=data.url,
+            secret=data.secret or secrets.token_urlsafe(32),
+            events=sorted({e.value for e in data.events}),
+            created_by_id=admin.id,
+        )
+        self.session.add(hook)
+        await self.session.flush()
+        await self.session.refresh(hook)
+        return WebhookCreated(
+            id=hook.id,
+            url=hook.url,
+            events=hook.events,
+            active=hook.active,
+            created_at=hook.created_at,
+            secret=hook.secret,
+        )
+
+    async def list(self) -> list[WebhookOut]:
+        return [_out(h) for h in await self.session.scalars(select(Webhook).order_by(Webhook.created_at))]
+
+    async def _get(self, webhook_id: UUID) -> Webhook:
+        hook = await self.session.get(Webhook, webhook_id)
+        if hook is None:
+            raise NotFoundException("Webhook not found")
+        return hook
+
+    async def delete(self, webhook_id: UUID) -> None:
+        await self.session.delete(await self._get(webhook_id))
+
+    async def deliveries(self, webhook_id: UUID, limit: int, offset: int) -> Page[DeliveryOut]:
+        await self._get(webhook_id)
+        condition = WebhookDelivery.webhook_id == webhook_id
+        rows = list(
+            await self.session.scalars(
+                select(WebhookDelivery)
+                .where(condition)
+                .order_by(WebhookDelivery.created_at.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        total = await self.session.scalar(select(func.count(WebhookDelivery.id)).where(condition)) or 0
+        items = [
+            DeliveryOut(
+                id=d.id,
+                event=d.event,
+                status=d.status,
+                attempts=d.attempts,
+                last_status_code=d.last_status_code,
+                last_error=d.last_error,
+                created_at=d.created_at,
+                delivered_at=d.delivered_at,
+                payload=d.payload,
+            )
+            for d in rows
+        ]
+        return Page(items=items, total=total, limit=limit, offset=offset)
