@@ -66,7 +66,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key="test-secret-key-that-is-long-enough-for-hs256",
         rate_limit_enabled=False,
         embedding_model="hashing",  # a deterministic stand-in; the real model has tests of its own
-        duplicate_threshold=0.5,  # calibrated for the hashing encoder's scale, not MiniLM's
+        duplicate_threshold=0.45,  # calibrated for the hashing encoder's scale, not MiniLM's
         run_worker_in_server=False,  # tests drain the queue explicitly with the `drain` fixture
     )
 

@@ -240,3 +240,18 @@ def test_failed_jobs_are_held_listed_and_retried(api: Api, drain, database_url: 
     assert drain()["embedded"] == 1
     assert asyncio.run(failed_jobs(database_url)) == []
     assert api.client.get(f"/api/posts/{post['id']}").json()["cluster_id"] is not None
+
+
+def test_average_link_keeps_chains_from_drifting(api: Api, drain, settings) -> None:
+    """"Night theme" is close to "Dark mode" (0.56) but far from "Please add a dark mode" (0.35): with the
+    threshold at 0.5 it must not join their cluster, although its nearest neighbour alone would let it."""
+    settings.duplicate_threshold = 0.5
+    author = api.register()
+    posts = _seed(api, author, drain)
+    cluster = {k: api.client.get(f"/api/posts/{p['id']}").json()["cluster_id"] for k, p in posts.items()}
+    assert cluster["dark"] == cluster["dark2"]
+    assert cluster["night"] != cluster["dark"]
+    settings.duplicate_threshold = 0.45
+    api.client.patch(f"/api/posts/{posts['night']['id']}", json={"body": "a dark theme"}, headers=author.headers)
+    drain()
+    assert api.client.get(f"/api/posts/{posts['night']['id']}").json()["cluster_id"] == cluster["dark"]

@@ -1,8 +1,9 @@
 """Duplicate grouping: post vectors, nearest neighbours, clusters and the product team's decisions.
 
 How a post is grouped: once embedded, it joins the cluster of its nearest embedded neighbour when the
-cosine similarity is at least the threshold (``FORUM_DUPLICATE_THRESHOLD``), otherwise it starts a
-cluster of its own. Assignments are serialised by an advisory lock so that two near-identical posts
+cosine similarity to that neighbour, *and* the mean cosine to all current members of that cluster, are
+at least the threshold (``FORUM_DUPLICATE_THRESHOLD``); otherwise it starts a cluster of its own. The
+mean ("average link") stops chains of near neighbours from drifting across needs (docs/duplicates.md). Assignments are serialised by an advisory lock so that two near-identical posts
 embedded at the same moment still meet. Memberships a person decided (``manual``) are never changed by
 automatic grouping, and a rejected membership is remembered so the post is never put back there.
 """
@@ -134,6 +135,12 @@ class GroupingService:
         )
         found = await self.nearest(vector, limit=1, exclude_post=post_id, exclude_clusters=rejected, grouped_only=True)
         best = found[0] if found and found[0].similarity >= self.threshold else None
+        if best is not None and best.cluster_id is not None:
+            # Average link: close to its nearest neighbour is not enough, the post must be close to the
+            # cluster as a whole; otherwise chains of near neighbours drift from one need to another.
+            mean = await self._mean_similarity(vector, best.cluster_id, exclude_post=post_id)
+            if mean is not None and mean < self.threshold:
+                best = None
         if best is not None:
             target, similarity = best.cluster_id, best.similarity
         elif current is not None and not await self._has_other_members(current.cluster_id, post_id):
@@ -155,6 +162,22 @@ class GroupingService:
             current.similarity = similarity
         await self.session.flush()
         return target
+
+    async def _mean_similarity(self, vector: np.ndarray, cluster_id: UUID, *, exclude_post: UUID) -> float | None:
+        value = await self.session.scalar(
+            text(
+                f"""
+                SELECT avg(1 - {self._distance()})
+                FROM cluster_membership m
+                JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL
+                JOIN post_embedding e ON e.post_id = m.post_id AND e.model = :model
+                WHERE m.cluster_id = :cluster AND m.state <> 'rejected' AND m.post_id <> :me
+                  AND vector_dims(e.embedding) = {self.dim}
+                """
+            ),
+            {"v": vector_literal(vector), "model": self.model, "cluster": cluster_id, "me": exclude_post},
+        )
+        return float(value) if value is not None else None
 
     async def _current_membership(self, post_id: UUID) -> ClusterMembership | None:
         return await self.session.scalar(

@@ -1,0 +1,878 @@
+"""Duplicate-detection quality benchmark and threshold calibration on the labelled DEV set.
+
+Usage (from the repository root)::
+
+    python -m bench.quality --data ../shared/data/dupes [--model NAME] [--limit N] [--out FILE]
+                            [--grouping-only] [--no-cache]
+
+What it does, with one encoder (default: the bundled all-MiniLM-L6-v2):
+
+1. ``embeddings.evaluation.evaluate_file`` on every ``*.jsonl`` of the data directory, one JSON
+   line per file (the same numbers as ``forum eval duplicates FILE.jsonl``);
+2. on ``bug_pairs.jsonl``: precision / recall / F1 of ``cosine >= t`` for t = 0.40 .. 0.90
+   (step 0.05), and the lowest thresholds whose precision reaches 0.80 and 0.90;
+3. on ``bug_corpus.jsonl``: a simulation of the application's online grouping.  Within each
+   ``source`` (one board), items arrive in file order; each item joins the cluster of its single
+   nearest *earlier* item if their cosine is >= t, otherwise it starts a new cluster.  The
+   resulting clustering is scored against the ``group`` labels with pairwise precision / recall /
+   F1 (item pairs in the same predicted cluster vs. in the same true group, summed over sources),
+   together with the number of clusters, the largest cluster (single-link chaining) and the
+   share of joins that attached an item to a post of its own true group;
+4. on ``bug_corpus.jsonl``: the same online simulation for four assignment rules (single link,
+   NN + average link, centroid, NN + founder; see ``simulate_rule``) over a 0.01 threshold grid,
+   the best setting of each rule under pairwise precision >= 0.70 / >= 0.80, per-source rows, the
+   recommended default (``RECOMMENDED``) and an arrival-order check (5 random orders per board).
+   ``--grouping-only`` runs steps 3 and 4 only (about 20 s with cached vectors).
+
+Each distinct text is encoded once: an in-memory cache wraps the encoder, and the vectors of every
+data file are also kept in ``CACHE_DIR`` (``$FORUM_BENCH_CACHE``, default
+``<tmp>/forum-bench-embeddings``; keyed by file name, model name and the exact texts; never in the
+repository), so later runs encode nothing.  Encoding throughput in the per-file lines is therefore
+only meaningful with ``--no-cache`` (or ``cached_texts`` = 0).  ``--limit N`` keeps only the first N
+rows of every file for quick runs.  The data directory is not part of the repository (the ``sj-*``
+sources may not be redistributed); if it is missing the script exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embeddings import evaluate_corpus, evaluate_file, evaluate_pairs, format_json_line, load_encoder
+from embeddings.encoder import Encoder, text_for_embedding
+from embeddings.evaluation import read_jsonl
+from embeddings.similarity import paired_cosine
+
+DEFAULT_DATA = "../shared/data/dupes"
+PAIRS_FILE = "bug_pairs.jsonl"
+CORPUS_FILE = "bug_corpus.jsonl"
+
+#: Thresholds of the printed tables: 0.40, 0.45, ..., 0.90.
+GRID = tuple(round(0.40 + 0.05 * i, 2) for i in range(11))
+#: Finer grid searched for the recommendation (written to --out, best rows printed).
+FINE_GRID = tuple(round(0.30 + 0.01 * i, 2) for i in range(66))
+#: Precision targets for the pair thresholds.
+PRECISION_TARGETS = (0.80, 0.90)
+#: Minimum clustering pairwise precision for the recommended default threshold.
+MIN_CLUSTER_PRECISION = 0.80
+
+EXIT_NO_DATA = 2
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- encoder cache
+
+
+class CachingEncoder:
+    """Wrap an encoder so that every distinct text is encoded at most once per run."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self._inner = inner
+        self._cache: dict[str, NDArray[np.float32]] = {}
+        self.encoded_texts = 0
+        self.encode_seconds = 0.0
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def dim(self) -> int:
+        return self._inner.dim
+
+    def seed(self, texts: Sequence[str], vectors: NDArray[np.float32]) -> None:
+        """Add vectors computed earlier (e.g. read from the disk cache) without encoding them again."""
+        for text, vector in zip(texts, vectors, strict=True):
+            self._cache.setdefault(text, vector)
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings, not a single string")
+        items = list(texts)
+        missing = [t for t in dict.fromkeys(items) if t not in self._cache]
+        if missing:
+            started = time.perf_counter()
+            vectors = self._inner.encode(missing)
+            self.encode_seconds += time.perf_counter() - started
+            self.encoded_texts += len(missing)
+            self._cache.update(zip(missing, vectors, strict=True))
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[t] for t in items]).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- on-disk vector cache
+
+#: Vectors of each data file are kept here between runs (never inside the repository).
+CACHE_DIR = Path(os.environ.get("FORUM_BENCH_CACHE") or Path(tempfile.gettempdir()) / "forum-bench-embeddings")
+#: Switched off by ``--no-cache`` (e.g. to measure encoding throughput).
+DISK_CACHE = {"enabled": True}
+
+
+def cache_path(tag: str, model: str, texts: Sequence[str]) -> Path:
+    """Cache file for the vectors of ``texts`` under ``model``: keyed by file name, model and exact texts."""
+    digest = hashlib.sha256(model.encode())
+    for text in texts:
+        digest.update(b"\0" + text.encode())
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[-60:]
+    return CACHE_DIR / f"{tag}.{slug}.{len(texts)}.{digest.hexdigest()[:20]}.npy"
+
+
+def cached_encode(encoder: Encoder, texts: Sequence[str], tag: str) -> NDArray[np.float32]:
+    """``encoder.encode(texts)`` (distinct texts, in first-seen order), read from / written to CACHE_DIR.
+
+    A ``CachingEncoder`` is seeded with the vectors, so later ``encode`` calls on these texts are free.
+    """
+    unique = list(dict.fromkeys(texts))
+    if not DISK_CACHE["enabled"]:
+        return encoder.encode(texts)
+    path = cache_path(tag, encoder.name, unique)
+    vectors: NDArray[np.float32] | None = None
+    if path.exists():
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if loaded.ndim == 2 and loaded.shape[0] == len(unique):
+                vectors = loaded.astype(np.float32, copy=False)
+                log(f"{tag}: {len(unique)} vectors read from {path}")
+        except (OSError, ValueError) as exc:
+            log(f"{tag}: ignoring unreadable cache {path} ({exc})")
+    if vectors is None:
+        vectors = encoder.encode(unique)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, vectors, allow_pickle=False)
+        os.replace(tmp, path)
+        log(f"{tag}: {len(unique)} vectors encoded, cached in {path}")
+    elif isinstance(encoder, CachingEncoder):
+        encoder.seed(unique, vectors)
+    row = {text: i for i, text in enumerate(unique)}
+    return vectors[[row[t] for t in texts]] if len(texts) else vectors
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    if p is None or r is None or p + r == 0:
+        return None if p is None or r is None else 0.0
+    return 2 * p * r / (p + r)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _round(obj: Any, digits: int = 4) -> Any:
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_round(v, digits) for v in obj]
+    return obj
+
+
+def _read(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    records = read_jsonl(path)
+    return records[:limit] if limit is not None else records
+
+
+# --------------------------------------------------------------------------- (a) per-file evaluation
+
+
+def file_texts(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every text a file's evaluation embeds (pairs: ``a`` and ``b``; corpus: ``text``), as built by the app."""
+    if records and {"a", "b"} <= records[0].keys():
+        return [text_for_embedding(r["a"], r.get("a_body")) for r in records] + [
+            text_for_embedding(r["b"], r.get("b_body")) for r in records
+        ]
+    return [text_for_embedding(r["text"], r.get("body")) for r in records]
+
+
+def evaluate_all(files: list[Path], encoder: CachingEncoder, limit: int | None) -> list[dict[str, Any]]:
+    results = []
+    for path in files:
+        log(f"evaluating {path.name} ...")
+        encoded_before = encoder.encoded_texts
+        cached_encode(encoder, file_texts(_read(path, limit)), path.stem)  # disk cache shared between runs
+        if limit is None:
+            result = evaluate_file(path, encoder)
+        else:  # same computation as evaluate_file, on the first `limit` rows
+            records = _read(path, limit)
+            is_pairs = bool(records) and {"a", "b"} <= records[0].keys()
+            evaluate = evaluate_pairs if is_pairs else evaluate_corpus
+            result = {"file": str(path)} | evaluate(records, encoder) | {"limit": limit}
+        # Texts already encoded for an earlier file come from the cache: then ``encode_seconds`` and
+        # ``texts_per_second`` of this line do not measure the model (see the run's final summary).
+        result["cached_texts"] = result["texts"] - (encoder.encoded_texts - encoded_before)
+        print(format_json_line(result), flush=True)
+        results.append(result)
+    return results
+
+
+# --------------------------------------------------------------------------- (b) pair thresholds
+
+
+def pair_cosines(records: Sequence[dict[str, Any]], encoder: Encoder) -> tuple[NDArray, NDArray]:
+    a = [text_for_embedding(r["a"], r.get("a_body")) for r in records]
+    b = [text_for_embedding(r["b"], r.get("b_body")) for r in records]
+    cos = paired_cosine(encoder.encode(a), encoder.encode(b)).astype(np.float64)
+    labels = np.array([bool(r["duplicate"]) for r in records])
+    return cos, labels
+
+
+def pairs_at(cos: NDArray, labels: NDArray, t: float) -> dict[str, Any]:
+    pred = cos >= t
+    tp = int(np.sum(pred & labels))
+    fp = int(np.sum(pred & ~labels))
+    fn = int(np.sum(~pred & labels))
+    p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return {"threshold": t, "precision": p, "recall": r, "f1": _f1(p, r), "predicted": tp + fp}
+
+
+def lowest_threshold_for_precision(cos: NDArray, labels: NDArray, target: float) -> dict[str, Any] | None:
+    """The lowest cosine threshold (one of the scores) whose precision is >= target: max recall at P>=target."""
+    order = np.argsort(-cos, kind="mergesort")
+    s, y = cos[order], labels[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[last_of_run].astype(np.float64)
+    predicted = (last_of_run + 1).astype(np.float64)
+    ok = np.flatnonzero(tps / predicted >= target)
+    if not len(ok):
+        return None
+    i = int(ok[-1])  # runs are sorted by descending score: last qualifying run = lowest threshold
+    result = pairs_at(cos, labels, float(s[last_of_run[i]]))
+    return {"target_precision": target} | result
+
+
+def pair_thresholds(records: Sequence[dict[str, Any]], encoder: Encoder) -> dict[str, Any]:
+    cos, labels = pair_cosines(records, encoder)
+    grid = [pairs_at(cos, labels, t) for t in GRID]
+    targets = [lowest_threshold_for_precision(cos, labels, p) for p in PRECISION_TARGETS]
+    return {"n": len(records), "positives": int(labels.sum()), "grid": grid, "precision_targets": targets}
+
+
+# --------------------------------------------------------------------------- (c) online clustering
+
+
+def nearest_earlier(vectors: NDArray[np.float32], chunk: int = 2048) -> tuple[NDArray[np.intp], NDArray]:
+    """For each row i, the index of its most similar row j < i and that cosine (-1 / -inf for row 0)."""
+    n = len(vectors)
+    nn = np.full(n, -1, dtype=np.intp)
+    sim = np.full(n, -np.inf, dtype=np.float64)
+    for start in range(1, n, chunk):
+        stop = min(start + chunk, n)
+        sims = vectors[start:stop] @ vectors[:stop].T  # (rows, stop)
+        rows = np.arange(start, stop)
+        sims[np.arange(stop)[np.newaxis, :] >= rows[:, np.newaxis]] = -np.inf  # only earlier items
+        best = np.argmax(sims, axis=1)  # ties: the earliest item
+        nn[start:stop] = best
+        sim[start:stop] = sims[np.arange(len(rows)), best]
+    return nn, sim
+
+
+def online_clusters(nn: NDArray[np.intp], sim: NDArray, t: float) -> NDArray[np.intp]:
+    """Cluster label per item (the index of the item that started its cluster) at threshold t."""
+    parent = np.where(sim >= t, nn, np.arange(len(nn)))
+    while True:  # pointer jumping; parents always point to earlier items, so this terminates
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return parent
+        parent = grand
+
+
+def _same_pairs(*labels: NDArray) -> int:
+    """Number of unordered item pairs sharing all the given labels."""
+    _, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2))
+
+
+def clustering_at(boards: list[dict[str, Any]], t: float) -> dict[str, Any]:
+    tp = pred_pairs = true_pairs = clusters = groups = largest = impure = joins = good_joins = 0
+    for board in boards:
+        truth, nn, sim = board["truth"], board["nn"], board["sim"]
+        pred = online_clusters(nn, sim, t)
+        tp += _same_pairs(pred, truth)
+        pred_pairs += _same_pairs(pred)
+        true_pairs += board["true_pairs"]
+        cluster_ids, sizes = np.unique(pred, return_counts=True)
+        clusters += len(cluster_ids)
+        groups += board["groups"]
+        largest = max(largest, int(sizes.max()))
+        cluster_group_pairs = np.unique(np.stack([pred, truth], axis=1), axis=0)
+        impure += int(np.sum(np.bincount(cluster_group_pairs[:, 0]) > 1))  # clusters mixing true groups
+        joined = sim >= t
+        joins += int(joined.sum())
+        good_joins += int(np.sum(truth[joined] == truth[nn[joined]]))
+    p, r = _ratio(tp, pred_pairs), _ratio(tp, true_pairs)
+    return {
+        "threshold": t,
+        "precision": p,
+        "recall": r,
+        "f1": _f1(p, r),
+        "clusters": clusters,
+        "true_groups": groups,
+        "largest_cluster": largest,
+        "impure_clusters": impure,
+        "joins": joins,
+        "join_precision": _ratio(good_joins, joins),
+        "pred_pairs": pred_pairs,
+        "true_pairs": true_pairs,
+    }
+
+
+def prepare_boards(records: Sequence[dict[str, Any]], encoder: Encoder) -> list[dict[str, Any]]:
+    texts = [text_for_embedding(r["text"], r.get("body")) for r in records]
+    vectors = encoder.encode(texts)
+    rows_by_source: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):  # file order = arrival order
+        rows_by_source[str(r["source"])].append(i)
+    boards = []
+    for source, rows in rows_by_source.items():
+        _, truth = np.unique([str(records[i]["group"]) for i in rows], return_inverse=True)
+        truth = truth.astype(np.intp)
+        board_vectors = vectors[rows]
+        nn, sim = nearest_earlier(board_vectors)
+        boards.append(
+            {
+                "source": source,
+                "n": len(rows),
+                "truth": truth,
+                "nn": nn,
+                "sim": sim,
+                "vectors": board_vectors,  # for the other online rules
+                "sims": board_vectors @ board_vectors.T,
+                "groups": int(truth.max()) + 1,
+                "true_pairs": _same_pairs(truth),
+            }
+        )
+    return boards
+
+
+def recommend(rows: list[dict[str, Any]], min_precision: float) -> dict[str, Any] | None:
+    ok = [r for r in rows if r["precision"] is not None and r["precision"] >= min_precision]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["f1"] or 0.0, r["threshold"]))
+
+
+# --------------------------------------------------------------------------- (d) alternative online rules
+#
+# All rules are online: within one board, posts arrive in order; the decision for post i only looks at
+# posts 0..i-1 and their current clusters; a post never moves and clusters never merge afterwards.
+# A cluster is identified by the index of the post that started it (its *founder*).
+#
+# * ``single``     join the cluster of the nearest earlier post (NN) if cos(i, NN) >= t1 (the app today);
+# * ``nn_avg``     as ``single``, and also mean cos(i, m) over all current members m of NN's cluster >= t2;
+# * ``centroid``   join the cluster whose normalised mean vector is most similar to i, if that cos >= t1;
+# * ``nn_founder`` as ``single``, and also cos(i, founder of NN's cluster) >= t2.
+#
+# ``sims`` is the board's full cosine matrix; the per-cluster sums ``acc[c, k] = sum_{m in c} cos(k, m)``
+# for the later posts k are updated in place (one vector add per post), so a step costs O(n), not O(n*dim).
+
+RULES = ("single", "nn_avg", "centroid", "nn_founder")
+RULE_TITLES = {
+    "single": "(a) single link: cos(new, NN) >= t1",
+    "nn_avg": "(b) NN + average link: cos(new, NN) >= t1 and mean cos(new, members of NN's cluster) >= t2",
+    "centroid": "(c) centroid: max over clusters of cos(new, normalised cluster mean) >= t1",
+    "nn_founder": "(d) NN + founder: cos(new, NN) >= t1 and cos(new, first post of NN's cluster) >= t2",
+}
+TWO_THRESHOLD_RULES = ("nn_avg", "nn_founder")
+#: Search grid of the rule comparison (step 0.01): t1 in 0.40..0.97, t2 = t1 - delta with delta in 0..0.30.
+RULE_T1 = tuple(round(0.40 + 0.01 * i, 2) for i in range(58))
+RULE_DELTAS = tuple(round(0.01 * i, 2) for i in range(31))
+#: Printed rows / columns of the comparison tables.
+TABLE_T1 = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))
+TABLE_DELTAS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
+#: Precision floors of the rule comparison: the recommendation uses the first.
+RULE_PRECISION_FLOORS = (0.70, 0.80)
+#: The recommended default (docs/duplicates.md): NN + average link with t1 = t2. Since the nearest
+#: neighbour is a member of its cluster and no member is closer than it, mean >= t2 = t1 implies
+#: cos(NN) >= t1: the rule is "join NN's cluster iff the mean cosine to its members is >= 0.86".
+RECOMMENDED = ("nn_avg", 0.86, 0.86)
+#: Random arrival orders per board for the order-sensitivity check (seeded, reproducible).
+ORDER_TRIALS = 5
+#: Checked for order sensitivity besides the recommended and the best settings: single link at the
+#: recommended threshold (chaining at equal t) and the recommended rule at 0.90.
+ORDER_EXTRA: tuple[tuple[str, float, float | None], ...] = (("single", 0.86, None), ("nn_avg", 0.90, 0.90))
+
+
+def simulate_rule(
+    vectors: NDArray[np.float32],
+    sims: NDArray,
+    nn: NDArray[np.intp],
+    nn_sim: NDArray,
+    rule: str,
+    t1: float,
+    t2: float | None = None,
+) -> NDArray[np.intp]:
+    """Cluster label (founder index) per post of one board under ``rule``.
+
+    ``vectors``: the board's unit vectors in arrival order; ``sims = vectors @ vectors.T``;
+    ``nn`` / ``nn_sim``: nearest earlier post and its cosine (:func:`nearest_earlier`).
+    """
+    n = len(nn)
+    if rule == "single":
+        return online_clusters(nn, nn_sim, t1)
+    if rule in TWO_THRESHOLD_RULES and t2 is None:
+        raise ValueError(f"rule {rule!r} needs t2")
+    label = [0] * n
+    nn_list, sim_list = nn.tolist(), nn_sim.tolist()
+    if rule == "nn_founder":
+        assert t2 is not None
+        for i in range(n):
+            j, c = nn_list[i], i
+            if j >= 0 and sim_list[i] >= t1 and sims[i, label[j]] >= t2:
+                c = label[j]
+            label[i] = c
+        return np.asarray(label, dtype=np.intp)
+    if rule == "nn_avg":
+        assert t2 is not None
+        sums = vectors.astype(np.float64)  # sums[c]: sum of the member vectors of cluster c (founder c)
+        size = [1] * n
+        for i in range(n):
+            j = nn_list[i]
+            label[i] = i
+            if j >= 0 and sim_list[i] >= t1:
+                c = label[j]
+                if float(vectors[i] @ sums[c]) >= t2 * size[c]:  # mean cosine to the members >= t2
+                    label[i] = c
+                    sums[c] += vectors[i]
+                    size[c] += 1
+        return np.asarray(label, dtype=np.intp)
+    if rule == "centroid":
+        # acc[c, k] = sum of cos(k, m) over the current members m of cluster c, kept for the later posts k
+        acc = np.zeros((n, n), dtype=np.float64)
+        founders = np.empty(n, dtype=np.intp)
+        norm2 = np.zeros(n, dtype=np.float64)  # squared norm of each cluster's sum vector
+        k = 0
+        for i in range(n):
+            c = i
+            if k:
+                f = founders[:k]
+                scores = acc[f, i] / np.sqrt(norm2[f])
+                best = int(np.argmax(scores))  # ties: the oldest cluster
+                if scores[best] >= t1:
+                    c = int(f[best])
+            if c == i:
+                founders[k] = i
+                k += 1
+            norm2[c] += 2.0 * acc[c, i] + float(sims[i, i])  # |s + v|^2 = |s|^2 + 2 v.s + |v|^2
+            label[i] = c
+            acc[c, i + 1 :] += sims[i, i + 1 :]
+        return np.asarray(label, dtype=np.intp)
+    raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+
+
+def _pair_count(labels: NDArray[np.int64]) -> int:
+    _, counts = np.unique(labels, return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2))
+
+
+def score_clusters(truths: Sequence[NDArray], preds: Sequence[NDArray], true_pairs: int) -> dict[str, Any]:
+    """Pairwise P / R / F1 and cluster statistics of predicted clusterings, summed over boards."""
+    tp = pred_pairs = clusters = largest = impure = singletons = 0
+    for truth, pred in zip(truths, preds, strict=True):
+        n = len(pred)
+        both = pred.astype(np.int64) * n + truth
+        tp += _pair_count(both)
+        ids, sizes = np.unique(pred, return_counts=True)
+        pred_pairs += int(np.sum(sizes * (sizes - 1) // 2))
+        clusters += len(ids)
+        singletons += int(np.sum(sizes == 1))
+        largest = max(largest, int(sizes.max()) if len(sizes) else 0)
+        impure += int(np.sum(np.bincount(np.unique(both) // n) > 1))
+    p, r = _ratio(tp, pred_pairs), _ratio(tp, true_pairs)
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": _f1(p, r),
+        "clusters": clusters,
+        "singletons": singletons,
+        "largest_cluster": largest,
+        "impure_clusters": impure,
+        "pred_pairs": pred_pairs,
+        "true_pairs": true_pairs,
+    }
+
+
+def rule_settings(rule: str) -> list[tuple[float, float | None]]:
+    if rule in TWO_THRESHOLD_RULES:
+        return [(t1, round(t1 - d, 2)) for t1 in RULE_T1 for d in RULE_DELTAS]
+    return [(t1, None) for t1 in RULE_T1]
+
+
+def run_rule(boards: list[dict[str, Any]], rule: str, t1: float, t2: float | None = None) -> dict[str, Any]:
+    preds = [simulate_rule(b["vectors"], b["sims"], b["nn"], b["sim"], rule, t1, t2) for b in boards]
+    result = score_clusters([b["truth"] for b in boards], preds, sum(b["true_pairs"] for b in boards))
+    return {"rule": rule, "t1": t1, "t2": t2} | result
+
+
+def best_under(rows: Sequence[dict[str, Any]], min_precision: float | None) -> dict[str, Any] | None:
+    """Row with the highest F1 among rows with precision >= min_precision (ties: higher thresholds)."""
+    ok = [r for r in rows if r["precision"] is not None and (min_precision is None or r["precision"] >= min_precision)]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["f1"] or 0.0, r["t1"], r["t2"] or 0.0))
+
+
+def compare_rules(boards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run every rule over its whole grid; the best settings per precision floor, and per-source rows."""
+    section: dict[str, Any] = {"rules": {}}
+    for rule in RULES:
+        started = time.perf_counter()
+        rows = [run_rule(boards, rule, t1, t2) for t1, t2 in rule_settings(rule)]
+        best = {f"{floor:.2f}": best_under(rows, floor) for floor in RULE_PRECISION_FLOORS}
+        best["none"] = best_under(rows, None)
+        per_source = {}
+        for key, row in best.items():
+            if row is not None:
+                per_source[key] = [
+                    {"source": b["source"], "n": b["n"]} | run_rule([b], rule, row["t1"], row["t2"]) for b in boards
+                ]
+        section["rules"][rule] = {"grid": rows, "best": best, "per_source": per_source}
+        log(f"rule {rule}: {len(rows)} settings in {time.perf_counter() - started:.1f} s")
+    floor = f"{RULE_PRECISION_FLOORS[0]:.2f}"
+    candidates = [d["best"][floor] for d in section["rules"].values() if d["best"][floor] is not None]
+    section["criterion_winner"] = max(candidates, key=lambda r: r["f1"] or 0.0) if candidates else None
+    section["recommended"] = run_rule(boards, *RECOMMENDED)
+    settings = [
+        RECOMMENDED,
+        *ORDER_EXTRA,
+        *(
+            (row["rule"], row["t1"], row["t2"])
+            for data in section["rules"].values()
+            for row in (data["best"][f"{f:.2f}"] for f in RULE_PRECISION_FLOORS)
+            if row is not None
+        ),
+    ]
+    settings = list(dict.fromkeys(settings))
+    started = time.perf_counter()
+    section["order_sensitivity"] = order_sensitivity(boards, settings)
+    log(f"order sensitivity: {time.perf_counter() - started:.1f} s")
+    section["leave_one_source_out"] = (
+        [
+            {"rule": rule, "t1": t1, "t2": t2}
+            | {"without": {b["source"]: run_rule([o for o in boards if o is not b], rule, t1, t2) for b in boards}}
+            for rule, t1, t2 in settings
+        ]
+        if len(boards) > 1
+        else []
+    )
+    return section
+
+
+def shuffled_boards(boards: list[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """The same boards with the posts in a random arrival order."""
+    result = []
+    for b in boards:
+        perm = rng.permutation(b["n"])
+        vectors = b["vectors"][perm]
+        nn, sim = nearest_earlier(vectors)
+        shuffled = {"vectors": vectors, "sims": vectors @ vectors.T, "nn": nn, "sim": sim, "truth": b["truth"][perm]}
+        result.append(b | shuffled)
+    return result
+
+
+def order_sensitivity(
+    boards: list[dict[str, Any]], settings: Sequence[tuple[str, float, float | None]], trials: int = ORDER_TRIALS
+) -> list[dict[str, Any]]:
+    """Each setting re-run on ``trials`` random arrival orders (seed 0): mean / min / max of P, R, F1."""
+    rng = np.random.default_rng(0)
+    orders = [shuffled_boards(boards, rng) for _ in range(trials)]
+    rows = []
+    for rule, t1, t2 in settings:
+        runs = [run_rule(b, rule, t1, t2) for b in orders]
+        row: dict[str, Any] = {"rule": rule, "t1": t1, "t2": t2, "trials": trials}
+        for metric in ("precision", "recall", "f1"):
+            values = [r[metric] or 0.0 for r in runs]
+            row[metric] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
+        row["largest_cluster_max"] = max(r["largest_cluster"] for r in runs)
+        rows.append(row)
+    return rows
+
+
+def _row_key(row: dict[str, Any]) -> tuple[float, float | None]:
+    return (row["t1"], row["t2"])
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return f"t1={row['t1']:.2f}" + (f", t2={row['t2']:.2f}" if row["t2"] is not None else "")
+
+
+def print_rules(section: dict[str, Any], title: str) -> None:
+    print(f"\n## {title}: online assignment rules compared (pairwise over item pairs, summed over sources)\n")
+    print("Best setting of each rule (grid step 0.01):\n")
+    print("| rule | constraint | setting | pair P | pair R | pair F1 | clusters | largest | impure |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for rule, data in section["rules"].items():
+        for key, row in data["best"].items():
+            constraint = "max F1" if key == "none" else f"P >= {key}"
+            if row is None:
+                print(f"| {rule} | {constraint} | not reached | | | | | | |")
+                continue
+            print(
+                f"| {rule} | {constraint} | {_setting(row)} | {_fmt(row['precision'])} | {_fmt(row['recall'])} "
+                f"| {_fmt(row['f1'])} | {row['clusters']} | {row['largest_cluster']} | {row['impure_clusters']} |"
+            )
+    rec = section["recommended"]
+    print(
+        f"\nrecommended default: {rec['rule']} {_setting(rec)}: P {_fmt(rec['precision'])} R {_fmt(rec['recall'])} "
+        f"F1 {_fmt(rec['f1'])}, {rec['clusters']} clusters, largest {rec['largest_cluster']}"
+    )
+    winner = section["criterion_winner"]
+    if winner is not None:
+        print(
+            f"criterion winner (max F1 with P >= {RULE_PRECISION_FLOORS[0]:.2f}, all rules): {winner['rule']} "
+            f"{_setting(winner)} F1 {_fmt(winner['f1'])} (P {_fmt(winner['precision'])})"
+        )
+    print(f"\nSame settings with the posts of every board in {ORDER_TRIALS} random arrival orders (mean [min, max]):\n")
+    print("| rule | setting | pair P | pair R | pair F1 | largest (max) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in section["order_sensitivity"]:
+        cells = [
+            f"{_fmt(row[m]['mean'])} [{_fmt(row[m]['min'], 2)}, {_fmt(row[m]['max'], 2)}]"
+            for m in ("precision", "recall", "f1")
+        ]
+        print(f"| {row['rule']} | {_setting(row)} | " + " | ".join(cells) + f" | {row['largest_cluster_max']} |")
+    loso = section["leave_one_source_out"]
+    if loso:
+        sources = list(loso[0]["without"])
+        print("\nSame settings, leaving one source out (cells: pair P / F1 of the other sources):\n")
+        print("| rule | setting | " + " | ".join(f"without {s}" for s in sources) + " |")
+        print("| --- | --- |" + " --- |" * len(sources))
+        for row in loso:
+            cells = [f"{_fmt(row['without'][s]['precision'], 2)} / {_fmt(row['without'][s]['f1'])}" for s in sources]
+            print(f"| {row['rule']} | {_setting(row)} | " + " | ".join(cells) + " |")
+    for rule, data in section["rules"].items():
+        by = {_row_key(r): r for r in data["grid"]}
+        print(f"\n### {RULE_TITLES[rule]}\n")
+        if rule in TWO_THRESHOLD_RULES:
+            print("cells: F1 (P / R); rows t1, columns t2 = t1 - delta\n")
+            print("| t1 | " + " | ".join(f"t2 = t1-{d:.2f}" for d in TABLE_DELTAS) + " |")
+            print("| --- |" + " --- |" * len(TABLE_DELTAS))
+            for t1 in TABLE_T1:
+                cells = []
+                for d in TABLE_DELTAS:
+                    r = by.get((t1, round(t1 - d, 2)))
+                    cell = f"{_fmt(r['f1'])} ({_fmt(r['precision'], 2)} / {_fmt(r['recall'], 2)})" if r else ""
+                    cells.append(cell)
+                print(f"| {t1:.2f} | " + " | ".join(cells) + " |")
+        else:
+            print("| t1 | pair P | pair R | pair F1 | clusters | largest | impure |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for t1 in TABLE_T1:
+                r = by.get((t1, None))
+                if r is not None:
+                    print(
+                        f"| {t1:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
+                        f"| {r['clusters']} | {r['largest_cluster']} | {r['impure_clusters']} |"
+                    )
+        row = data["best"].get(f"{RULE_PRECISION_FLOORS[0]:.2f}")
+        if row is not None:
+            print(f"\nper source at the best setting with P >= {RULE_PRECISION_FLOORS[0]:.2f} ({_setting(row)}):\n")
+            print("| source | items | clusters | pair P | pair R | pair F1 | largest |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for s in data["per_source"][f"{RULE_PRECISION_FLOORS[0]:.2f}"]:
+                print(
+                    f"| {s['source']} | {s['n']} | {s['clusters']} | {_fmt(s['precision'])} | {_fmt(s['recall'])} "
+                    f"| {_fmt(s['f1'])} | {s['largest_cluster']} |"
+                )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def print_pairs(section: dict[str, Any]) -> None:
+    print(f"\n## {PAIRS_FILE}: cosine >= t  (n={section['n']}, positives={section['positives']})\n")
+    print("| t | precision | recall | F1 | predicted dup |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in section["grid"]:
+        print(
+            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
+            f"| {_fmt(r['f1'])} | {r['predicted']} |"
+        )
+    print()
+    for target, r in zip(PRECISION_TARGETS, section["precision_targets"], strict=True):
+        if r is None:
+            print(f"precision >= {target:.2f}: not reached")
+        else:
+            print(
+                f"precision >= {target:.2f}: t >= {r['threshold']:.4f} "
+                f"(P {r['precision']:.3f}, R {r['recall']:.3f}, F1 {r['f1']:.3f})"
+            )
+
+
+def print_clustering(section: dict[str, Any]) -> None:
+    print(
+        f"\n## {CORPUS_FILE}: online single-link clustering per source (the application's current rule) "
+        f"(n={section['n']}, sources={len(section['sources'])}, true groups={section['true_groups']}, "
+        f"true pairs={section['true_pairs']})\n"
+    )
+    print("| t | pair P | pair R | pair F1 | clusters | largest | impure clusters | join precision |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in section["grid"]:
+        print(
+            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
+            f"| {r['clusters']} | {r['largest_cluster']} | {r['impure_clusters']} "
+            f"| {_fmt(r['join_precision'])} |"
+        )
+    best = section["best_f1_fine"]
+    rec = section["recommended_fine"]
+    print(
+        f"\nbest clustering F1 (step 0.01): t={best['threshold']:.2f} "
+        f"P {_fmt(best['precision'])} R {_fmt(best['recall'])} F1 {_fmt(best['f1'])}"
+    )
+    if rec is None:
+        print(f"no threshold reaches clustering pairwise precision >= {MIN_CLUSTER_PRECISION}")
+    else:
+        print(
+            f"max clustering F1 with pair P >= {MIN_CLUSTER_PRECISION:.2f} (step 0.01): t={rec['threshold']:.2f} "
+            f"P {_fmt(rec['precision'])} R {_fmt(rec['recall'])} F1 {_fmt(rec['f1'])} "
+            f"largest {rec['largest_cluster']}"
+        )
+    coarse = section["recommended_grid"]
+    if coarse is not None:
+        print(f"same on the 0.05 grid: t={coarse['threshold']:.2f}")
+    print("\nper source at the recommended threshold:\n")
+    print("| source | items | true groups | clusters | pair P | pair R | pair F1 | largest |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s in section["per_source_at_recommended"]:
+        print(
+            f"| {s['source']} | {s['n']} | {s['true_groups']} | {s['clusters']} | {_fmt(s['precision'])} "
+            f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} | {s['largest_cluster']} |"
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"DEV data directory (default {DEFAULT_DATA})")
+    parser.add_argument("--model", default=None, help="model path or cached name (default: bundled MiniLM)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each file")
+    parser.add_argument("--out", default=None, help="also write all results as one JSON document here")
+    parser.add_argument(
+        "--grouping-only",
+        action="store_true",
+        help=f"skip the per-file lines and pair thresholds: only the {CORPUS_FILE} grouping simulations",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help=f"neither read nor write the vector cache in {CACHE_DIR}"
+    )
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    DISK_CACHE["enabled"] = not args.no_cache
+
+    data = Path(args.data)
+    files = sorted(data.glob("*.jsonl")) if data.is_dir() else []
+    if not files:
+        print(
+            f"error: no *.jsonl files in {data} (directory {'exists' if data.is_dir() else 'not found'}).\n"
+            "The labelled DEV set is not part of this repository (the sj-* sources must not be\n"
+            "redistributed); it is read from ../shared/data/dupes. Pass --data DIR.",
+            file=sys.stderr,
+        )
+        return EXIT_NO_DATA
+
+    started = time.perf_counter()
+    encoder = CachingEncoder(load_encoder(args.model))
+    report: dict[str, Any] = {
+        "encoder": encoder.name,
+        "data": str(data),
+        "limit": args.limit,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+
+    pairs_path, corpus_path = data / PAIRS_FILE, data / CORPUS_FILE
+    if not args.grouping_only:
+        print("# per-file evaluation (embeddings.evaluation.evaluate_file)")
+        report["files"] = evaluate_all(files, encoder, args.limit)
+        if pairs_path.exists():
+            report["pairs"] = pair_thresholds(_read(pairs_path, args.limit), encoder)
+            print_pairs(report["pairs"])
+        else:
+            log(f"{PAIRS_FILE} not found: pair thresholds skipped")
+
+    if corpus_path.exists():
+        records = _read(corpus_path, args.limit)
+        cached_encode(encoder, file_texts(records), corpus_path.stem)  # no-op when already in memory
+        boards = prepare_boards(records, encoder)
+        fine = [clustering_at(boards, t) for t in FINE_GRID]
+        by_t = {r["threshold"]: r for r in fine}
+        grid = [by_t[t] if t in by_t else clustering_at(boards, t) for t in GRID]
+        rec_fine = recommend(fine, MIN_CLUSTER_PRECISION)
+        rec_t = rec_fine["threshold"] if rec_fine else max(GRID)
+        per_source = [{"source": b["source"], "n": b["n"]} | clustering_at([b], rec_t) for b in boards]
+        report["clustering"] = {
+            "n": len(records),
+            "sources": [b["source"] for b in boards],
+            "true_groups": sum(b["groups"] for b in boards),
+            "true_pairs": sum(b["true_pairs"] for b in boards),
+            "min_precision": MIN_CLUSTER_PRECISION,
+            "grid": grid,
+            "fine_grid": fine,
+            "best_f1_fine": max(fine, key=lambda r: (r["f1"] or 0.0, r["threshold"])),
+            "recommended_fine": rec_fine,
+            "recommended_grid": recommend(grid, MIN_CLUSTER_PRECISION),
+            "per_source_at_recommended": per_source,
+        }
+        print_clustering(report["clustering"])
+        report["rules"] = compare_rules(boards)
+        print_rules(report["rules"], CORPUS_FILE)
+    else:
+        log(f"{CORPUS_FILE} not found: clustering simulation skipped")
+
+    report["encode"] = {
+        "texts": encoder.encoded_texts,
+        "seconds": round(encoder.encode_seconds, 2),
+        "texts_per_second": round(encoder.encoded_texts / encoder.encode_seconds, 1)
+        if encoder.encode_seconds
+        else None,
+    }
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(
+        f"\nencoded {report['encode']['texts']} distinct texts in {report['encode']['seconds']} s "
+        f"({report['encode']['texts_per_second']} texts/s, {os.cpu_count()} CPUs); "
+        f"total {report['total_seconds']} s"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(_round(report), indent=1, ensure_ascii=False) + "\n")
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
