@@ -376,3 +376,26 @@ def test_bad_sample_or_password_is_rejected_before_writing(tmp_path: Path, datab
     with pytest.raises(ValueError, match="timezone"):
         _load(database_url, datetime.now())
     assert _table_counts(database_url) == before
+
+
+def test_shipped_demo_posts_are_credited_and_followed(api: Api, demo: Demo) -> None:
+    shipped = [p for p in SAMPLE["posts"] if p["status"] == "shipped" and p["visibility"] == "public"]
+    changelog = api.client.get("/api/changelog").json()
+    assert changelog["total"] == len(shipped) >= 1
+    by_title = {e["title"]: e for e in changelog["items"]}
+    for post in shipped:
+        entry = by_title[post["title"].strip()]
+        pioneer = [c for c in entry["credits"] if c["reason"] == "pioneer"]
+        assert [c["user"]["display_name"] for c in pioneer] == [USERS[post["author"]]["display_name"]]
+        voters = [c for c in entry["credits"] if c["reason"] == "early_voter"]
+        assert len(voters) == min(10, len(post["voters"]))
+        assert datetime.fromisoformat(entry["shipped_at"]) < demo.now, "dated when it shipped, not at load"
+    # Authors follow their posts: a status change reaches them.
+    post = next(p for p in SAMPLE["posts"] if p["status"] == "open" and p["visibility"] == "public")
+    product = _login(api, _user_key("internal", "product"))
+    post_id = demo.summary.post_ids_by_key[post["key"]]
+    assert (
+        api.client.post(f"/api/posts/{post_id}/status", json={"status": "planned"}, headers=product).status_code == 200
+    )
+    inbox = api.client.get("/api/me/notifications", headers=_login(api, post["author"])).json()
+    assert "status_changed" in [n["kind"] for n in inbox["items"]]

@@ -19,13 +19,11 @@ server error is never hidden behind a documentation gap and vice versa:
 
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -122,7 +120,9 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         assert c.put(f"/api/posts/{public['id']}/vote", headers=actor.headers).status_code == 200
     comment = c.post(f"/api/posts/{public['id']}/comments", json={"body": "Yes please"}, headers=voter.headers)
     note = c.post(
-        f"/api/posts/{public['id']}/comments", json={"body": "On the Q3 plan", "internal": True}, headers=employee.headers
+        f"/api/posts/{public['id']}/comments",
+        json={"body": "On the Q3 plan", "internal": True},
+        headers=employee.headers,
     )
     assert comment.status_code == note.status_code == 201
     assert c.post(f"/api/posts/{public['id']}/critiques", json={"critique_id": critique["id"]}, headers=product.headers)
@@ -130,7 +130,9 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
     assert merge.status_code == 200, merge.text
     status = c.post(f"/api/posts/{public['id']}/status", json={"status": "planned"}, headers=product.headers)
     assert status.status_code == 200, status.text
-    hook = c.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["post.created"]}, headers=admin.headers)
+    hook = c.post(
+        "/api/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["post.created"]}, headers=admin.headers
+    )
     assert hook.status_code == 201, hook.text
 
     worker = BackgroundWorker(database_url, get_encoder(settings.embedding_model), settings.duplicate_threshold)
@@ -188,14 +190,13 @@ def _send(client: TestClient, case: schemathesis.Case, headers: dict[str, str]) 
         data=kwargs.get("data"),
         files=kwargs.get("files"),
     ).prepare()
-    return client.request(
-        prepared.method, prepared.url, headers=dict(prepared.headers), content=prepared.body or b""
-    )
+    return client.request(prepared.method, prepared.url, headers=dict(prepared.headers), content=prepared.body or b"")
 
 
-def _fuzz_operation(
-    client: TestClient, operation: Any, headers: dict[str, str], seeded: Seeded, run: FuzzRun
-) -> None:
+TIMES = defaultdict(float)
+
+
+def _fuzz_operation(client: TestClient, operation: Any, headers: dict[str, str], seeded: Seeded, run: FuzzRun) -> None:
     label = operation.label
     strategies = [operation.as_strategy(schemathesis.GenerationMode.POSITIVE)]
     try:
@@ -216,7 +217,10 @@ def _fuzz_operation(
     @hypothesis.given(case=st.one_of(*strategies), data=st.data())
     def fuzz(case: schemathesis.Case, data: st.DataObject) -> None:
         _swap_known_ids(case, data, seeded)
+        t0 = time.perf_counter()
         response = _send(client, case, headers)
+        TIMES["send"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         run.requests += 1
         run.statuses[label][response.status_code] += 1
         for name, check in CHECKS.items():
@@ -237,8 +241,11 @@ def _fuzz_operation(
                         request=f"{response.request.method} {response.request.url} {dict(response.request.headers)} {response.request.content[:200]!r}",
                         body=response.text,
                     )
+        TIMES["validate"] += time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     fuzz()
+    TIMES["total"] += time.perf_counter() - t0
 
 
 @pytest.fixture(scope="module")
@@ -288,5 +295,7 @@ def test_stats(fuzz_runs: dict[str, FuzzRun], actor: str) -> None:
     print(f"{actor}: {run.requests} requests in {run.seconds:.1f}s")
     print("\n".join(f"{op}: {dict(s)}" for op, s in run.statuses.items()))
     from collections import Counter
+
     print(Counter((f.check, f.status // 100) for f in run.findings.values()))
+    print(dict(TIMES))
     assert False

@@ -243,7 +243,7 @@ def test_failed_jobs_are_held_listed_and_retried(api: Api, drain, database_url: 
 
 
 def test_average_link_keeps_chains_from_drifting(api: Api, drain, settings) -> None:
-    """"Night theme" is close to "Dark mode" (0.56) but far from "Please add a dark mode" (0.35): with the
+    """ "Night theme" is close to "Dark mode" (0.56) but far from "Please add a dark mode" (0.35): with the
     threshold at 0.5 it must not join their cluster, although its nearest neighbour alone would let it."""
     settings.duplicate_threshold = 0.5
     author = api.register()

@@ -26,6 +26,7 @@ from uuid_utils.compat import uuid7
 
 from forum.accounts.schemas import UserRegister
 from forum.auth import hash_password
+from forum.credits.services import ShipService
 from forum.models import (
     Comment,
     Post,
@@ -33,6 +34,7 @@ from forum.models import (
     PostStatus,
     PostVoteDay,
     StatusChange,
+    Subscription,
     User,
     UserKind,
     UserRole,
@@ -477,6 +479,22 @@ async def load_demo(
         await session.execute(insert(Comment), resolve(comment_rows, "author_key", "author_id"))
     if change_rows:
         await session.execute(insert(StatusChange), resolve(change_rows, "actor_key", "actor_id"))
+
+    # Authors and voters follow their posts, as they would through the API.
+    followers = {(user_ids[r["author_key"]], r["id"]) for r in post_rows}
+    followers |= {(user_ids[r["user_key"]], r["post_id"]) for r in vote_rows}
+    if followers:
+        await session.execute(insert(Subscription), [{"user_id": u, "post_id": p} for u, p in sorted(followers)])
+    # Shipped posts are credited by the same code as a ship through the API, dated when they shipped.
+    for row in change_rows:
+        if row["to_status"] == PostStatus.SHIPPED.value:
+            shipped = await session.get(Post, row["post_id"])
+            actor = await session.get(User, user_ids[row["actor_key"]])
+            assert shipped is not None and actor is not None
+            event = await ShipService(session).ship(shipped, actor)
+            if event is not None:
+                event.created_at = row["created_at"]
+    await session.flush()
 
     return DemoSummary(
         created=True,
