@@ -3,8 +3,9 @@
 How a post is grouped: once embedded, it joins the cluster of its nearest embedded neighbour when the
 cosine similarity to that neighbour, *and* the mean cosine to all current members of that cluster, are
 at least the threshold (``FORUM_DUPLICATE_THRESHOLD``); otherwise it starts a cluster of its own. The
-mean ("average link") stops chains of near neighbours from drifting across needs (docs/duplicates.md). Assignments are serialised by an advisory lock so that two near-identical posts
-embedded at the same moment still meet. Memberships a person decided (``manual``) are never changed by
+mean ("average link") stops chains of near neighbours from drifting across needs (docs/duplicates.md).
+Assignments are serialised by an advisory lock so that two near-identical posts embedded at the same
+moment still meet. Memberships a person decided (``manual``) are never changed by
 automatic grouping, and a rejected membership is remembered so the post is never put back there.
 """
 
