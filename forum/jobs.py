@@ -192,36 +192,60 @@ class BackgroundWorker:
                 logger.warning("embedding sweep failed", exc_info=True)
 
     async def run(self, *, drain: bool = False) -> None:
-        """Process jobs until :meth:`stop` (or, with ``drain``, until the queue is empty)."""
+        """Process jobs until :meth:`stop` (or, with ``drain``, until the queue is empty).
+
+        When the database goes away the worker waits (1 s, doubling to 30 s) and reconnects: jobs are in
+        PostgreSQL, so nothing is lost meanwhile.
+        """
         try:  # load the model before taking jobs
             await asyncio.to_thread(self.encoder.encode, ["warm up"])
         except Exception:
             logger.exception("the encoder failed to load or encode")
-        connection = await asyncpg.connect(asyncpg_dsn(self.database_url))
         sweeper: asyncio.Task[None] | None = None
         try:
-            self._pgq = self._build(connection)
-            if self._stopping.is_set():  # stopped while the model was loading
+            if drain:
+                await self._run_once(drain=True)
                 return
-            queued = await self.sweep()
-            if queued:
-                logger.info("queued %d posts that were not embedded yet", queued)
-            if not drain:
-                sweeper = asyncio.create_task(self._sweep_forever())
-            await self._pgq.run(
-                batch_size=self.batch_size,
-                dequeue_timeout=timedelta(seconds=5),
-                mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
-            )
+            sweeper = asyncio.create_task(self._sweep_forever())
+            delay = 1.0
+            while not self._stopping.is_set():
+                try:
+                    await self._run_once(drain=False)
+                    delay = 1.0
+                except Exception:
+                    if self._stopping.is_set():
+                        break
+                    logger.warning("the worker lost the database; reconnecting in %.0f s", delay, exc_info=True)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    delay = min(delay * 2, 30.0)
         finally:
             self._stopping.set()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            await connection.close()
             if self._own_engine:
                 await self.engine.dispose()
+
+    async def _run_once(self, *, drain: bool) -> None:
+        connection = await asyncpg.connect(asyncpg_dsn(self.database_url))
+        try:
+            self._pgq = self._build(connection)
+            if self._stopping.is_set():  # stopped while the model was loading or while reconnecting
+                return
+            queued = await self.sweep()
+            if queued:
+                logger.info("queued %d posts whose vector was missing or stale", queued)
+            await self._pgq.run(
+                batch_size=self.batch_size,
+                dequeue_timeout=timedelta(seconds=5),
+                mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
+                shutdown_on_listener_failure=not drain,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
 
     def stop(self) -> None:
         self._stopping.set()

