@@ -32,7 +32,7 @@ from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import resolve_database_url
 from forum.encoding import EncodeBatcher, get_encoder
-from forum.errors import exception_handlers, problem
+from forum.errors import document_problems, exception_handlers, problem
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
         ),
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             AuthController,
@@ -172,3 +172,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=settings.debug,
     )
+    document_problems(app.openapi_schema)  # built now, with every route, and served from this object
+    return app

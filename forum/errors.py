@@ -135,3 +135,62 @@ exception_handlers: dict[Any, Any] = {
     UnicodeDecodeError: handle_unreadable_body,
     Exception: handle_unexpected,
 }
+
+
+# OpenAPI: every operation may answer these, always as a problem document -----------------------------
+
+PROBLEM_STATUSES = {
+    400: "The body could not be read (malformed JSON, not UTF-8, nested too deeply)",
+    401: "Missing, malformed or expired bearer token, or this needs a logged-in user",
+    403: "Logged in, but not allowed to do this",
+    404: "Not found, or not visible to you",
+    409: "Conflicts with the current state (already exists, already in that state, merged…)",
+    413: "The request body is too large",
+    422: "Validation failed: see `errors`, one entry per field",
+    429: "Too many requests: wait for `Retry-After` seconds",
+    503: "The database is unavailable: retry after `Retry-After` seconds",
+}
+
+
+def document_problems(openapi: Any) -> None:
+    """Declare the problem responses on every operation of a built OpenAPI document, and that reading
+    public content needs no token (security: bearer *or* none)."""
+    from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Reference, Schema
+    from litestar.openapi.spec.enums import OpenAPIType
+
+    components = openapi.components
+    components.schemas = dict(components.schemas or {})
+    components.schemas["ProblemDetails"] = Schema(
+        type=OpenAPIType.OBJECT,
+        description="RFC 9457 problem details",
+        required=["title", "status"],
+        properties={
+            "type": Schema(type=OpenAPIType.STRING),
+            "title": Schema(type=OpenAPIType.STRING),
+            "status": Schema(type=OpenAPIType.INTEGER),
+            "detail": Schema(type=OpenAPIType.STRING),
+            "errors": Schema(
+                type=OpenAPIType.ARRAY,
+                items=Schema(
+                    type=OpenAPIType.OBJECT,
+                    properties={
+                        "field": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+                        "message": Schema(type=OpenAPIType.STRING),
+                        "source": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+                    },
+                ),
+            ),
+        },
+    )
+    content = {PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/ProblemDetails"))}
+    for path_item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method, None)
+            if operation is None:
+                continue
+            responses = dict(operation.responses or {})
+            for status, description in PROBLEM_STATUSES.items():
+                responses[str(status)] = OpenAPIResponse(description=description, content=content)
+            operation.responses = responses
+    if openapi.security:
+        openapi.security = [*openapi.security, {}]

@@ -203,3 +203,18 @@ def server(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
     yield srv
     if srv.proc and srv.proc.poll() is None:
         srv.stop()
+
+
+def run_sql(database_url: str, statement: str, **params: Any) -> list:
+    """Run one SQL statement on its own connection (to set up or inspect state); returns its rows."""
+
+    async def run() -> list:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return _run(run())

@@ -3,7 +3,6 @@ critiques addressed, and a ledger that stays exact through un-shipping and concu
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -14,26 +13,10 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from tests.conftest import Actor, Api
+from tests.conftest import Actor, Api, run_sql
 
 NOW = datetime.now(UTC)
-
-
-def _sql(database_url: str, sql: str, **params) -> list:
-    async def run() -> list:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(sql), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 class Receiver:
@@ -72,12 +55,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _backdate_post(database_url: str, post_id: str, days: int) -> None:
-    _sql(database_url, "UPDATE post SET created_at = :t WHERE id = :p", t=NOW - timedelta(days=days), p=post_id)
+    run_sql(database_url, "UPDATE post SET created_at = :t WHERE id = :p", t=NOW - timedelta(days=days), p=post_id)
 
 
 def _vote(api: Api, database_url: str, voter: Actor, post_id: str, days_ago: float) -> None:
     assert api.client.put(f"/api/posts/{post_id}/vote", headers=voter.headers).status_code == 200
-    _sql(
+    run_sql(
         database_url,
         "UPDATE vote SET created_at = :t WHERE post_id = :p AND user_id = :u",
         t=NOW - timedelta(days=days_ago),
@@ -168,7 +151,9 @@ def test_the_earliest_asker_is_the_pioneer_across_a_merge(api: Api, database_url
 
 
 def _net_points(database_url: str) -> dict[str, int]:
-    rows = _sql(database_url, "SELECT user_id::text, sum(points) FROM credit_entry GROUP BY 1 HAVING sum(points) <> 0")
+    rows = run_sql(
+        database_url, "SELECT user_id::text, sum(points) FROM credit_entry GROUP BY 1 HAVING sum(points) <> 0"
+    )
     return dict(rows)
 
 
@@ -190,7 +175,7 @@ def test_ship_unship_reship_nets_one_ship(api: Api, database_url: str) -> None:
     assert "credit_revoked" in _kinds(api, author)
     assert api.client.post(url, json={"status": "shipped"}, headers=product.headers).status_code == 200
     assert _net_points(database_url) == after_one
-    ledger = _sql(database_url, "SELECT count(*), count(*) FILTER (WHERE points < 0) FROM credit_entry")[0]
+    ledger = run_sql(database_url, "SELECT count(*), count(*) FILTER (WHERE points < 0) FROM credit_entry")[0]
     assert tuple(ledger) == (12, 4), "append-only: 4 credits, 4 compensations, 4 credits again"
     assert api.client.get(f"/api/users/{author.id}/credits").json()["total_points"] == 100
 
@@ -209,7 +194,7 @@ def test_concurrent_ship_requests_credit_once(api: Api, database_url: str) -> No
         )
     assert sorted(statuses) == [200] + [409] * 5
     assert _net_points(database_url) == {author.id: 100}
-    assert _sql(database_url, "SELECT count(*) FROM ship_event")[0][0] == 1
+    assert run_sql(database_url, "SELECT count(*) FROM ship_event")[0][0] == 1
 
 
 def test_critiques_linked_to_an_idea_are_addressed_when_it_ships(api: Api, drain) -> None:

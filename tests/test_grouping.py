@@ -8,24 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
-from tests.conftest import Api
-
-
-def _query(database_url: str, sql: str, **params) -> list:
-    async def run() -> list:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(sql), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+from tests.conftest import Api, run_sql
 
 
 def _seed(api: Api, author, drain=None) -> dict[str, dict]:
@@ -52,7 +35,7 @@ def test_posts_are_embedded_in_the_background_and_grouped(api: Api, drain, datab
     assert all(api.client.get(f"/api/posts/{p['id']}").json()["cluster_id"] is None for p in posts.values()), (
         "accepting a post never waits for the model"
     )
-    assert _query(database_url, "SELECT count(*) FROM pgqueuer WHERE status = 'queued'")[0][0] == 6
+    assert run_sql(database_url, "SELECT count(*) FROM pgqueuer WHERE status = 'queued'")[0][0] == 6
     assert drain()["embedded"] == 6
     cluster = {k: api.client.get(f"/api/posts/{p['id']}").json()["cluster_id"] for k, p in posts.items()}
     # Jobs ran concurrently, so arrival order is not guaranteed: only mutual nearest pairs are certain.
@@ -64,20 +47,20 @@ def test_posts_are_embedded_in_the_background_and_grouped(api: Api, drain, datab
 
     # Jobs are idempotent: running again embeds nothing, and there is one vector per post.
     assert drain()["embedded"] == 0
-    assert _query(database_url, "SELECT count(*), count(DISTINCT post_id) FROM post_embedding")[0] == (6, 6)
+    assert run_sql(database_url, "SELECT count(*), count(DISTINCT post_id) FROM post_embedding")[0] == (6, 6)
 
 
 def test_editing_a_post_re_embeds_it_and_regroups_it(api: Api, drain, database_url: str) -> None:
     author = api.register()
     posts = _seed(api, author, drain)
     drain()
-    before = _query(database_url, "SELECT content_hash FROM post_embedding WHERE post_id = :p", p=posts["pdf"]["id"])
+    before = run_sql(database_url, "SELECT content_hash FROM post_embedding WHERE post_id = :p", p=posts["pdf"]["id"])
     r = api.client.patch(
         f"/api/posts/{posts['pdf']['id']}", json={"title": "Support Google Pay payments"}, headers=author.headers
     )
     assert r.status_code == 200
     assert drain()["embedded"] == 1
-    after = _query(database_url, "SELECT content_hash FROM post_embedding WHERE post_id = :p", p=posts["pdf"]["id"])
+    after = run_sql(database_url, "SELECT content_hash FROM post_embedding WHERE post_id = :p", p=posts["pdf"]["id"])
     assert before != after
     moved = api.client.get(f"/api/posts/{posts['pdf']['id']}").json()["cluster_id"]
     assert moved == api.client.get(f"/api/posts/{posts['pay']['id']}").json()["cluster_id"]
@@ -86,7 +69,7 @@ def test_editing_a_post_re_embeds_it_and_regroups_it(api: Api, drain, database_u
 def test_a_post_accepted_while_no_worker_runs_is_embedded_when_one_starts(api: Api, drain, database_url) -> None:
     author = api.register()
     post = api.post(author, title="Offline maps for tunnels")
-    _query(database_url, "DELETE FROM pgqueuer")  # as if the job had been lost
+    run_sql(database_url, "DELETE FROM pgqueuer")  # as if the job had been lost
     assert drain()["embedded"] == 1, "the start-up sweep finds posts with no vector"
     assert api.client.get(f"/api/posts/{post['id']}").json()["cluster_id"] is not None
 

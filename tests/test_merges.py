@@ -3,39 +3,21 @@ merged post's author stays on record, and unmerge restores both posts exactly.""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
-from tests.conftest import Api
-
-
-def _sql(database_url: str, sql: str, **params) -> list:
-    async def run() -> list:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(sql), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+from tests.conftest import Api, run_sql
 
 
 def _state(api: Api, database_url: str, *posts: dict) -> dict:
     """Everything a merge may touch: votes with their times, counters, statuses, trending buckets."""
     ids = [p["id"] for p in posts]
     return {
-        "votes": _sql(
+        "votes": run_sql(
             database_url,
             "SELECT post_id, user_id, voter_kind, created_at FROM vote WHERE post_id = ANY(:ids) ORDER BY 1, 2",
             ids=ids,
         ),
-        "days": _sql(
+        "days": run_sql(
             database_url,
             "SELECT post_id, day, votes FROM post_vote_day WHERE post_id = ANY(:ids) AND votes <> 0 ORDER BY 1, 2",
             ids=ids,
@@ -60,8 +42,8 @@ def test_merge_then_unmerge_restores_everything(api: Api, database_url: str) -> 
         api.client.put(f"/api/posts/{second['id']}/vote", headers=voter.headers)
     # The early post's votes were cast a month ago: their times must survive the merge.
     month_ago = datetime.now(UTC) - timedelta(days=30)
-    _sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=first["id"])
-    _sql(database_url, "UPDATE post_vote_day SET day = :d WHERE post_id = :p", d=month_ago.date(), p=first["id"])
+    run_sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=first["id"])
+    run_sql(database_url, "UPDATE post_vote_day SET day = :d WHERE post_id = :p", d=month_ago.date(), p=first["id"])
     before = _state(api, database_url, first, second)
 
     r = api.client.post(f"/api/posts/{first['id']}/merge", json={"into": second["id"]}, headers=product.headers)
@@ -70,7 +52,7 @@ def test_merge_then_unmerge_restores_everything(api: Api, database_url: str) -> 
     assert result["votes_carried_over"] == 2, "`both` already voted on the target: counted once"
     assert result["source"]["status"] == "duplicate" and result["source"]["merged_into"] == second["id"]
     assert result["target"]["votes"] == {"total": 4, "internal": 1, "external": 3}
-    carried = _sql(
+    carried = run_sql(
         database_url,
         "SELECT user_id::text, created_at FROM vote WHERE post_id = :p AND merged_from_id IS NOT NULL ORDER BY 1",
         p=second["id"],

@@ -12,6 +12,7 @@ from uuid import UUID
 from litestar.exceptions import NotFoundException
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from forum.credits.schemas import ChangelogEntry, Credit, LeaderboardRow, LedgerEntry, Segment, UserCredits
 from forum.models import CreditEntry, Post, PostStatus, ShipEvent, User
@@ -21,13 +22,13 @@ from forum.schemas import Page
 REASON_ORDER = {"pioneer": 0, "author": 1, "critic": 2, "early_voter": 3}
 
 
-def _credit(entry: CreditEntry, user: User) -> Credit:
+def _credit(entry: CreditEntry, user: User, source_visible: bool) -> Credit:
     return Credit(
         user=author_public(user),
         reason=entry.reason,
         rank=entry.rank,
         points=entry.points,
-        source_post_id=entry.source_post_id,
+        source_post_id=entry.source_post_id if source_visible else None,
         contributed_at=entry.contributed_at,
         awarded_at=entry.created_at,
     )
@@ -37,26 +38,29 @@ class CreditReports:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _active_credits(self, post_ids: list[UUID]) -> dict[UUID, list[Credit]]:
-        """Current credits (of the active shipping, not revoked) for several posts, in one query."""
+    async def _active_credits(self, post_ids: list[UUID], viewer: User | None) -> dict[UUID, list[Credit]]:
+        """Current credits (of the active shipping, not revoked) for several posts, in one query. The post a
+        contribution came through is named only when the viewer may see it."""
+        source = aliased(Post)
         rows = (
             await self.session.execute(
-                select(CreditEntry, User)
+                select(CreditEntry, User, visible_to(viewer, source).label("source_visible"))
                 .join(ShipEvent, and_(ShipEvent.id == CreditEntry.ship_event_id, ShipEvent.revoked_at.is_(None)))
                 .join(User, User.id == CreditEntry.user_id)
+                .join(source, source.id == CreditEntry.source_post_id)
                 .where(CreditEntry.post_id.in_(post_ids), CreditEntry.revokes_id.is_(None))
             )
         ).all()
         by_post: dict[UUID, list[Credit]] = {post_id: [] for post_id in post_ids}
-        for entry, user in rows:
-            by_post[entry.post_id].append(_credit(entry, user))
+        for entry, user, source_visible in rows:
+            by_post[entry.post_id].append(_credit(entry, user, source_visible))
         for credits in by_post.values():
             credits.sort(key=lambda c: (REASON_ORDER[c.reason], c.rank))
         return by_post
 
     async def post_credits(self, post_id: UUID, viewer: User | None) -> list[Credit]:
         await PostService(self.session).get_visible(post_id, viewer)
-        return (await self._active_credits([post_id]))[post_id]
+        return (await self._active_credits([post_id], viewer))[post_id]
 
     async def user_credits(self, user_id: UUID, viewer: User | None, limit: int, offset: int) -> UserCredits:
         user = await self.session.get(User, user_id)
@@ -138,7 +142,7 @@ class CreditReports:
             )
         ).all()
         total = rows[0].total if rows else 0
-        credits = await self._active_credits([row[0].id for row in rows]) if rows else {}
+        credits = await self._active_credits([row[0].id for row in rows], viewer) if rows else {}
         items = [
             ChangelogEntry(
                 post_id=post.id, title=post.title, kind=post.kind, shipped_at=shipped_at, credits=credits[post.id]

@@ -15,8 +15,9 @@ class Credit(msgspec.Struct):
     reason: CreditReason
     rank: int
     points: int
-    source_post_id: UUID
-    """The post through which they contributed: the shipped post, a merged duplicate, a critique."""
+    source_post_id: UUID | None
+    """The post through which they contributed (the shipped post, a merged duplicate, a critique);
+    null when that post is internal and the viewer may not see it."""
     contributed_at: datetime
     """When they asked, voted or complained."""
     awarded_at: datetime

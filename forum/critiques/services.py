@@ -32,6 +32,9 @@ class CritiqueLinkService:
             raise NotFoundException("Critique not found") from exc
         if critique.kind != PostKind.CRITIQUE.value:
             raise UnprocessableError("Only a critique can be linked to an idea", field="critique_id")
+        if critique.visibility == "public" and idea.visibility != "public":
+            # Shipping the idea would tell the critique's public followers about an internal post.
+            raise UnprocessableError("A public critique cannot be answered by an internal idea", field="critique_id")
         return idea, critique
 
     async def link(self, idea_id: UUID, critique_id: UUID, actor: User) -> list[PostOut]:

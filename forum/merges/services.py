@@ -64,6 +64,11 @@ class MergeService:
                 detail="The target is itself merged into another post: merge into that one",
                 extra={"merged_into": str(target.merged_into_id)},
             )
+        if source.status == PostStatus.SHIPPED.value:
+            raise ConflictError(detail="This post has shipped: move it out of shipped before merging it")
+        if source.visibility == "public" and target.visibility != "public":
+            # Its followers, author and voters would be pointed at a post they cannot see.
+            raise UnprocessableError("A public post cannot be merged into an internal one", field="into")
         carried = (
             await self.session.execute(
                 insert(Vote)

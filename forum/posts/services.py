@@ -325,7 +325,9 @@ class PostService:
     # Votes ------------------------------------------------------------------------------------
 
     async def _votable(self, post_id: UUID, voter: User) -> Post:
-        post = await self.get_visible(post_id, voter)
+        # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
+        # Votes on one post queue on its counter row anyway, so this costs no concurrency.
+        post = await self.get_visible(post_id, voter, for_update=True)
         if post.merged_into_id is not None:
             raise ConflictError(
                 detail="This post was merged into another: vote there",
