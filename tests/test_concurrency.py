@@ -14,7 +14,6 @@ pool), so a ThreadPoolExecutor of 16 workers gives real interleavings in Postgre
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
@@ -22,26 +21,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
-from tests.conftest import Actor, Api
+from tests.conftest import Actor, Api, run_sql
 
 WORKERS = 16
-
-
-def _sql(database_url: str, sql: str, **params: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(sql), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def _all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
@@ -71,7 +53,7 @@ def _register_many(api: Api, n: int, kind: str = "external") -> list[Actor]:
 
 def _counter_mismatches(database_url: str) -> list[Any]:
     """Posts whose counters or per-day buckets differ from a recount of their vote rows."""
-    return _sql(
+    return run_sql(
         database_url,
         """
         WITH recount AS (
@@ -104,7 +86,7 @@ def _counter_mismatches(database_url: str) -> list[Any]:
 def _ship_mismatches(database_url: str) -> list[Any]:
     """Posts with an active ship event but not shipped (or shipped without one), or whose live credits
     do not net to exactly one shipping."""
-    return _sql(
+    return run_sql(
         database_url,
         """
         SELECT p.id, p.title, p.status,
@@ -125,7 +107,7 @@ def _ship_mismatches(database_url: str) -> list[Any]:
 
 def _credits(database_url: str, post_id: str) -> list[tuple[str, str, int]]:
     """Net live credits of a post: (user, reason, points), sorted."""
-    rows = _sql(
+    rows = run_sql(
         database_url,
         "SELECT user_id::text, reason, sum(points)::int FROM credit_entry WHERE post_id = :p "
         "GROUP BY 1, 2 HAVING sum(points) <> 0 ORDER BY 1, 2",
@@ -187,7 +169,7 @@ def test_concurrent_votes_and_unvotes_keep_exact_counts(api: Api, database_url: 
     )
     assert set(statuses) == {200}, sorted(set(statuses))
     assert not _counter_mismatches(database_url)
-    voters = {row[0] for row in _sql(database_url, "SELECT user_id::text FROM vote WHERE post_id = :p", p=posts[0])}
+    voters = {row[0] for row in run_sql(database_url, "SELECT user_id::text FROM vote WHERE post_id = :p", p=posts[0])}
     for person in people:
         assert api.client.get(f"/api/posts/{posts[0]}", headers=person.headers).json()["has_voted"] == (
             person.id in voters
@@ -220,7 +202,7 @@ def test_votes_racing_a_merge_are_all_counted_on_the_target(api: Api, database_u
         assert statuses[0] == 200, "the merge succeeded"
         assert set(statuses[1:]) <= {200, 409}, sorted(set(statuses))
         voters = {
-            post: {r[0] for r in _sql(database_url, "SELECT user_id::text FROM vote WHERE post_id = :p", p=post)}
+            post: {r[0] for r in run_sql(database_url, "SELECT user_id::text FROM vote WHERE post_id = :p", p=post)}
             for post in (source, target)
         }
         lost += [f"round {round_}: {voter} voted on the merged post only" for voter in voters[source] - voters[target]]
@@ -261,7 +243,7 @@ def test_concurrent_merges_of_one_post_into_two_targets_one_wins(api: Api, datab
         assert api.client.get(f"/api/posts/{loser}").json()["votes"]["total"] == 0
         history = api.client.get(f"/api/posts/{source}/history").json()
         assert [h["to_status"] for h in history] == ["open", "duplicate"], "one merge recorded"
-        rows = _sql(database_url, "SELECT count(*) FROM post_merge WHERE source_id = :s", s=source)
+        rows = run_sql(database_url, "SELECT count(*) FROM post_merge WHERE source_id = :s", s=source)
         assert rows[0][0] == 1
     assert not _counter_mismatches(database_url)
 
@@ -322,7 +304,7 @@ def test_shipping_a_target_while_a_duplicate_is_merged_into_it(api: Api, databas
         else:  # shipped before the merge: only T's own contributors
             assert credits == [(author.id, "pioneer", 100)]
         outcomes.add(merged_first)
-        events = _sql(database_url, "SELECT count(*) FROM ship_event WHERE post_id = :p", p=target)
+        events = run_sql(database_url, "SELECT count(*) FROM ship_event WHERE post_id = :p", p=target)
         assert events[0][0] == 1
     assert not _ship_mismatches(database_url), _ship_mismatches(database_url)
     assert not _counter_mismatches(database_url)

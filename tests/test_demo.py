@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from forum.auth import verify_password
 from forum.demo.loader import DEFAULT_SAMPLE_PATH, DemoSummary, load_demo
-from tests.conftest import Api
+from tests.conftest import Api, run_sql
 
 DEMO_PASSWORD = "demo-password-123"
 SAMPLE: dict[str, Any] = json.loads(DEFAULT_SAMPLE_PATH.read_text(encoding="utf-8"))
@@ -60,21 +59,9 @@ def _load(database_url: str, now: datetime, sample_path: Path | None = None) -> 
     return asyncio.run(run())
 
 
-def _rows(database_url: str, statement: str, **params: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.connect() as conn:
-                return list((await conn.execute(text(statement), params)).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def _table_counts(database_url: str) -> dict[str, int]:
     tables = ("user_account", "post", "vote", "post_vote_day", "comment", "status_change")
-    return {t: _rows(database_url, f"SELECT count(*) FROM {t}")[0][0] for t in tables}
+    return {t: run_sql(database_url, f"SELECT count(*) FROM {t}")[0][0] for t in tables}
 
 
 def _login(api: Api, user_key: str) -> dict[str, str]:
@@ -126,7 +113,7 @@ def test_summary_matches_sample_and_loads_fast(demo: Demo, database_url: str) ->
         "user_account": len(USERS),
         "post": len(POSTS),
         "vote": s.votes,
-        "post_vote_day": _rows(
+        "post_vote_day": run_sql(
             database_url, "SELECT count(DISTINCT (post_id, (created_at AT TIME ZONE 'UTC')::date)) FROM vote"
         )[0][0],
         "comment": s.comments,
@@ -195,13 +182,13 @@ def test_internal_user_sees_internal_posts_notes_and_own_votes(api: Api, demo: D
 
 
 def test_users_keep_kind_role_and_share_one_password_hash(demo: Demo, database_url: str) -> None:
-    rows = _rows(database_url, "SELECT email, kind, role, password_hash, created_at FROM user_account")
+    rows = run_sql(database_url, "SELECT email, kind, role, password_hash, created_at FROM user_account")
     assert {r.email: (r.kind, r.role) for r in rows} == {u["email"]: (u["kind"], u["role"]) for u in USERS.values()}
     hashes = {r.password_hash for r in rows}
     assert len(hashes) == 1
     assert asyncio.run(verify_password(hashes.pop(), DEMO_PASSWORD))
     # Nobody acts before their account exists.
-    early = _rows(
+    early = run_sql(
         database_url,
         """
         SELECT count(*) FROM user_account u WHERE
@@ -215,7 +202,7 @@ def test_users_keep_kind_role_and_share_one_password_hash(demo: Demo, database_u
 
 def test_history_of_shipped_and_declined_posts(api: Api, demo: Demo, database_url: str) -> None:
     product_team = {
-        str(r.id) for r in _rows(database_url, "SELECT id FROM user_account WHERE role IN ('product', 'admin')")
+        str(r.id) for r in run_sql(database_url, "SELECT id FROM user_account WHERE role IN ('product', 'admin')")
     }
     expected_paths = {
         "shipped": ["open", "under_review", "planned", "in_progress", "shipped"],
@@ -241,7 +228,7 @@ def test_history_of_shipped_and_declined_posts(api: Api, demo: Demo, database_ur
     assert checked >= 3
 
     # Every post, internal ones too: history starts at open and ends at the post's status.
-    mismatched = _rows(
+    mismatched = run_sql(
         database_url,
         """
         SELECT p.id FROM post p
@@ -284,7 +271,7 @@ def test_loading_twice_creates_nothing(api: Api, demo: Demo, database_url: str) 
 
 
 def test_vote_times_buckets_and_counters_are_consistent(demo: Demo, database_url: str) -> None:
-    out_of_range = _rows(
+    out_of_range = run_sql(
         database_url,
         """
         SELECT v.post_id FROM vote v JOIN post p ON p.id = v.post_id
@@ -294,14 +281,14 @@ def test_vote_times_buckets_and_counters_are_consistent(demo: Demo, database_url
     )
     assert out_of_range == []
     # Votes are spread over time: not all on one day, and some in the trending window.
-    spread = _rows(
+    spread = run_sql(
         database_url,
         "SELECT count(DISTINCT (created_at AT TIME ZONE 'UTC')::date), max(created_at) FROM vote",
     )[0]
     assert spread[0] > 20 and spread[1] > demo.now - timedelta(days=14)
 
-    buckets = _rows(database_url, "SELECT post_id, day, votes FROM post_vote_day")
-    from_votes = _rows(
+    buckets = run_sql(database_url, "SELECT post_id, day, votes FROM post_vote_day")
+    from_votes = run_sql(
         database_url,
         """
         SELECT post_id, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS votes
@@ -311,7 +298,7 @@ def test_vote_times_buckets_and_counters_are_consistent(demo: Demo, database_url
     assert sorted(map(tuple, buckets)) == sorted(map(tuple, from_votes))
     assert all(b.votes > 0 for b in buckets)
 
-    counters = _rows(
+    counters = run_sql(
         database_url,
         """
         SELECT p.id,
@@ -328,7 +315,7 @@ def test_vote_times_buckets_and_counters_are_consistent(demo: Demo, database_url
     )
     assert len(counters) == len(POSTS) and all(r.exact for r in counters)
 
-    bad_comments = _rows(
+    bad_comments = run_sql(
         database_url,
         """
         SELECT c.id FROM comment c JOIN post p ON p.id = c.post_id

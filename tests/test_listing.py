@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
-from tests.conftest import Api, QueryCounter
-
-
-def _sql(database_url: str, statement: str, **params) -> None:
-    async def run() -> None:
-        engine = create_async_engine(database_url, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text(statement), params)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+from tests.conftest import Api, QueryCounter, run_sql
 
 
 def _titles(api: Api, query: str, headers: dict | None = None) -> list[str]:
@@ -82,8 +65,8 @@ def test_sorts(api: Api, database_url: str) -> None:
         api.client.post(f"/api/posts/{discussed['id']}/comments", json={"body": f"c{i}"}, headers=author.headers)
     # The old post's votes were cast a month ago: they count for top, not for trending.
     month_ago = datetime.now(UTC) - timedelta(days=30)
-    _sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=old_popular["id"])
-    _sql(
+    run_sql(database_url, "UPDATE vote SET created_at = :t WHERE post_id = :p", t=month_ago, p=old_popular["id"])
+    run_sql(
         database_url,
         "UPDATE post_vote_day SET day = :d WHERE post_id = :p",
         d=month_ago.date(),
