@@ -27,7 +27,7 @@ from forum.accounts.services import UserService
 from forum.app import create_app
 from forum.models import UserKind, UserRole, metadata
 from forum.settings import Settings
-from tests.e2e import Server, free_port
+from tests.e2e import Server, free_port, stop_leftover_postgres
 
 PASSWORD = "correct horse battery"
 
@@ -188,13 +188,14 @@ def drain(database_url: str, settings: Settings):
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for a real `forum` process on a fresh embedded data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
     env["FORUM_DATA_DIR"] = str(tmp_path / "forum-data")
     # The fast stand-in encoder: these tests are about the server; test_demo_grouping uses the real model.
     env["FORUM_EMBEDDING_MODEL"] = "hashing"
-    return env
+    yield env
+    stop_leftover_postgres(Path(env["FORUM_DATA_DIR"]))
 
 
 @pytest.fixture

