@@ -16,7 +16,9 @@ around the request's phases, drives it with the same typing workload, and prints
 ``--variant`` monkeypatches the child process only (``forum/`` is not modified), to measure candidate
 fixes: ``shipped`` (no change), ``no-wait`` (``EncodeBatcher`` max_wait 0), ``no-dim-lock`` (the
 dependency reads the already-known dimension instead of a thread hop that takes the encoder lock),
-``fixed`` (both), ``torch1`` (shipped, ``torch.set_num_threads(1)``), ``fixed-torch1``.
+``one-thread`` (every model call, start-up warm-up included, on one dedicated thread), ``torch1``
+(``torch.set_num_threads(1)``), ``coalesce`` (no timer: texts that arrive while the model is busy form
+the next batch), ``fixed`` (no-wait + no-dim-lock + one-thread), or several joined with ``+``.
 
     python -m bench.similar_breakdown --data-dir /tmp/forum-bench-similar/real-n100000-s1 \\
         --variants shipped,fixed --concurrency 1,4 --seconds 20
@@ -33,12 +35,43 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
 
-VARIANTS = ("shipped", "no-wait", "no-dim-lock", "fixed", "torch1", "fixed-torch1")
+FLAGS = ("no-wait", "no-dim-lock", "one-thread", "torch1", "coalesce")
+ALIASES = {"shipped": (), "fixed": ("no-wait", "no-dim-lock", "one-thread")}
+
+
+def variant_flags(variant: str) -> set[str]:
+    """``shipped``, ``fixed``, a flag, or flags joined with ``+`` (e.g. ``one-thread+no-wait``)."""
+    flags: set[str] = set()
+    for part in variant.split("+"):
+        if part in ALIASES:
+            flags.update(ALIASES[part])
+        elif part in FLAGS:
+            flags.add(part)
+        else:
+            raise ValueError(f"unknown variant part {part!r}: use {', '.join([*ALIASES, *FLAGS])}")
+    return flags
+
+
+class _NoWarmUp:
+    """The batcher as the shipped lifespan sees it, with a warm-up that does nothing (it ran elsewhere)."""
+
+    def __init__(self, batcher: Any) -> None:
+        self._batcher = batcher
+        self.encoder = self
+
+    def encode(self, texts: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batcher, name)
 
 
 # Child: the instrumented server -----------------------------------------------------------------
@@ -61,12 +94,62 @@ def serve(port: int, variant: str, stats_path: Path) -> None:
     from forum.grouping.services import GroupingService
     from forum.posts.services import PostService
 
-    if variant in ("no-wait", "fixed", "fixed-torch1"):
+    flags = variant_flags(variant)
+    if "no-wait" in flags:
         EncodeBatcher.__init__.__defaults__ = (64, 0.0)  # max_batch, max_wait
-    if variant in ("torch1", "fixed-torch1"):
+    if "coalesce" in flags:
+        # No timer: one drain loop encodes what is pending, and whatever arrives meanwhile is the next batch.
+        async def encode_one_coalescing(self: EncodeBatcher, text: str) -> Any:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._pending.append((text, future))
+            if self._flusher is None:
+                self._flusher = loop.create_task(drain(self))
+            return await future
+
+        async def drain(self: EncodeBatcher) -> None:
+            try:
+                while self._pending:
+                    await asyncio.sleep(0)  # requests parsed in the same loop iteration join this batch
+                    batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                    try:
+                        vectors = await self.encode_many([t for t, _ in batch])
+                    except Exception as exc:
+                        for _, future in batch:
+                            if not future.done():
+                                future.set_exception(exc)
+                        continue
+                    for (_, future), vector in zip(batch, vectors, strict=True):
+                        if not future.done():
+                            future.set_result(vector)
+            finally:
+                self._flusher = None
+
+        EncodeBatcher.encode_one = encode_one_coalescing  # type: ignore[method-assign]
+    if "torch1" in flags:
         import torch
 
         torch.set_num_threads(1)
+    if "one-thread" in flags:
+        # Every model call (the start-up warm-up included) on one dedicated thread.
+        from concurrent.futures import ThreadPoolExecutor
+
+        import forum.app
+
+        model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+        async def encode_on_model_thread(self: EncodeBatcher, texts: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(model_thread, self.encoder.encode, list(texts))
+
+        EncodeBatcher.encode_many = encode_on_model_thread  # type: ignore[method-assign]
+        shipped_lifespan = forum.app._background_lifespan
+
+        def background_lifespan(settings: Any, database_url: str, batcher: EncodeBatcher) -> Any:
+            model_thread.submit(batcher.encoder.encode, ["warm up"])  # queued before any request
+            settings.run_worker_in_server = False  # (already false in the benchmark)
+            return shipped_lifespan(settings, database_url, _NoWarmUp(batcher))
+
+        forum.app._background_lifespan = background_lifespan
 
     records: list[dict[str, float]] = []
     batches: list[tuple[float, int, float]] = []
@@ -98,9 +181,9 @@ def serve(port: int, variant: str, stats_path: Path) -> None:
     EncodeBatcher.encode_many = encode_many  # type: ignore[method-assign]
 
     shipped_provide = controllers.provide_grouping
-    no_lock = variant in ("no-dim-lock", "fixed", "fixed-torch1")
+    no_lock = "no-dim-lock" in flags
 
-    async def provide_grouping(db_session: Any, state: Any) -> Any:
+    async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[Any, None]:
         t = time.perf_counter()
         if no_lock:
             batcher = state["forum_batcher"]
@@ -139,6 +222,8 @@ def serve(port: int, variant: str, stats_path: Path) -> None:
             _current.reset(token)
             records.append(rec)
 
+    # uvicorn re-raises the SIGTERM it handled once it has shut down: let it return here instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.run(timed_app, host="127.0.0.1", port=port, log_level="info", proxy_headers=False)
     finally:
@@ -206,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         BENCH_EMAIL,
         BENCH_PASSWORD,
         _stop_embedded,
-        busy_cores_elsewhere,
         drive,
         free_port,
         machine_info,
+        wait_quiet,
     )
     from forum import database
 
@@ -223,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
-        if v not in VARIANTS:
-            parser.error(f"unknown variant {v}; one of {', '.join(VARIANTS)}")
+        try:
+            variant_flags(v)
+        except ValueError as exc:
+            parser.error(str(exc))
     signal.signal(signal.SIGTERM, _interrupt)
 
     pgdata = data_dir / "postgres"
@@ -280,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                     w = asyncio.run(drive(url, headers, held_out, 2, 3.0, args.seed + 1000))
                     if w.requests and not w.errors and w.latency_ms["p50"] < 500:
                         break
-                idle = busy_cores_elsewhere()
+                idle = wait_quiet()
                 windows = []
                 for level in levels:
+                    wait_quiet()
                     t0 = time.time()
                     r = asyncio.run(drive(url, headers, held_out, level, args.seconds, args.seed, proc.pid, postmaster))
                     windows.append((level, t0, time.time(), r))

@@ -16,6 +16,12 @@ Two file formats are recognised, per file, from the keys of the first record:
 Texts are built with :func:`embeddings.encoder.text_for_embedding`, so titles
 and bodies are combined exactly as in the application.  The metric functions
 need only numpy and follow scikit-learn's definitions.
+
+The ``"multilingual"`` configuration (:class:`embeddings.multilingual.MultilingualEncoder`) is
+scored by its combined score (language-routed, calibrated; pairs are ranked and thresholded on
+that scale).  ``evaluate_file(path, multilingual, compare=True)`` returns one result per
+*design* from one encoding pass: the English encoder alone, the multilingual encoder alone and
+the combined score (``"design"``: ``"english"``, ``"multilingual"``, ``"combined"``).
 """
 
 from __future__ import annotations
@@ -26,18 +32,22 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .encoder import Encoder, text_for_embedding
-from .similarity import paired_cosine, top_k
+from .similarity import paired_cosine, top_k, top_k_scores
+
+if TYPE_CHECKING:
+    from .multilingual import MultilingualEncoder
 
 __all__ = [
     "RECALL_KS",
     "average_precision",
     "best_f1",
+    "compare_file",
     "evaluate_corpus",
     "evaluate_file",
     "evaluate_pairs",
@@ -194,7 +204,7 @@ def _detect_kind(records: Sequence[Record], path: str) -> str:
     return kind
 
 
-def _encode_unique(encoder: Encoder, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[str, float]]:
+def _encode_unique(encoder: Encoder, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """Encode each distinct text once; return one row per input text plus timing stats."""
     unique = list(dict.fromkeys(texts))
     started = time.perf_counter()
@@ -209,21 +219,68 @@ def _encode_unique(encoder: Encoder, texts: Sequence[str]) -> tuple[NDArray[np.f
     return vectors[[row_of[t] for t in texts]], stats
 
 
-def evaluate_pairs(records: Sequence[Record], encoder: Encoder) -> dict[str, Any]:
-    """Score labelled pairs by cosine; see the module docstring."""
+def _is_multilingual(encoder: Any) -> bool:
+    from .multilingual import MultilingualEncoder
+
+    return isinstance(encoder, MultilingualEncoder)
+
+
+#: Designs scored by :func:`compare_file`, in output order.
+DESIGNS = ("english", "multilingual", "combined")
+
+
+class _Encoded:
+    """Languages and per-encoder vectors of a list of texts, with per-design timing stats."""
+
+    def __init__(self, multi: MultilingualEncoder, texts: Sequence[str]) -> None:
+        self.multi = multi
+        unique = list(dict.fromkeys(texts))
+        row_of = {text: i for i, text in enumerate(unique)}
+        rows = [row_of[t] for t in texts]
+        started = time.perf_counter()
+        unique_langs = multi.detect_languages(unique)
+        detect_seconds = time.perf_counter() - started
+        self.languages = [unique_langs[i] for i in rows]
+        self.vectors: dict[str, NDArray[np.float32]] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        for design, encoder in (("english", multi.english), ("multilingual", multi.multilingual)):
+            vectors, stats = _encode_unique(encoder, unique)
+            self.vectors[encoder.name] = vectors[rows]
+            self.stats[design] = stats
+        seconds = detect_seconds + sum(self.stats[d]["encode_seconds"] for d in ("english", "multilingual"))
+        self.stats["combined"] = {
+            "texts": len(unique),
+            "encode_seconds": round(seconds, 3),
+            "texts_per_second": round(len(unique) / seconds, 1) if seconds > 0 else None,
+            "detect_seconds": round(detect_seconds, 3),
+            "languages": dict(Counter(unique_langs).most_common()),
+        }
+
+    def encoder_name(self, design: str) -> str:
+        return self.multi.english.name if design == "english" else self.multi.multilingual.name
+
+    def design_name(self, design: str) -> str:
+        return self.multi.name if design == "combined" else self.encoder_name(design)
+
+    def take(self, rows: Sequence[int] | NDArray[np.intp]) -> tuple[list[str], dict[str, NDArray[np.float32]]]:
+        idx = np.asarray(rows, dtype=np.intp)
+        return [self.languages[i] for i in idx], {name: v[idx] for name, v in self.vectors.items()}
+
+
+def _pair_texts(records: Sequence[Record]) -> tuple[list[str], list[str]]:
     a_texts = [text_for_embedding(r["a"], r.get("a_body")) for r in records]
     b_texts = [text_for_embedding(r["b"], r.get("b_body")) for r in records]
-    vectors, stats = _encode_unique(encoder, a_texts + b_texts)
-    cosines = paired_cosine(vectors[: len(records)], vectors[len(records) :])
-    labels = np.array([bool(r["duplicate"]) for r in records])
+    return a_texts, b_texts
 
-    result: dict[str, Any] = {"kind": "pairs", "encoder": encoder.name, "n": len(records)}
-    result["positives"] = int(labels.sum())
+
+def _pair_metrics(records: Sequence[Record], scores: NDArray[np.float32]) -> dict[str, Any]:
+    labels = np.array([bool(r["duplicate"]) for r in records])
+    result: dict[str, Any] = {"positives": int(labels.sum())}
     if 0 < result["positives"] < len(records):
-        f1, threshold, precision, recall = best_f1(cosines, labels)
+        f1, threshold, precision, recall = best_f1(scores, labels)
         result |= {
-            "roc_auc": roc_auc(cosines, labels),
-            "average_precision": average_precision(cosines, labels),
+            "roc_auc": roc_auc(scores, labels),
+            "average_precision": average_precision(scores, labels),
             "best_f1": f1,
             "threshold": threshold,
             "precision": precision,
@@ -232,20 +289,51 @@ def evaluate_pairs(records: Sequence[Record], encoder: Encoder) -> dict[str, Any
     else:  # one class only: ranking metrics are undefined
         result |= dict.fromkeys(("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall"))
     if all(r.get("score") is not None for r in records):
-        result["spearman"] = spearman(cosines, [float(r["score"]) for r in records])
-    return result | stats
+        result["spearman"] = spearman(scores, [float(r["score"]) for r in records])
+    return result
 
 
-def evaluate_corpus(
-    records: Sequence[Record], encoder: Encoder, recall_ks: Iterable[int] = RECALL_KS
-) -> dict[str, Any]:
-    """Within-source retrieval recall@k for duplicate groups; see the module docstring."""
-    ks = sorted(set(recall_ks))
-    if not ks or ks[0] < 1:
-        raise ValueError("recall_ks must be positive integers")
-    texts = [text_for_embedding(r["text"], r.get("body")) for r in records]
-    vectors, stats = _encode_unique(encoder, texts)
+def _compare_pairs(
+    records: Sequence[Record], multi: MultilingualEncoder, designs: Sequence[str]
+) -> list[dict[str, Any]]:
+    a_texts, b_texts = _pair_texts(records)
+    n = len(records)
+    encoded = _Encoded(multi, a_texts + b_texts)
+    results = []
+    for design in designs:
+        if design == "combined":
+            langs_a, vecs_a = encoded.take(range(n))
+            langs_b, vecs_b = encoded.take(range(n, 2 * n))
+            scores = multi.scorer.score_pairs(langs_a, vecs_a, langs_b, vecs_b)
+            routes = Counter(multi.scorer.route(x, y) for x, y in zip(langs_a, langs_b, strict=True))
+            extra: dict[str, Any] = {"routes": dict(routes.most_common())}
+        else:
+            vectors = encoded.vectors[encoded.encoder_name(design)]
+            scores = paired_cosine(vectors[:n], vectors[n:])
+            extra = {}
+        head = {"kind": "pairs", "design": design, "encoder": encoded.design_name(design), "n": n}
+        results.append(head | _pair_metrics(records, scores) | extra | encoded.stats[design])
+    return results
 
+
+def evaluate_pairs(records: Sequence[Record], encoder: Encoder | MultilingualEncoder) -> dict[str, Any]:
+    """Score labelled pairs by cosine (by the combined score for the multilingual configuration)."""
+    if _is_multilingual(encoder):
+        return _compare_pairs(records, encoder, ("combined",))[0]  # type: ignore[arg-type]
+    a_texts, b_texts = _pair_texts(records)
+    vectors, stats = _encode_unique(encoder, a_texts + b_texts)
+    cosines = paired_cosine(vectors[: len(records)], vectors[len(records) :])
+    result: dict[str, Any] = {"kind": "pairs", "encoder": encoder.name, "n": len(records)}
+    return result | _pair_metrics(records, cosines) | stats
+
+
+#: Query rows scored at once when ranking a corpus by a score matrix.
+_CHUNK_ROWS = 1024
+
+NeighbourFn = Any  # (rows of one source, k) -> (len(rows), k) neighbour positions within ``rows``
+
+
+def _corpus_recall(records: Sequence[Record], ks: Sequence[int], neighbours_of: NeighbourFn) -> dict[str, Any]:
     rows_by_source: dict[Any, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         rows_by_source[r["source"]].append(i)
@@ -258,7 +346,7 @@ def evaluate_corpus(
         is_query = np.array([size[g] >= 2 for g in groups])
         if not is_query.any():
             continue
-        neighbours, _ = top_k(vectors[rows], vectors[rows], ks[-1], exclude_self=True)
+        neighbours = neighbours_of(rows, ks[-1])
         same_group = groups[neighbours] == groups[:, np.newaxis]  # (n, k) hit matrix
         first_hit = np.where(same_group.any(axis=1), same_group.argmax(axis=1), np.iinfo(np.intp).max)
         first_hit = first_hit[is_query]
@@ -266,18 +354,107 @@ def evaluate_corpus(
         for k in ks:
             hits[k] += int(np.sum(first_hit < k))
 
-    result: dict[str, Any] = {
-        "kind": "corpus",
-        "encoder": encoder.name,
-        "n": len(records),
-        "queries": queries,
-    }
+    result: dict[str, Any] = {"queries": queries}
     for k in ks:
         result[f"recall_at_{k}"] = hits[k] / queries if queries else None
-    return result | stats
+    return result
 
 
-def evaluate_file(path: str | PathLike[str], encoder: Encoder) -> dict[str, Any]:
+def _check_ks(recall_ks: Iterable[int]) -> list[int]:
+    ks = sorted(set(recall_ks))
+    if not ks or ks[0] < 1:
+        raise ValueError("recall_ks must be positive integers")
+    return ks
+
+
+def _combined_neighbours(multi: MultilingualEncoder, encoded: _Encoded) -> NeighbourFn:
+    def neighbours_of(rows: list[int], k: int) -> NDArray[np.intp]:
+        langs, vecs = encoded.take(rows)
+        n = len(rows)
+        out = np.empty((n, min(k, n - 1)), dtype=np.intp)
+        for start in range(0, n, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, n)
+            chunk = {name: v[start:stop] for name, v in vecs.items()}
+            sims = multi.scorer.score_matrix(langs[start:stop], chunk, langs, vecs)
+            sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # never the query itself
+            out[start:stop] = top_k_scores(sims, out.shape[1])[0]
+        return out
+
+    return neighbours_of
+
+
+def _cosine_neighbours(vectors: NDArray[np.float32]) -> NeighbourFn:
+    def neighbours_of(rows: list[int], k: int) -> NDArray[np.intp]:
+        return top_k(vectors[rows], vectors[rows], k, exclude_self=True)[0]
+
+    return neighbours_of
+
+
+def _compare_corpus(
+    records: Sequence[Record], multi: MultilingualEncoder, designs: Sequence[str], recall_ks: Iterable[int]
+) -> list[dict[str, Any]]:
+    ks = _check_ks(recall_ks)
+    encoded = _Encoded(multi, [text_for_embedding(r["text"], r.get("body")) for r in records])
+    results = []
+    for design in designs:
+        if design == "combined":
+            neighbours_of = _combined_neighbours(multi, encoded)
+        else:
+            neighbours_of = _cosine_neighbours(encoded.vectors[encoded.encoder_name(design)])
+        head = {"kind": "corpus", "design": design, "encoder": encoded.design_name(design), "n": len(records)}
+        results.append(head | _corpus_recall(records, ks, neighbours_of) | encoded.stats[design])
+    return results
+
+
+def evaluate_corpus(
+    records: Sequence[Record], encoder: Encoder | MultilingualEncoder, recall_ks: Iterable[int] = RECALL_KS
+) -> dict[str, Any]:
+    """Within-source retrieval recall@k for duplicate groups; see the module docstring."""
+    if _is_multilingual(encoder):
+        return _compare_corpus(records, encoder, ("combined",), recall_ks)[0]  # type: ignore[arg-type]
+    ks = _check_ks(recall_ks)
+    texts = [text_for_embedding(r["text"], r.get("body")) for r in records]
+    vectors, stats = _encode_unique(encoder, texts)
+    result: dict[str, Any] = {"kind": "corpus", "encoder": encoder.name, "n": len(records)}
+    return result | _corpus_recall(records, ks, _cosine_neighbours(vectors)) | stats
+
+
+def compare_file(path: str | PathLike[str], encoder: Encoder | MultilingualEncoder) -> list[dict[str, Any]]:
+    """One result per design for one JSONL file (see :func:`evaluate_file`).
+
+    For the multilingual configuration: the English encoder alone, the multilingual encoder
+    alone and the combined score, in that order (``"design"``: ``"english"``,
+    ``"multilingual"``, ``"combined"``), from one encoding pass; the combined result adds
+    ``routes`` (pairs per route, pair files only), ``languages`` (detected languages of the
+    distinct texts) and ``detect_seconds``, and its ``threshold`` is on the combined scale.
+    Any other encoder: a one-element list with :func:`evaluate_file`'s result.
+    """
+    if not _is_multilingual(encoder):
+        return [evaluate_file(path, encoder)]
+    records = read_jsonl(path)
+    kind = _detect_kind(records, str(path))
+    if kind == "pairs":
+        results = _compare_pairs(records, encoder, DESIGNS)  # type: ignore[arg-type]
+    else:
+        results = _compare_corpus(records, encoder, DESIGNS, RECALL_KS)  # type: ignore[arg-type]
+    return [{"file": str(path)} | result for result in results]
+
+
+@overload
+def evaluate_file(
+    path: str | PathLike[str], encoder: Encoder | MultilingualEncoder, *, compare: Literal[False] = False
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate_file(
+    path: str | PathLike[str], encoder: Encoder | MultilingualEncoder, *, compare: Literal[True]
+) -> list[dict[str, Any]]: ...
+
+
+def evaluate_file(
+    path: str | PathLike[str], encoder: Encoder | MultilingualEncoder, *, compare: bool = False
+) -> dict[str, Any] | list[dict[str, Any]]:
     """Evaluate ``encoder`` on one JSONL file of either format.
 
     Returns a JSON-serialisable dict.  Pairs: ``file``, ``kind="pairs"``,
@@ -287,7 +464,14 @@ def evaluate_file(path: str | PathLike[str], encoder: Encoder) -> dict[str, Any]
     ``encoder``, ``n``, ``queries``, ``recall_at_1``, ``recall_at_5``,
     ``recall_at_10``.  Both add ``texts`` (distinct texts encoded),
     ``encode_seconds`` and ``texts_per_second``.
+
+    ``encoder`` may be the multilingual configuration (``load_encoder("multilingual")``): then
+    pairs and neighbours are scored by the combined score (``threshold`` on its scale) and the
+    result also has ``design="combined"``, ``routes`` / ``languages`` and ``detect_seconds``.
+    ``compare=True`` returns a list, one result per design: see :func:`compare_file`.
     """
+    if compare:
+        return compare_file(path, encoder)
     records = read_jsonl(path)
     kind = _detect_kind(records, str(path))
     result = evaluate_pairs(records, encoder) if kind == "pairs" else evaluate_corpus(records, encoder)

