@@ -86,7 +86,7 @@ def _background_lifespan(settings: Settings, database_url: str, batcher: EncodeB
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        warm_up = asyncio.create_task(asyncio.to_thread(batcher.encoder.encode, ["warm up"]))
+        warm_up = asyncio.create_task(batcher.encode_many(["warm up"]))  # on the encoder's own thread
         worker = task = None
         if settings.run_worker_in_server:
             worker = BackgroundWorker(database_url, batcher.encoder, settings.duplicate_threshold)

@@ -53,6 +53,9 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     if not settings.uses_embedded_database and not database.schema_is_current(url):
         raise click.ClickException("The database schema is not at the latest revision: run `forum db upgrade` first.")
     settings.jwt_secret()  # create it once here, before worker processes race for it
+    # uvicorn re-raises SIGTERM after a graceful shutdown; with Python's default handler the process would
+    # die before atexit runs and leave the embedded PostgreSQL running. Exit normally instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"forum serving on http://{host}:{port} (API docs at /schema)", err=True)
     uvicorn.run(
         "forum.app:create_app",

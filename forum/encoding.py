@@ -11,8 +11,8 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-import anyio
 import numpy as np
 
 from embeddings import Encoder, load_encoder, text_for_embedding
@@ -43,38 +43,56 @@ def content_hash(text: str) -> str:
 SQL_CONTENT_HASH = "md5(CASE WHEN post.body = '' THEN post.title ELSE post.title || E'\\n' || post.body END)"
 
 
-class EncodeBatcher:
-    """Collects texts for a few milliseconds and encodes them in one call in a worker thread."""
+_executors: dict[int, ThreadPoolExecutor] = {}
 
-    def __init__(self, encoder: Encoder, max_batch: int = 64, max_wait: float = 0.005) -> None:
+
+def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
+    """One dedicated thread per encoder: torch keeps a pool of OpenMP threads per calling thread, and two
+    pools on two cores slow every small encode (docs/benchmarks.md)."""
+    with _lock:
+        key = id(encoder)
+        if key not in _executors:
+            _executors[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        return _executors[key]
+
+
+class EncodeBatcher:
+    """Encodes texts on the encoder's own thread, batching whatever arrives while the model is busy.
+
+    An idle batcher encodes a text at once (no waiting to form a batch); requests that come in during a
+    model call are encoded together in the next one, which is several times cheaper per text.
+    """
+
+    def __init__(self, encoder: Encoder, max_batch: int = 64) -> None:
         self.encoder = encoder
         self.max_batch = max_batch
-        self.max_wait = max_wait
         self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[None] | None = None
 
     async def encode_one(self, text: str) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     async def encode_many(self, texts: Sequence[str]) -> np.ndarray:
-        return await anyio.to_thread.run_sync(self.encoder.encode, list(texts))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(encoder_executor(self.encoder), self.encoder.encode, list(texts))
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.max_wait)
-        batch, self._pending, self._flusher = self._pending, [], None
-        for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start : start + self.max_batch]
-            try:
-                vectors = await self.encode_many([text for text, _ in chunk])
-            except Exception as exc:
-                for _, future in chunk:
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                chunk, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                try:
+                    vectors = await self.encode_many([text for text, _ in chunk])
+                except Exception as exc:
+                    for _, future in chunk:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), vector in zip(chunk, vectors, strict=True):
                     if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), vector in zip(chunk, vectors, strict=True):
-                if not future.done():
-                    future.set_result(vector)
+                        future.set_result(vector)
+        finally:
+            self._running = None

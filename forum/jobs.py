@@ -197,8 +197,8 @@ class BackgroundWorker:
         When the database goes away the worker waits (1 s, doubling to 30 s) and reconnects: jobs are in
         PostgreSQL, so nothing is lost meanwhile.
         """
-        try:  # load the model before taking jobs
-            await asyncio.to_thread(self.encoder.encode, ["warm up"])
+        try:  # load the model before taking jobs (on the encoder's own thread)
+            await self.batcher.encode_many(["warm up"])
         except Exception:
             logger.exception("the encoder failed to load or encode")
         sweeper: asyncio.Task[None] | None = None
@@ -293,7 +293,7 @@ async def embed_stale_now(
                 rows = (await session.execute(select(Post.id, Post.title, Post.body).where(Post.id.in_(chunk)))).all()
             texts = {row.id: post_text(row.title, row.body) for row in rows}
             order = [post_id for post_id in chunk if post_id in texts]
-            vectors = await asyncio.to_thread(encoder.encode, [texts[i] for i in order])
+            vectors = await EncodeBatcher(encoder).encode_many([texts[i] for i in order])
             for post_id, vector in zip(order, vectors, strict=True):
                 async with session_maker() as session, session.begin():
                     grouping = GroupingService(session, encoder.name, dim, threshold)

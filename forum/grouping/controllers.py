@@ -32,7 +32,10 @@ from forum.schemas import Page
 
 async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
     batcher: EncodeBatcher = state["forum_batcher"]
-    dim = await anyio.to_thread.run_sync(lambda: batcher.encoder.dim)  # may load the model: not on the loop
+    dim = state.get("forum_encoder_dim")
+    if dim is None:  # loading the model is slow and takes the encoder's lock: once, off the event loop
+        dim = await anyio.to_thread.run_sync(lambda: batcher.encoder.dim)
+        state["forum_encoder_dim"] = dim
     yield GroupingService(db_session, batcher.encoder.name, dim, state["forum_settings"].duplicate_threshold)
 
 
