@@ -18,9 +18,10 @@ What one run does:
    neighbours and the index's work are not representative) and every output line says so;
 2. creates a fresh embedded PostgreSQL in the data dir (default ``/tmp/forum-bench-similar/<vectors>-n<N>-s<seed>``,
    wiped first unless ``--reuse`` finds a completed load with the same parameters), applies the
-   migrations and bulk-loads users, posts, vectors and clusters with ``COPY``; the HNSW index
-   ``ix_post_embedding_hnsw_384`` is dropped before and re-created after the load with its own
-   definition read from ``pg_indexes``; then ``VACUUM ANALYZE`` and ``CHECKPOINT``;
+   migrations and bulk-loads the realistic forum of ``bench.common.bulk_load`` (users, posts, votes,
+   comments, clusters, vectors) with ``COPY``; secondary indexes, the HNSW index
+   ``ix_post_embedding_hnsw_384`` included, are dropped before and re-created after the load with
+   their own definitions read from ``pg_indexes``; then ``VACUUM ANALYZE`` and ``CHECKPOINT``;
 3. measures, with the server not running: the KNN SQL alone (the exact statement
    ``GroupingService.nearest`` builds for this endpoint, captured from the service, as an asyncpg
    prepared statement inside a transaction with the same ``SET LOCAL``s; a first pass over the query
@@ -42,326 +43,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
-import os
-import platform
 import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.mobility_text import GENERATOR_VERSION, SyntheticPost, generate_posts, generate_queries, typing_prefixes
+from bench.common import (
+    BENCH_EMAIL,
+    BENCH_PASSWORD,
+    DIM,
+    LOADER_VERSION,
+    ForumServer,
+    bulk_load,
+    busy_cores_elsewhere,
+    corpus_vectors,
+    cpu_seconds,
+    free_port,
+    interrupt,
+    log,
+    machine_cpu_seconds,
+    machine_info,
+    pg_processes,
+    stop_embedded,
+    summary_ms,
+    wait_quiet,
+)
+from bench.mobility_text import GENERATOR_VERSION, generate_posts, generate_queries, typing_prefixes
 
 DEFAULT_ROOT = Path("/tmp/forum-bench-similar")
-CACHE_DIR = Path("/tmp/forum-bench-cache")
-BENCH_EMAIL = "bench-typist@bench.example"
-BENCH_PASSWORD = "bench password 1234"
-DIM = 384
-N_USERS = 2000
 TARGET_P95_MS = 50.0
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# Machine ---------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    ram_gb = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
-    info: dict[str, Any] = {
-        "nproc": int(nproc),
-        "cpu_model": cpu_model,
-        "ram_gb": ram_gb,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-    with contextlib.suppress(Exception):
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    with contextlib.suppress(Exception):
-        root = Path(__file__).resolve().parent.parent
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "forum", "migrations"], capture_output=True, text=True
-        )
-        info["git"] = head.stdout.strip() + ("+uncommitted changes in forum/" if dirty.stdout.strip() else "")
-    with contextlib.suppress(OSError):
-        info["loadavg_at_start"] = Path("/proc/loadavg").read_text().split()[:3]
-    return info
-
-
-# Corpus and vectors ----------------------------------------------------------------------------
-
-
-def _cache_name(vectors: str, model: str, seed: int, n: int) -> Path:
-    safe_model = re.sub(r"[^A-Za-z0-9_.-]", "_", model)
-    return CACHE_DIR / f"{vectors}-{safe_model}-g{GENERATOR_VERSION}-s{seed}-n{n}.npy"
-
-
-def _find_cache(vectors: str, model: str, seed: int, n: int) -> Path | None:
-    exact = _cache_name(vectors, model, seed, n)
-    if exact.exists():
-        return exact
-    pattern = re.compile(re.escape(_cache_name(vectors, model, seed, 0).name).replace("n0", r"n(\d+)"))
-    best: tuple[int, Path] | None = None
-    for path in CACHE_DIR.glob("*.npy") if CACHE_DIR.exists() else []:
-        m = pattern.fullmatch(path.name)
-        if m and int(m.group(1)) >= n and (best is None or int(m.group(1)) < best[0]):
-            best = (int(m.group(1)), path)
-    return best[1] if best else None
-
-
-def corpus_vectors(posts: Sequence[SyntheticPost], mode: str, seed: int, encoder: Any) -> np.ndarray:
-    from forum.encoding import post_text
-
-    n = len(posts)
-    if mode == "random":
-        rng = np.random.default_rng(seed)
-        v = rng.standard_normal((n, DIM), dtype=np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        log(f"vectors: RANDOM unit vectors ({n} x {DIM}), not the model's")
-        return v
-    cached = _find_cache("real", encoder.name, seed, n)
-    if cached is not None:
-        v = np.load(cached, mmap_mode="r")[:n]
-        log(f"vectors: real {encoder.name}, {n} rows from cache {cached}")
-        return np.ascontiguousarray(v, dtype=np.float32)
-    texts = [post_text(p.title, p.body) for p in posts]
-    unique = list(dict.fromkeys(texts))
-    log(f"vectors: encoding {len(unique)} distinct texts of {n} posts with the real {encoder.name} (cached after)")
-    out = np.zeros((len(unique), DIM), dtype=np.float32)
-    chunk, started = 2048, time.perf_counter()
-    for start in range(0, len(unique), chunk):
-        out[start : start + chunk] = encoder.encode(unique[start : start + chunk])
-        done = min(start + chunk, len(unique))
-        rate = done / (time.perf_counter() - started)
-        log(f"  {done}/{len(unique)} texts, {rate:.0f}/s, ~{(len(unique) - done) / rate:.0f} s left")
-    row = {text: i for i, text in enumerate(unique)}
-    vectors = out[[row[t] for t in texts]]
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = _cache_name("real", encoder.name, seed, n)
-    tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(target)
-    log(f"vectors: {n} encoded in {time.perf_counter() - started:.0f} s, cached in {target}")
-    return vectors
-
-
-# Bulk load -------------------------------------------------------------------------------------
-
-
-def _uuid7(ms: int, rng: random.Random) -> uuid.UUID:
-    rand_a, rand_b = rng.getrandbits(12), rng.getrandbits(62)
-    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
-
-
-def _at(ts: datetime, rng: random.Random) -> uuid.UUID:
-    return _uuid7(int(ts.timestamp() * 1000), rng)
-
-
-async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarray, model: str, seed: int) -> dict:
-    import asyncpg
-    from argon2 import PasswordHasher
-    from pgvector.asyncpg import register_vector
-
-    from forum.encoding import content_hash, post_text
-
-    rng = random.Random(f"forum-bench-load-{seed}")
-    timings: dict[str, float] = {}
-    conn = await asyncpg.connect(dsn)
-    try:
-        await register_vector(conn)
-        indexdef = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_post_embedding_hnsw_384'")
-        if not indexdef:
-            raise RuntimeError("ix_post_embedding_hnsw_384 is missing after the migrations")
-        await conn.execute("DROP INDEX ix_post_embedding_hnsw_384")
-
-        now = datetime.now(UTC)
-        t = time.perf_counter()
-        password_hash = PasswordHasher().hash(BENCH_PASSWORD)
-        users = []
-        user_ids = []
-        start = now - timedelta(days=800)
-        for i in range(N_USERS):
-            created = start + timedelta(minutes=i)
-            uid = _at(created, rng)
-            user_ids.append(uid)
-            kind = "internal" if i % 10 == 0 else "external"
-            role = "product" if i % 100 == 0 else "member"
-            email = BENCH_EMAIL if i == 1 else f"user{i}@bench.example"
-            users.append((uid, email, f"User {i}", password_hash, kind, role, True, created, created))
-        await conn.copy_records_to_table(
-            "user_account",
-            records=users,
-            columns=[
-                "id",
-                "email",
-                "display_name",
-                "password_hash",
-                "kind",
-                "role",
-                "is_active",
-                "created_at",
-                "updated_at",
-            ],
-        )
-        statuses = ["open", "under_review", "planned", "in_progress", "shipped", "declined", "duplicate"]
-        status_w = [70, 8, 5, 3, 6, 5, 3]
-        span = timedelta(days=730)
-        post_rows, emb_rows, post_ids, created_ats = [], [], [], []
-        for i, p in enumerate(posts):
-            created = now - span + span * (i / max(1, len(posts))) + timedelta(seconds=rng.random() * 60)
-            pid = _at(created, rng)
-            post_ids.append(pid)
-            created_ats.append(created)
-            votes = min(5000, int(rng.paretovariate(1.3)) - 1)
-            internal_votes = sum(1 for _ in range(min(votes, 50)) if rng.random() < 0.1)
-            deleted = created + timedelta(days=1) if rng.random() < 0.01 else None
-            post_rows.append(
-                (
-                    pid,
-                    p.kind,
-                    p.title,
-                    p.body,
-                    list(p.tags),
-                    "internal" if rng.random() < 0.08 else "public",
-                    rng.choices(statuses, weights=status_w)[0],
-                    user_ids[rng.randrange(N_USERS)],
-                    votes,
-                    internal_votes,
-                    votes - internal_votes,
-                    min(200, int(rng.expovariate(0.5))),
-                    0,
-                    deleted,
-                    created,
-                    created,
-                )
-            )
-            text = post_text(p.title, p.body)
-            emb_rows.append((pid, model, content_hash(text), vectors[i], created + timedelta(seconds=30)))
-        await conn.copy_records_to_table(
-            "post",
-            records=post_rows,
-            columns=[
-                "id",
-                "kind",
-                "title",
-                "body",
-                "tags",
-                "visibility",
-                "status",
-                "author_id",
-                "vote_total",
-                "vote_internal",
-                "vote_external",
-                "comment_count",
-                "internal_note_count",
-                "deleted_at",
-                "created_at",
-                "updated_at",
-            ],
-        )
-        timings["users_posts_s"] = time.perf_counter() - t
-
-        # Clusters: posts with the same need share one (the first such post starts it), as grouping would.
-        t = time.perf_counter()
-        clusters: dict[str, uuid.UUID] = {}
-        cluster_rows, member_rows = [], []
-        for i, p in enumerate(posts):
-            if post_rows[i][13] is not None:  # deleted
-                continue
-            created = created_ats[i]
-            if p.need not in clusters:
-                cid = _at(created, rng)
-                clusters[p.need] = cid
-                cluster_rows.append((cid, created, created))
-                similarity = 1.0
-            else:
-                similarity = round(0.6 + 0.35 * rng.random(), 4)
-            manual = rng.random() < 0.05
-            member_rows.append(
-                (
-                    post_ids[i],
-                    clusters[p.need],
-                    similarity,
-                    "confirmed" if manual else "suggested",
-                    manual,
-                    created,
-                    created,
-                )
-            )
-        await conn.copy_records_to_table("cluster", records=cluster_rows, columns=["id", "created_at", "updated_at"])
-        await conn.copy_records_to_table(
-            "cluster_membership",
-            records=member_rows,
-            columns=["post_id", "cluster_id", "similarity", "state", "manual", "created_at", "updated_at"],
-        )
-        timings["clusters_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        await conn.copy_records_to_table(
-            "post_embedding",
-            records=emb_rows,
-            columns=["post_id", "model", "content_hash", "embedding", "embedded_at"],
-        )
-        timings["embeddings_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        # Build settings for this session only: the index itself is the migration's definition.
-        await conn.execute("SET maintenance_work_mem = '2GB'")
-        await conn.execute("SET max_parallel_maintenance_workers = 1")
-        await conn.execute(indexdef)
-        timings["hnsw_build_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        await conn.execute("VACUUM ANALYZE")
-        await conn.execute("CHECKPOINT")
-        timings["vacuum_analyze_s"] = time.perf_counter() - t
-        log(f"index: {indexdef}")
-        sizes = await conn.fetchrow(
-            """SELECT pg_size_pretty(pg_relation_size('ix_post_embedding_hnsw_384')) AS hnsw,
-                      pg_size_pretty(pg_total_relation_size('post_embedding')) AS embeddings,
-                      pg_size_pretty(pg_total_relation_size('post')) AS posts"""
-        )
-        log(
-            f"sizes: HNSW index {sizes['hnsw']}, post_embedding total {sizes['embeddings']}, "
-            f"post total {sizes['posts']}"
-        )
-        return {
-            "timings": {k: round(v, 1) for k, v in timings.items()},
-            "clusters": len(cluster_rows),
-            "users": len(users),
-            "sizes": dict(sizes),
-        }
-    finally:
-        await conn.close()
 
 
 # The KNN statement, as the service builds it -----------------------------------------------------
@@ -478,9 +197,9 @@ async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rou
         }
         settings["pgvector"] = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         return {
-            "query_ms": _summary(q_times),
-            "first_pass_query_ms": _summary(first_pass),
-            "transaction_ms": _summary(tx_times),
+            "query_ms": summary_ms(q_times),
+            "first_pass_query_ms": summary_ms(first_pass),
+            "transaction_ms": summary_ms(tx_times),
             "mean_rows": round(float(np.mean(hits)), 2) if hits else 0,
             "explain": explain,
             "pg_settings": settings,
@@ -495,19 +214,6 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _summary(seconds: Sequence[float]) -> dict[str, float]:
-    if not seconds:
-        return {}
-    ms = np.asarray(seconds) * 1000
-    return {
-        "n": int(ms.size),
-        "p50": round(float(np.percentile(ms, 50)), 2),
-        "p95": round(float(np.percentile(ms, 95)), 2),
-        "p99": round(float(np.percentile(ms, 99)), 2),
-        "mean": round(float(ms.mean()), 2),
-    }
-
-
 def encoder_alone(encoder: Any, texts: Sequence[str], rounds: int) -> dict[str, Any]:
     times = []
     for i in range(rounds + 5):
@@ -515,7 +221,7 @@ def encoder_alone(encoder: Any, texts: Sequence[str], rounds: int) -> dict[str, 
         encoder.encode([texts[i % len(texts)]])
         if i >= 5:
             times.append(time.perf_counter() - t)
-    return _summary(times)
+    return summary_ms(times)
 
 
 def batcher_alone(encoder: Any, texts: Sequence[str], rounds: int) -> dict[str, Any]:
@@ -532,60 +238,7 @@ def batcher_alone(encoder: Any, texts: Sequence[str], rounds: int) -> dict[str, 
                 times.append(time.perf_counter() - t)
         return times
 
-    return _summary(asyncio.run(run()))
-
-
-# The real server -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ForumServer:
-    def __init__(self, data_dir: Path, port: int, log_path: Path) -> None:
-        self.port, self.log_path = port, log_path
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
-        env.update(
-            FORUM_DATA_DIR=str(data_dir),
-            FORUM_WORKER_IN_SERVER="false",
-            FORUM_RATE_LIMIT_ENABLED="false",
-        )
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 180) -> None:
-        import httpx
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forum.cli", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the server exited:\n" + self.log_path.read_text()[-3000:])
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError("the server did not answer /health:\n" + self.log_path.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+    return summary_ms(asyncio.run(run()))
 
 
 @dataclass
@@ -598,52 +251,6 @@ class RunResult:
     req_per_s: float
     mean_results: float
     cpu_cores: dict[str, float] = field(default_factory=dict)
-
-
-def _cpu_seconds(procs: Sequence[Any]) -> dict[int, float]:
-    out = {}
-    for p in procs:
-        with contextlib.suppress(Exception):
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-    return out
-
-
-def _machine_cpu_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
-
-
-def busy_cores_elsewhere(seconds: float = 2.0) -> float:
-    """Cores kept busy by other processes right now (this process is idle meanwhile)."""
-    before = _machine_cpu_seconds()
-    time.sleep(seconds)
-    return round((_machine_cpu_seconds() - before) / seconds, 2)
-
-
-def wait_quiet(threshold: float = 0.15, max_wait: float = 900.0) -> float:
-    """Wait (up to ``max_wait`` s) until other processes keep fewer than ``threshold`` cores busy;
-    the machine may be shared. Returns the last reading."""
-    deadline = time.monotonic() + max_wait
-    busy = busy_cores_elsewhere(3.0)
-    while busy >= threshold and time.monotonic() < deadline:
-        log(f"  waiting for a quiet machine: other processes keep {busy} cores busy")
-        time.sleep(10)
-        busy = busy_cores_elsewhere(3.0)
-    return busy
-
-
-def _pg_processes(postmaster_pid: int | None) -> list[Any]:
-    import psutil
-
-    if postmaster_pid is None:
-        return []
-    with contextlib.suppress(psutil.Error):
-        root = psutil.Process(postmaster_pid)
-        return [root, *root.children(recursive=True)]
-    return []
 
 
 async def drive(
@@ -690,14 +297,14 @@ async def drive(
         server = [psutil.Process(server_pid)] if server_pid else []
         if server:
             server += server[0].children(recursive=True)
-        pg = _pg_processes(postmaster_pid)
-        before = (_cpu_seconds([me]), _cpu_seconds(server), _cpu_seconds(pg))
-        total_before = _machine_cpu_seconds()
+        pg = pg_processes(postmaster_pid)
+        before = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
+        total_before = machine_cpu_seconds()
         started = time.perf_counter()
         await asyncio.gather(*(typist(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
-        after = (_cpu_seconds([me]), _cpu_seconds(server), _cpu_seconds(pg))
-        total_after = _machine_cpu_seconds()
+        after = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
+        total_after = machine_cpu_seconds()
     cores = {}
     for name, b, a in zip(("client", "server", "postgres"), before, after, strict=True):
         cores[name] = round(sum(a[pid] - b.get(pid, 0.0) for pid in a) / elapsed, 2)
@@ -708,7 +315,7 @@ async def drive(
         seconds=round(elapsed, 1),
         requests=len(latencies),
         errors=dict(errors),
-        latency_ms=_summary(latencies),
+        latency_ms=summary_ms(latencies),
         req_per_s=round(len(latencies) / elapsed, 1),
         mean_results=round(float(np.mean(counts)), 2) if counts else 0.0,
         cpu_cores=cores,
@@ -716,27 +323,6 @@ async def drive(
 
 
 # Main ------------------------------------------------------------------------------------------
-
-
-def _stop_embedded(pgdata: Path) -> None:
-    import psutil
-
-    from forum import database
-
-    server = database._embedded_servers.get(pgdata.expanduser().resolve())
-    if server is not None:
-        with contextlib.suppress(Exception):
-            # A `forum serve` stopped by SIGTERM exits without running its atexit hooks, so its pid stays
-            # in the embedded server's list of users and the server would never be stopped: forget the
-            # pids of processes that no longer exist first.
-            handles = server.global_process_id_list  # type: ignore[attr-defined]
-            with server._lock:  # type: ignore[attr-defined]
-                handles.put([pid for pid in handles.get() if psutil.pid_exists(pid)])
-            server._cleanup()  # type: ignore[attr-defined]  # stops it when no other process uses it
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -763,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = "REAL vectors (all-MiniLM-L6-v2)" if args.vectors == "real" else "RANDOM vectors (not representative)"
 
     # SIGTERM (e.g. from a timeout) still runs the cleanup below.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
     runs: list[RunResult] = []
     machine = machine_info()
@@ -802,7 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     marker = data_dir / "bench-load.json"
-    marker_key = {"posts": args.posts, "vectors": args.vectors, "seed": args.seed, "gen": GENERATOR_VERSION}
+    marker_key = {
+        "posts": args.posts,
+        "vectors": args.vectors,
+        "seed": args.seed,
+        "gen": GENERATOR_VERSION,
+        "loader": LOADER_VERSION,
+    }
     reuse = args.reuse and marker.exists() and json.loads(marker.read_text()).get("key") == marker_key
     server: ForumServer | None = None
     pgdata = data_dir / "postgres"
@@ -812,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = database.start_embedded_postgres(pgdata)
             results["load"] = json.loads(marker.read_text()).get("load")
         else:
-            vectors = corpus_vectors(posts, args.vectors, args.seed, encoder)
+            vectors, how = corpus_vectors(posts, args.vectors, args.seed, encoder)
+            results["vectors_how"] = how
             if data_dir.exists():
                 log(f"data dir: wiping {data_dir}")
                 shutil.rmtree(data_dir)
@@ -914,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.stop()
             log("server: stopped")
-        _stop_embedded(pgdata)
+        stop_embedded(pgdata)
 
     log("")
     log(f"== POST /api/posts/similar, {args.posts} posts, {label}, {'anonymous' if args.anonymous else 'logged in'} ==")
