@@ -31,7 +31,7 @@ from forum.auth import build_jwt_auth
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import resolve_database_url
-from forum.encoding import EncodeBatcher, get_encoder
+from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.jobs import BackgroundWorker
@@ -81,15 +81,18 @@ def _rate_limits(settings: Settings) -> list[Any]:
     return [auth.middleware, writes.middleware]
 
 
-def _background_lifespan(settings: Settings, database_url: str, batcher: EncodeBatcher):
-    """Load the model off the event loop at startup; run the embedding worker inside the server."""
+def _background_lifespan(settings: Settings, database_url: str):
+    """Load the models off the event loop at startup; run the embedding worker inside the server."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        warm_up = asyncio.create_task(batcher.encode_many(["warm up"]))  # on the encoder's own thread
+        # Batchers belong to the loop that serves requests: built here, not in create_app.
+        embedder = PostEmbedder.from_spec(settings.embedding_model)
+        app.state["forum_embedder"] = embedder
+        warm_up = asyncio.create_task(_warm_up(embedder))
         worker = task = None
         if settings.run_worker_in_server:
-            worker = BackgroundWorker(database_url, batcher.encoder, settings.duplicate_threshold)
+            worker = BackgroundWorker(database_url, embedder, settings.duplicate_threshold)
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
         try:
@@ -103,6 +106,13 @@ def _background_lifespan(settings: Settings, database_url: str, batcher: EncodeB
                 await warm_up
 
     return lifespan
+
+
+async def _warm_up(embedder: PostEmbedder) -> None:
+    """Load the models, the language detector and the first model call's lazy state, off the loop."""
+    await embedder.ready()
+    await embedder.encode_query("warm up")
+    await asyncio.to_thread(post_language, "warm up", "")
 
 
 def _log_worker_exit(task: asyncio.Task[None]) -> None:
@@ -125,7 +135,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
-    batcher = EncodeBatcher(get_encoder(settings.embedding_model))
     openapi = OpenAPIConfig(
         title="forum",
         version=__version__,
@@ -152,7 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SubscriptionController,
             WebhookController,
         ],
-        lifespan=[_background_lifespan(settings, database_url, batcher)],
+        lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         on_app_init=[jwt_auth.on_app_init],
         middleware=_rate_limits(settings),
@@ -167,7 +176,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "forum_settings": settings,
                 "forum_alchemy_config": alchemy,
                 "forum_jwt_auth": jwt_auth,
-                "forum_batcher": batcher,
             }
         ),
         debug=settings.debug,

@@ -170,14 +170,13 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
 )
 def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
-    from forum.encoding import get_encoder
+    from forum.encoding import PostEmbedder
     from forum.jobs import BackgroundWorker
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
-    embedding_worker = BackgroundWorker(
-        url, get_encoder(settings.embedding_model), settings.duplicate_threshold, batch_size=batch_size
-    )
+    embedder = PostEmbedder.from_spec(settings.embedding_model)
+    embedding_worker = BackgroundWorker(url, embedder, settings.duplicate_threshold, batch_size=batch_size)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -185,7 +184,7 @@ def worker(batch_size: int) -> None:
             loop.add_signal_handler(sig, embedding_worker.stop)
         await embedding_worker.run()
 
-    click.echo(f"embedding worker started ({embedding_worker.encoder.name})", err=True)
+    click.echo(f"embedding worker started ({embedder.name})", err=True)
     asyncio.run(run())
     click.echo(f"embedding worker stopped: {embedding_worker.processed}", err=True)
 
@@ -247,17 +246,17 @@ def embeddings() -> None:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 1024))
 def embeddings_rebuild(batch_size: int) -> None:
     """Embed every post that has no vector from the configured model, or a stale one, and group it."""
-    from forum.encoding import get_encoder
+    from forum.encoding import PostEmbedder
     from forum.jobs import embed_stale_now
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
-    encoder = get_encoder(settings.embedding_model)
-    with click.progressbar(length=0, label=f"embedding with {encoder.name}", show_pos=True) as bar:
+    embedder = PostEmbedder.from_spec(settings.embedding_model)
+    with click.progressbar(length=0, label=f"embedding with {embedder.name}", show_pos=True) as bar:
         count = asyncio.run(
-            embed_stale_now(url, encoder, settings.duplicate_threshold, batch_size=batch_size, progress=bar)
+            embed_stale_now(url, embedder, settings.duplicate_threshold, batch_size=batch_size, progress=bar)
         )
-    click.echo(f"embedded {count} post(s) with {encoder.name}")
+    click.echo(f"embedded {count} post(s) with {embedder.name}")
 
 
 @main.group("eval")
@@ -267,22 +266,74 @@ def evaluate() -> None:
 
 @evaluate.command("duplicates")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def eval_duplicates(files: tuple[str, ...]) -> None:
-    """Score the configured encoder on labelled duplicate data (JSONL): one JSON line per file.
+@click.option(
+    "--model",
+    default=None,
+    help="Encoder configuration to score (default: FORUM_EMBEDDING_MODEL), e.g. multilingual.",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["json", "table"]),
+    default="json",
+    show_default=True,
+    help="One JSON line per file and design, or a Markdown table.",
+)
+def eval_duplicates(files: tuple[str, ...], model: str | None, output: str) -> None:
+    """Score the encoder configuration on labelled duplicate data (JSONL files).
 
-    Pair files (a, b, duplicate): roc_auc, average_precision, best_f1, threshold, precision, recall.
-    Corpus files (id, text, group, source): recall_at_1, recall_at_5 within each source.
+    Pair files (a, b, duplicate[, score]): roc_auc, average_precision, best_f1, threshold, precision,
+    recall, spearman. Corpus files (id, text, group, source): recall_at_1/5/10 within each source.
+    With the multilingual configuration every file is scored three ways from one encoding pass: the
+    English encoder alone, the multilingual encoder alone and the combined design the app uses.
     """
-    from embeddings.evaluation import evaluate_file, format_json_line
+    from embeddings.evaluation import compare_file, format_json_line
     from forum.encoding import get_encoder
 
-    encoder = get_encoder(Settings.from_env().embedding_model)
+    encoder = get_encoder(model if model is not None else Settings.from_env().embedding_model)
+    rows = []
     for path in files:
         try:
-            result = evaluate_file(path, encoder)
+            results = compare_file(path, encoder)
         except (ValueError, KeyError) as exc:
             raise click.ClickException(f"{path}: {exc}") from exc
-        click.echo(format_json_line(result))
+        for result in results:
+            if output == "json":
+                click.echo(format_json_line(result))
+            rows.append(result)
+    if output == "table":
+        click.echo(_evaluation_table(rows))
+
+
+def _evaluation_table(results: list[dict]) -> str:
+    """Markdown table of evaluation results: one row per file and design."""
+    from pathlib import Path
+
+    columns = [
+        ("roc_auc", "ROC-AUC"),
+        ("average_precision", "AP"),
+        ("spearman", "Spearman"),
+        ("best_f1", "best F1"),
+        ("threshold", "@ threshold"),
+        ("recall_at_1", "R@1"),
+        ("recall_at_5", "R@5"),
+        ("recall_at_10", "R@10"),
+        ("texts_per_second", "texts/s"),
+    ]
+    lines = [
+        "| file | design | " + " | ".join(title for _, title in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for result in results:
+        cells = []
+        for key, _ in columns:
+            value = result.get(key)
+            cells.append("" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+        design = result.get("design", result.get("encoder", ""))
+        name = result.get("encoder", "")
+        label = f"{design} ({name})" if design != name else str(name)
+        lines.append(f"| {Path(result['file']).name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 @main.group()
@@ -328,12 +379,12 @@ def demo_load(password: str, embed: bool) -> None:
     else:
         click.echo("the demo is already loaded")
     if embed:
-        from forum.encoding import get_encoder
+        from forum.encoding import PostEmbedder
         from forum.jobs import embed_stale_now
 
-        encoder = get_encoder(settings.embedding_model)
-        with click.progressbar(length=0, label=f"grouping with {encoder.name}", show_pos=True) as bar:
-            count = asyncio.run(embed_stale_now(url, encoder, settings.duplicate_threshold, progress=bar))
+        embedder = PostEmbedder.from_spec(settings.embedding_model)
+        with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
+            count = asyncio.run(embed_stale_now(url, embedder, settings.duplicate_threshold, progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
 
 

@@ -12,16 +12,18 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from embeddings import Encoder, load_encoder, text_for_embedding
+from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_encoder, text_for_embedding
+from embeddings.language import detect_language, is_english_route
 
-_encoders: dict[str, Encoder] = {}
+_encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
 
 
-def get_encoder(spec: str | None) -> Encoder:
+def get_encoder(spec: str | None) -> Encoder | MultilingualEncoder:
     """One encoder per configuration per process (the model is loaded once, lazily)."""
     key = spec or ""
     with _lock:
@@ -32,6 +34,11 @@ def get_encoder(spec: str | None) -> Encoder:
 
 def post_text(title: str, body: str | None) -> str:
     return text_for_embedding(title, body)
+
+
+def post_language(title: str, body: str | None) -> str:
+    """The language recorded with a post: ISO 639-1 code, or ``"und"`` when unsure (~0.1 ms, cached)."""
+    return detect_language(post_text(title, body))
 
 
 def content_hash(text: str) -> str:
@@ -96,3 +103,130 @@ class EncodeBatcher:
                         future.set_result(vector)
         finally:
             self._running = None
+
+
+# Which posts a route compares with, by their recorded language (NULL: not detected yet, like "und").
+_LANGUAGE = "coalesce(p.language, 'und')"
+ENGLISH_ROUTE_POSTS = f"{_LANGUAGE} IN ('en', 'und')"
+OTHER_ROUTE_POSTS = f"{_LANGUAGE} NOT IN ('en', 'und')"
+ENGLISH_POSTS = f"{_LANGUAGE} = 'en'"
+NOT_ENGLISH_POSTS = f"{_LANGUAGE} <> 'en'"
+
+IDENTITY = LinearCalibration()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One nearest-neighbour search: posts matching ``candidates`` (SQL on ``p.language``; None: all),
+    compared by the cosine of ``model``'s vectors, mapped onto the common scale by ``calibration``."""
+
+    model: str
+    dim: int
+    candidates: str | None
+    calibration: LinearCalibration = IDENTITY
+
+
+@dataclass
+class PostVectors:
+    """A post's (or a typed text's) language and its vector for each encoder a search needs."""
+
+    language: str
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class PostEmbedder:
+    """The configured encoders as the app uses them.
+
+    * one encoder (the default all-MiniLM-L6-v2, or any other): every post gets one vector, and
+      similarity is its cosine — one search over all posts;
+    * ``"multilingual"`` (:class:`embeddings.MultilingualEncoder`): every post gets a vector from
+      each encoder, and a pair of posts is compared by the encoder its two languages call for
+      (English pairs by all-MiniLM-L6-v2, the rest by USE multilingual, calibrated onto one scale):
+      two searches, one per group of candidate languages, merged by score
+      (docs/multilingual.md).
+
+    Each encoder has its own :class:`EncodeBatcher` (create the embedder on the loop that uses it).
+    """
+
+    def __init__(self, loaded: Encoder | MultilingualEncoder) -> None:
+        self.multilingual = loaded if isinstance(loaded, MultilingualEncoder) else None
+        self.encoders: dict[str, Encoder] = (
+            dict(loaded.encoders) if isinstance(loaded, MultilingualEncoder) else {loaded.name: loaded}
+        )
+        self.batchers = {name: EncodeBatcher(encoder) for name, encoder in self.encoders.items()}
+        self._dims: dict[str, int] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str | None) -> PostEmbedder:
+        return cls(get_encoder(spec))
+
+    @property
+    def name(self) -> str:
+        """The configuration, e.g. ``"all-MiniLM-L6-v2"`` or ``"multilingual:all-MiniLM-L6-v2+use-multilingual-v3"``."""
+        return self.multilingual.name if self.multilingual is not None else next(iter(self.encoders))
+
+    @property
+    def models(self) -> list[str]:
+        """Names of the encoders whose vectors every post needs (``post_embedding.model``)."""
+        return list(self.encoders)
+
+    def load(self) -> dict[str, int]:
+        """Load the models (blocking: call off the event loop) and return each one's dimension."""
+        if self._dims is None:
+            dims = {name: int(encoder.dim) for name, encoder in self.encoders.items()}
+            if self.multilingual is not None:
+                detect_language("warm up")
+            self._dims = dims
+        return self._dims
+
+    @property
+    def dims(self) -> dict[str, int]:
+        if self._dims is None:
+            raise RuntimeError("PostEmbedder.load() has not run yet")
+        return self._dims
+
+    async def ready(self) -> dict[str, int]:
+        """:meth:`load` on the first encoder's thread (models load once; later calls return at once)."""
+        if self._dims is not None:
+            return self._dims
+        first = next(iter(self.encoders.values()))
+        return await asyncio.get_running_loop().run_in_executor(encoder_executor(first), self.load)
+
+    def routes(self, language: str | None) -> list[Route]:
+        """The searches that find the posts most similar to a post in ``language``."""
+        dims = self.dims
+        if self.multilingual is None:
+            (model,) = self.encoders
+            return [Route(model, dims[model], None)]
+        scorer = self.multilingual.scorer
+        english, multi = scorer.english_name, scorer.multilingual_name
+        language = language or "und"
+        if is_english_route(language):
+            # English pairs by the English model; confidently non-English candidates by the multilingual one.
+            other = scorer.calibrations["use-cross" if language == "en" else "use-same"]
+            return [
+                Route(english, dims[english], ENGLISH_ROUTE_POSTS, scorer.calibrations["english"]),
+                Route(multi, dims[multi], OTHER_ROUTE_POSTS, other),
+            ]
+        return [
+            Route(multi, dims[multi], ENGLISH_POSTS, scorer.calibrations["use-cross"]),
+            Route(multi, dims[multi], NOT_ENGLISH_POSTS, scorer.calibrations["use-same"]),
+        ]
+
+    async def encode_query(self, text: str) -> PostVectors:
+        """Language and vectors of a typed text, encoding only with the models its routes need."""
+        language = detect_language(text) if self.multilingual is not None else "und"
+        needed = list(dict.fromkeys(route.model for route in self.routes(language)))
+        vectors = await asyncio.gather(*(self.batchers[name].encode_one(text) for name in needed))
+        return PostVectors(language, dict(zip(needed, vectors, strict=True)))
+
+    async def encode_posts(
+        self, texts: Sequence[str], models: Sequence[str] | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Vectors of stored posts' texts for ``models`` (default: all), one dict per text."""
+        names = list(models) if models is not None else self.models
+        if len(texts) == 1:
+            arrays = await asyncio.gather(*(self.batchers[name].encode_one(texts[0]) for name in names))
+            return [dict(zip(names, arrays, strict=True))]
+        arrays = [await self.batchers[name].encode_many(texts) for name in names]
+        return [{name: arrays[j][i] for j, name in enumerate(names)} for i in range(len(texts))]

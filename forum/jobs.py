@@ -23,12 +23,11 @@ from uuid import UUID
 import asyncpg
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, PgQueuer, Queries
 from pgqueuer.types import QueueExecutionMode
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from embeddings import Encoder
-from forum.encoding import SQL_CONTENT_HASH, EncodeBatcher, content_hash, post_text
+from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, content_hash, post_language, post_text
 from forum.grouping.services import GroupingService
 from forum.models import Post, PostEmbedding
 
@@ -70,9 +69,10 @@ async def enqueue_embeddings(session: AsyncSession, post_ids: Sequence[UUID]) ->
     await enqueue(session, EMBED_POST, [str(post_id) for post_id in post_ids], dedupe=True)
 
 
-async def enqueue_stale(session: AsyncSession, model: str) -> int:
-    """Enqueue every live post whose vector for ``model`` is missing or older than its text."""
-    ids = await stale_post_ids(session, model)
+async def enqueue_stale(session: AsyncSession, models: Sequence[str]) -> int:
+    """Enqueue every live post whose vector for one of ``models`` is missing or older than its text,
+    or whose language is not recorded yet."""
+    ids = await stale_post_ids(session, models)
     for start in range(0, len(ids), 1000):
         await enqueue_embeddings(session, ids[start : start + 1000])
     return len(ids)
@@ -80,37 +80,52 @@ async def enqueue_stale(session: AsyncSession, model: str) -> int:
 
 async def embed_post(
     session_maker: async_sessionmaker[AsyncSession],
-    batcher: EncodeBatcher,
+    embedder: PostEmbedder,
     post_id: UUID,
     threshold: float,
 ) -> str:
-    """Embed one post and group it. Returns what happened: embedded, unchanged or gone."""
-    encoder = batcher.encoder
+    """Embed one post with every configured encoder and group it. Returns embedded, unchanged or gone."""
+    await embedder.ready()
     for _ in range(5):  # the post may change while it is being encoded: then encode again
         async with session_maker() as session:
             post = (
-                await session.execute(select(Post.title, Post.body, Post.deleted_at).where(Post.id == post_id))
-            ).first()
-            stored = await session.scalar(
-                select(PostEmbedding.content_hash).where(
-                    PostEmbedding.post_id == post_id, PostEmbedding.model == encoder.name
+                await session.execute(
+                    select(Post.title, Post.body, Post.language, Post.deleted_at).where(Post.id == post_id)
                 )
+            ).first()
+            stored = dict(
+                (
+                    await session.execute(
+                        select(PostEmbedding.model, PostEmbedding.content_hash).where(
+                            PostEmbedding.post_id == post_id, PostEmbedding.model.in_(embedder.models)
+                        )
+                    )
+                ).all()
             )
         if post is None or post.deleted_at is not None:
             return "gone"
-        digest = content_hash(post_text(post.title, post.body))
-        if stored == digest:
+        body = post_text(post.title, post.body)
+        digest = content_hash(body)
+        missing = [model for model in embedder.models if stored.get(model) != digest]
+        if not missing and post.language is not None:
             return "unchanged"
-        vector = await batcher.encode_one(post_text(post.title, post.body))
+        language = post.language or post_language(post.title, post.body)
+        (vectors,) = await embedder.encode_posts([body], missing)
         async with session_maker() as session, session.begin():
             current = (
-                await session.execute(select(Post.title, Post.body).where(Post.id == post_id).with_for_update())
+                await session.execute(
+                    select(Post.title, Post.body, Post.language).where(Post.id == post_id).with_for_update()
+                )
             ).first()
             if current is None or content_hash(post_text(current.title, current.body)) != digest:
                 continue
-            grouping = GroupingService(session, encoder.name, encoder.dim, threshold)
-            await grouping.store_embedding(post_id, digest, vector)
-            await grouping.assign(post_id, vector)
+            if current.language is None:  # written before languages were recorded
+                await session.execute(update(Post).where(Post.id == post_id).values(language=language))
+            grouping = GroupingService(session, embedder, threshold)
+            await grouping.store_embeddings(post_id, digest, vectors)
+            query = await grouping.stored_vectors(post_id)
+            assert query is not None
+            await grouping.assign(post_id, query)
         return "embedded"
     raise RuntimeError(f"post {post_id} kept changing while it was being embedded")
 
@@ -122,7 +137,7 @@ class BackgroundWorker:
     def __init__(
         self,
         database_url: str,
-        encoder: Encoder,
+        embedder: PostEmbedder,
         threshold: float,
         *,
         engine: AsyncEngine | None = None,
@@ -133,13 +148,12 @@ class BackgroundWorker:
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
         self.database_url = database_url
-        self.encoder = encoder
+        self.embedder = embedder
         self.threshold = threshold
         self.batch_size = batch_size
         self._own_engine = engine is None
         self.engine = engine or create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.batcher = EncodeBatcher(encoder)
         self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
         self._stopping = asyncio.Event()
@@ -155,7 +169,7 @@ class BackgroundWorker:
         @pgq.entrypoint(EMBED_POST, executor_factory=executor, on_failure="hold")
         async def embed(job: Job) -> None:
             assert job.payload is not None
-            outcome = await embed_post(self.session_maker, self.batcher, UUID(job.payload.decode()), self.threshold)
+            outcome = await embed_post(self.session_maker, self.embedder, UUID(job.payload.decode()), self.threshold)
             self.processed[outcome] += 1
 
         from forum.webhooks.services import DELIVER_WEBHOOK, deliver, mark_failed
@@ -176,7 +190,7 @@ class BackgroundWorker:
 
     async def sweep(self) -> int:
         async with self.session_maker() as session, session.begin():
-            return await enqueue_stale(session, self.encoder.name)
+            return await enqueue_stale(session, self.embedder.models)
 
     async def _sweep_forever(self) -> None:
         while not self._stopping.is_set():
@@ -197,8 +211,8 @@ class BackgroundWorker:
         When the database goes away the worker waits (1 s, doubling to 30 s) and reconnects: jobs are in
         PostgreSQL, so nothing is lost meanwhile.
         """
-        try:  # load the model before taking jobs (on the encoder's own thread)
-            await self.batcher.encode_many(["warm up"])
+        try:  # load the models before taking jobs (on an encoder's own thread)
+            await self.embedder.ready()
         except Exception:
             logger.exception("the encoder failed to load or encode")
         sweeper: asyncio.Task[None] | None = None
@@ -253,52 +267,68 @@ class BackgroundWorker:
             self._pgq.shutdown.set()
 
 
-async def stale_post_ids(session: AsyncSession, model: str) -> list[UUID]:
+async def stale_post_ids(session: AsyncSession, models: Sequence[str]) -> list[UUID]:
     rows = await session.execute(
         text(
             f"""
             SELECT post.id FROM post
-            LEFT JOIN post_embedding e ON e.post_id = post.id AND e.model = :model
-            WHERE post.deleted_at IS NULL AND (e.post_id IS NULL OR e.content_hash <> {SQL_CONTENT_HASH})
+            WHERE post.deleted_at IS NULL AND (
+                post.language IS NULL
+                OR EXISTS (
+                    SELECT FROM unnest(CAST(:models AS text[])) AS wanted(model)
+                    LEFT JOIN post_embedding e ON e.post_id = post.id AND e.model = wanted.model
+                    WHERE e.post_id IS NULL OR e.content_hash <> {SQL_CONTENT_HASH}
+                )
+            )
             ORDER BY post.created_at, post.id
             """
         ),
-        {"model": model},
+        {"models": list(models)},
     )
     return [row.id for row in rows]
 
 
 async def embed_stale_now(
     database_url: str,
-    encoder: Encoder,
+    embedder: PostEmbedder,
     threshold: float,
     *,
     batch_size: int = 64,
     progress: Any = None,
 ) -> int:
-    """Embed and group, in this process and in creation order, every post whose vector is missing or
-    stale for ``encoder`` (``forum embeddings rebuild``, ``forum demo load``). Returns how many."""
+    """Embed and group, in this process and in creation order, every post whose vectors are missing or
+    stale (``forum embeddings rebuild``, ``forum demo load``). Returns how many."""
     engine = create_async_engine(database_url, pool_size=2)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     done = 0
     try:
+        await embedder.ready()
         async with session_maker() as session:
-            ids = await stale_post_ids(session, encoder.name)
+            ids = await stale_post_ids(session, embedder.models)
         if progress is not None:
             progress.length = len(ids)
-        dim = await asyncio.to_thread(lambda: encoder.dim)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             async with session_maker() as session:
-                rows = (await session.execute(select(Post.id, Post.title, Post.body).where(Post.id.in_(chunk)))).all()
-            texts = {row.id: post_text(row.title, row.body) for row in rows}
-            order = [post_id for post_id in chunk if post_id in texts]
-            vectors = await EncodeBatcher(encoder).encode_many([texts[i] for i in order])
-            for post_id, vector in zip(order, vectors, strict=True):
+                rows = (
+                    await session.execute(
+                        select(Post.id, Post.title, Post.body, Post.language).where(Post.id.in_(chunk))
+                    )
+                ).all()
+            posts = {row.id: row for row in rows}
+            order = [post_id for post_id in chunk if post_id in posts]
+            texts = [post_text(posts[i].title, posts[i].body) for i in order]
+            vectors = await embedder.encode_posts(texts) if texts else []
+            for post_id, text_, post_vectors in zip(order, texts, vectors, strict=True):
                 async with session_maker() as session, session.begin():
-                    grouping = GroupingService(session, encoder.name, dim, threshold)
-                    await grouping.store_embedding(post_id, content_hash(texts[post_id]), vector)
-                    await grouping.assign(post_id, vector)
+                    if posts[post_id].language is None:
+                        language = post_language(posts[post_id].title, posts[post_id].body)
+                        await session.execute(update(Post).where(Post.id == post_id).values(language=language))
+                    grouping = GroupingService(session, embedder, threshold)
+                    await grouping.store_embeddings(post_id, content_hash(text_), post_vectors)
+                    query = await grouping.stored_vectors(post_id)
+                    assert query is not None
+                    await grouping.assign(post_id, query)
                 done += 1
             if progress is not None:
                 progress.update(len(chunk))

@@ -113,6 +113,7 @@ class Post(UUIDv7AuditBase):
         Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_language", "language", postgresql_where=text("deleted_at IS NULL")),
     )
 
     kind: Mapped[str] = mapped_column(String(16))
@@ -130,6 +131,8 @@ class Post(UUIDv7AuditBase):
     internal_note_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     merged_into_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="SET NULL"), nullable=True)
+    # ISO 639-1 code detected from title + body when written ("und" when unsure; see embeddings.language).
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
 
     author: Mapped[User] = relationship(lazy="joined", innerjoin=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
+from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
@@ -80,7 +82,8 @@ class Settings:
     debug: bool = False
     embedding_model: str | None = None
     duplicate_threshold: float = 0.66
-    """Calibrated for all-MiniLM-L6-v2 on the dev data (docs/duplicates.md); other models need their own."""
+    """Calibrated for all-MiniLM-L6-v2 on the dev data (docs/duplicates.md); other models need their own.
+    Defaults to 0.44 with ``FORUM_EMBEDDING_MODEL=multilingual`` (docs/multilingual.md)."""
     run_worker_in_server: bool = True
     credit_voters: int = 10
     """How many of the earliest unique voters are credited when a post ships."""
@@ -92,6 +95,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         origins = _env("FORUM_CORS_ORIGINS", "") or ""
+        model = _env("FORUM_EMBEDDING_MODEL")
+        threshold = DEFAULT_MULTILINGUAL_THRESHOLD if (model or "").startswith("multilingual") else 0.66
         return cls(
             data_dir=Path(_env("FORUM_DATA_DIR") or default_data_dir()).expanduser(),
             database_url=_env("FORUM_DATABASE_URL"),
@@ -105,8 +110,8 @@ class Settings:
             db_pool_size=_env_int("FORUM_DB_POOL_SIZE", 10),
             db_max_overflow=_env_int("FORUM_DB_MAX_OVERFLOW", 10),
             debug=_env_bool("FORUM_DEBUG", False),
-            embedding_model=_env("FORUM_EMBEDDING_MODEL"),
-            duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", 0.66),
+            embedding_model=model,
+            duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", threshold),
             run_worker_in_server=_env_bool("FORUM_WORKER_IN_SERVER", True),
             credit_voters=_env_int("FORUM_CREDIT_VOTERS", 10),
             credit_author_points=_env_ints("FORUM_CREDIT_AUTHOR_POINTS", [100, 80, 60, 40, 20, 10]),

@@ -175,12 +175,13 @@ def count_queries() -> Iterator[QueryCounter]:
 @pytest.fixture
 def drain(database_url: str, settings: Settings):
     """Run the embedding worker until the queue is empty (the app's own worker is off in tests)."""
-    from forum.encoding import get_encoder
+    from forum.encoding import PostEmbedder, get_encoder
     from forum.jobs import BackgroundWorker
 
     def run(**kwargs: Any) -> dict[str, int]:
         encoder = kwargs.pop("encoder", None) or get_encoder(settings.embedding_model)
-        worker = BackgroundWorker(database_url, encoder, settings.duplicate_threshold, **kwargs)
+        threshold = kwargs.pop("threshold", settings.duplicate_threshold)
+        worker = BackgroundWorker(database_url, PostEmbedder(encoder), threshold, **kwargs)
         _run(worker.run(drain=True))
         return worker.processed
 

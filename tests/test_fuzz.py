@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from forum.app import create_app
-from forum.encoding import get_encoder
+from forum.encoding import PostEmbedder
 from forum.jobs import BackgroundWorker
 from forum.settings import Settings
 from tests.conftest import Actor, Api, _run, _truncate
@@ -142,7 +142,9 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
     )
     assert hook.status_code == 201, hook.text
 
-    worker = BackgroundWorker(database_url, get_encoder(settings.embedding_model), settings.duplicate_threshold)
+    worker = BackgroundWorker(
+        database_url, PostEmbedder.from_spec(settings.embedding_model), settings.duplicate_threshold
+    )
     _run(worker.run(drain=True))  # embeds and groups the posts: clusters exist
     clusters = c.get("/api/clusters", headers=product.headers).json()["items"]
     members = [

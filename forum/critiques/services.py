@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.errors import ConflictError, UnprocessableError
 from forum.grouping.schemas import SimilarPost
 from forum.grouping.services import GroupingService, visible_neighbours_filter
-from forum.models import CritiqueLink, Post, PostEmbedding, PostKind, User
+from forum.models import CritiqueLink, Post, PostKind, User
 from forum.posts.schemas import PostOut
 from forum.posts.services import PostService
 
@@ -74,18 +74,14 @@ class CritiqueLinkService:
     ) -> list[SimilarPost]:
         """Critiques closest in meaning to the idea, not linked yet (needs the idea's vector)."""
         await self.posts.get_visible(idea_id, viewer)
-        vector = await self.session.scalar(
-            select(PostEmbedding.embedding).where(
-                PostEmbedding.post_id == idea_id, PostEmbedding.model == grouping.model
-            )
-        )
-        if vector is None:
+        query = await grouping.stored_vectors(idea_id)
+        if query is None:
             return []
         linked = set(
             await self.session.scalars(select(CritiqueLink.critique_id).where(CritiqueLink.idea_id == idea_id))
         )
         neighbours = await grouping.nearest(
-            vector,
+            query,
             limit=limit + len(linked),
             exclude_post=idea_id,
             kind=PostKind.CRITIQUE.value,

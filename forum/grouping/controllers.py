@@ -4,7 +4,6 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 from uuid import UUID
 
-import anyio
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -12,7 +11,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_product_team
-from forum.encoding import EncodeBatcher, post_text
+from forum.encoding import PostEmbedder, post_text
 from forum.grouping.reports import ClusterReports
 from forum.grouping.schemas import (
     ClusterDetail,
@@ -31,12 +30,9 @@ from forum.schemas import Page
 
 
 async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
-    batcher: EncodeBatcher = state["forum_batcher"]
-    dim = state.get("forum_encoder_dim")
-    if dim is None:  # loading the model is slow and takes the encoder's lock: once, off the event loop
-        dim = await anyio.to_thread.run_sync(lambda: batcher.encoder.dim)
-        state["forum_encoder_dim"] = dim
-    yield GroupingService(db_session, batcher.encoder.name, dim, state["forum_settings"].duplicate_threshold)
+    embedder: PostEmbedder = state["forum_embedder"]
+    await embedder.ready()  # the models load once, off the event loop (at start-up, normally)
+    yield GroupingService(db_session, embedder, state["forum_settings"].duplicate_threshold)
 
 
 async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterReports, None]:
@@ -50,12 +46,11 @@ class SimilarController(Controller):
 
     @post("/similar", status_code=200, summary="Posts similar to what is being typed (as-you-type)")
     async def similar(
-        self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService, state: State
+        self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
     ) -> list[SimilarPost]:
-        batcher: EncodeBatcher = state["forum_batcher"]
-        vector = await batcher.encode_one(post_text(data.title, data.body))
+        query = await grouping.embedder.encode_query(post_text(data.title, data.body))
         neighbours = await grouping.nearest(
-            vector,
+            query,
             limit=data.limit,
             viewer_filter=visible_neighbours_filter(request.user),
             skip_duplicates=True,

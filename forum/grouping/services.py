@@ -1,9 +1,11 @@
 """Duplicate grouping: post vectors, nearest neighbours, clusters and the product team's decisions.
 
 How a post is grouped: once embedded, it joins the cluster of its nearest embedded neighbour when the
-cosine similarity to that neighbour, *and* the mean cosine to all current members of that cluster, are
+similarity to that neighbour, *and* the mean similarity to all current members of that cluster, are
 at least the threshold (``FORUM_DUPLICATE_THRESHOLD``); otherwise it starts a cluster of its own. The
 mean ("average link") stops chains of near neighbours from drifting across needs (docs/duplicates.md).
+Similarity is the encoder's cosine, or with ``FORUM_EMBEDDING_MODEL=multilingual`` the combined score of
+the pair's route (English pairs by all-MiniLM-L6-v2, other pairs by USE multilingual; docs/multilingual.md).
 Assignments are serialised by an advisory lock so that two near-identical posts embedded at the same
 moment still meet. Memberships a person decided (``manual``) are never changed by
 automatic grouping, and a rejected membership is remembered so the post is never put back there.
@@ -22,6 +24,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forum.encoding import PostEmbedder, PostVectors, Route
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import (
     Cluster,
@@ -40,6 +43,10 @@ def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
+def _calibrated(route: Route, cosine: float) -> float:
+    return float(route.calibration.slope * float(cosine) + route.calibration.intercept)
+
+
 @dataclass
 class Neighbour:
     post_id: UUID
@@ -48,36 +55,60 @@ class Neighbour:
 
 
 class GroupingService:
-    def __init__(self, session: AsyncSession, model: str, dim: int, threshold: float) -> None:
+    """Nearest neighbours and cluster assignment on the configured encoders' vectors.
+
+    Similarities are on one scale whatever the configuration: the cosine of the single encoder, or the
+    multilingual combined score (``PostEmbedder.routes``: one search per group of candidate languages,
+    each mapped by its calibration, merged by score).
+    """
+
+    def __init__(self, session: AsyncSession, embedder: PostEmbedder, threshold: float) -> None:
         self.session = session
-        self.model = model
-        self.dim = int(dim)
+        self.embedder = embedder
         self.threshold = threshold
 
     # Vectors ----------------------------------------------------------------------------------
 
-    def _distance(self, param: str = ":v") -> str:
+    @staticmethod
+    def _distance(route: Route, param: str = ":v") -> str:
         # The cast matches the partial HNSW index expression for this dimension.
-        return f"(e.embedding::vector({self.dim}) <=> CAST({param} AS vector({self.dim})))"
+        return f"(e.embedding::vector({route.dim}) <=> CAST({param} AS vector({route.dim})))"
 
-    async def store_embedding(self, post_id: UUID, content_hash: str, vector: np.ndarray) -> None:
-        stmt = insert(PostEmbedding).values(
-            post_id=post_id, model=self.model, content_hash=content_hash, embedding=vector.tolist()
-        )
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[PostEmbedding.post_id, PostEmbedding.model],
-                set_={
-                    "content_hash": stmt.excluded.content_hash,
-                    "embedding": stmt.excluded.embedding,
-                    "embedded_at": func.now(),
-                },
+    async def store_embeddings(self, post_id: UUID, content_hash: str, vectors: dict[str, np.ndarray]) -> None:
+        """One row per encoder (``post_embedding``), replacing older vectors of the post."""
+        for model, vector in vectors.items():
+            stmt = insert(PostEmbedding).values(
+                post_id=post_id, model=model, content_hash=content_hash, embedding=vector.tolist()
             )
-        )
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[PostEmbedding.post_id, PostEmbedding.model],
+                    set_={
+                        "content_hash": stmt.excluded.content_hash,
+                        "embedding": stmt.excluded.embedding,
+                        "embedded_at": func.now(),
+                    },
+                )
+            )
+
+    async def stored_vectors(self, post_id: UUID) -> PostVectors | None:
+        """A post's recorded language and stored vectors (None until it has every encoder's vector)."""
+        language = await self.session.scalar(select(Post.language).where(Post.id == post_id))
+        rows = (
+            await self.session.execute(
+                select(PostEmbedding.model, PostEmbedding.embedding).where(
+                    PostEmbedding.post_id == post_id, PostEmbedding.model.in_(self.embedder.models)
+                )
+            )
+        ).all()
+        vectors = {row.model: np.asarray(row.embedding, dtype=np.float32) for row in rows}
+        if set(vectors) != set(self.embedder.models):
+            return None
+        return PostVectors(language or "und", vectors)
 
     async def nearest(
         self,
-        vector: np.ndarray,
+        query: PostVectors,
         *,
         limit: int,
         exclude_post: UUID | None = None,
@@ -87,12 +118,12 @@ class GroupingService:
         skip_duplicates: bool = False,
         kind: str | None = None,
     ) -> list[Neighbour]:
-        """Nearest embedded posts by cosine (HNSW with pgvector's iterative scan for the filters)."""
+        """Most similar embedded posts (HNSW with pgvector's iterative scan for the filters)."""
         await self.session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         await self.session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, limit * 4)}"))
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
-        conditions = ["e.model = :model", f"vector_dims(e.embedding) = {self.dim}", "p.deleted_at IS NULL"]
-        params: dict[str, Any] = {"v": vector_literal(vector), "model": self.model, "limit": limit}
+        conditions = ["e.model = :model", "p.deleted_at IS NULL"]
+        params: dict[str, Any] = {"limit": limit}
         if exclude_post is not None:
             conditions.append("e.post_id <> :exclude_post")
             params["exclude_post"] = exclude_post
@@ -106,21 +137,32 @@ class GroupingService:
             params["kind"] = kind
         if viewer_filter is not None:
             conditions.append(viewer_filter)
-        sql = f"""
-            SELECT e.post_id, 1 - {self._distance()} AS similarity, m.cluster_id
-            FROM post_embedding e
-            JOIN post p ON p.id = e.post_id
-            {membership_join} cluster_membership m ON m.post_id = e.post_id AND m.state <> 'rejected'
-            WHERE {" AND ".join(conditions)}
-            ORDER BY {self._distance()}
-            LIMIT :limit
-        """
-        rows = (await self.session.execute(text(sql), params)).all()
-        return [Neighbour(post_id=r.post_id, similarity=float(r.similarity), cluster_id=r.cluster_id) for r in rows]
+        found: list[Neighbour] = []
+        for route in self.embedder.routes(query.language):
+            where = [*conditions, f"vector_dims(e.embedding) = {route.dim}"]
+            if route.candidates is not None:
+                where.append(route.candidates)
+            sql = f"""
+                SELECT e.post_id, 1 - {self._distance(route)} AS similarity, m.cluster_id
+                FROM post_embedding e
+                JOIN post p ON p.id = e.post_id
+                {membership_join} cluster_membership m ON m.post_id = e.post_id AND m.state <> 'rejected'
+                WHERE {" AND ".join(where)}
+                ORDER BY {self._distance(route)}
+                LIMIT :limit
+            """
+            route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
+            rows = (await self.session.execute(text(sql), route_params)).all()
+            found.extend(
+                Neighbour(post_id=r.post_id, similarity=_calibrated(route, r.similarity), cluster_id=r.cluster_id)
+                for r in rows
+            )
+        found.sort(key=lambda n: n.similarity, reverse=True)
+        return found[:limit]
 
     # Automatic grouping -----------------------------------------------------------------------
 
-    async def assign(self, post_id: UUID, vector: np.ndarray) -> UUID:
+    async def assign(self, post_id: UUID, query: PostVectors) -> UUID:
         """Put a freshly embedded post in its cluster; returns the cluster id."""
         await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
         current = await self._current_membership(post_id)
@@ -134,12 +176,12 @@ class GroupingService:
                 )
             )
         )
-        found = await self.nearest(vector, limit=1, exclude_post=post_id, exclude_clusters=rejected, grouped_only=True)
+        found = await self.nearest(query, limit=1, exclude_post=post_id, exclude_clusters=rejected, grouped_only=True)
         best = found[0] if found and found[0].similarity >= self.threshold else None
         if best is not None and best.cluster_id is not None:
             # Average link: close to its nearest neighbour is not enough, the post must be close to the
             # cluster as a whole; otherwise chains of near neighbours drift from one need to another.
-            mean = await self._mean_similarity(vector, best.cluster_id, exclude_post=post_id)
+            mean = await self._mean_similarity(query, best.cluster_id, exclude_post=post_id)
             if mean is not None and mean < self.threshold:
                 best = None
         if best is not None:
@@ -164,21 +206,45 @@ class GroupingService:
         await self.session.flush()
         return target
 
-    async def _mean_similarity(self, vector: np.ndarray, cluster_id: UUID, *, exclude_post: UUID) -> float | None:
-        value = await self.session.scalar(
-            text(
-                f"""
-                SELECT avg(1 - {self._distance()})
-                FROM cluster_membership m
-                JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL
-                JOIN post_embedding e ON e.post_id = m.post_id AND e.model = :model
-                WHERE m.cluster_id = :cluster AND m.state <> 'rejected' AND m.post_id <> :me
-                  AND vector_dims(e.embedding) = {self.dim}
-                """
-            ),
-            {"v": vector_literal(vector), "model": self.model, "cluster": cluster_id, "me": exclude_post},
-        )
-        return float(value) if value is not None else None
+    async def _member_similarities(
+        self, query: PostVectors, cluster_id: UUID, exclude_post: UUID
+    ) -> list[tuple[Route, float, float, int]]:
+        """Per route: (route, mean cosine, max cosine, members compared) against the cluster's members."""
+        out = []
+        for route in self.embedder.routes(query.language):
+            languages = f"AND {route.candidates}" if route.candidates is not None else ""
+            row = (
+                await self.session.execute(
+                    text(
+                        f"""
+                        SELECT avg(1 - {self._distance(route)}) AS mean, max(1 - {self._distance(route)}) AS best,
+                               count(*) AS n
+                        FROM cluster_membership m
+                        JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL
+                        JOIN post_embedding e ON e.post_id = m.post_id AND e.model = :model
+                        WHERE m.cluster_id = :cluster AND m.state <> 'rejected' AND m.post_id <> :me
+                          AND vector_dims(e.embedding) = {route.dim} {languages}
+                        """
+                    ),
+                    {
+                        "v": vector_literal(query.vectors[route.model]),
+                        "model": route.model,
+                        "cluster": cluster_id,
+                        "me": exclude_post,
+                    },
+                )
+            ).one()
+            if row.n:
+                out.append((route, float(row.mean), float(row.best), int(row.n)))
+        return out
+
+    async def _mean_similarity(self, query: PostVectors, cluster_id: UUID, *, exclude_post: UUID) -> float | None:
+        # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
+        parts = await self._member_similarities(query, cluster_id, exclude_post)
+        total = sum(n for *_, n in parts)
+        if not total:
+            return None
+        return sum(_calibrated(route, mean) * n for route, mean, _, n in parts) / total
 
     async def _current_membership(self, post_id: UUID) -> ClusterMembership | None:
         return await self.session.scalar(
@@ -298,22 +364,12 @@ class GroupingService:
         await self.session.flush()
 
     async def _similarity_to_cluster(self, post_id: UUID, cluster_id: UUID) -> float | None:
-        """Cosine to the closest current member, when both have vectors of this encoder."""
-        value = await self.session.scalar(
-            text(
-                f"""
-                SELECT max(1 - (mine.embedding::vector({self.dim}) <=> e.embedding::vector({self.dim})))
-                FROM post_embedding mine
-                JOIN cluster_membership m ON m.cluster_id = :cluster AND m.state <> 'rejected'
-                                         AND m.post_id <> :post
-                JOIN post_embedding e ON e.post_id = m.post_id AND e.model = mine.model
-                WHERE mine.post_id = :post AND mine.model = :model AND vector_dims(mine.embedding) = {self.dim}
-                  AND vector_dims(e.embedding) = {self.dim}
-                """
-            ),
-            {"cluster": cluster_id, "post": post_id, "model": self.model},
-        )
-        return float(value) if value is not None else None
+        """Similarity to the closest current member, when the post has its vectors."""
+        query = await self.stored_vectors(post_id)
+        if query is None:
+            return None
+        parts = await self._member_similarities(query, cluster_id, post_id)
+        return max((_calibrated(route, best) for route, _, best, _ in parts), default=None)
 
     async def _require_post(self, post_id: UUID) -> Post:
         post = await self.session.scalar(select(Post).where(Post.id == post_id, Post.deleted_at.is_(None)))

@@ -17,6 +17,7 @@ from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
     PostCreate,
+    PostLanguage,
     PostOut,
     PostSort,
     PostUpdate,
@@ -53,6 +54,12 @@ class PostController(Controller):
         ] = None,
         author: UUID | None = None,
         visibility: Visibility | None = None,
+        language: Annotated[
+            list[PostLanguage] | None,
+            Parameter(
+                description="Detected language, ISO 639-1 (en, es, pt, fr, ca) or und; repeat for any of several"
+            ),
+        ] = None,
         q: Annotated[
             str | None,
             Parameter(max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body"),
@@ -67,6 +74,7 @@ class PostController(Controller):
             tags=tag,
             author_id=author,
             visibility=visibility.value if visibility else None,
+            language=[code.value for code in language] if language else None,
             q=q.strip() if q and q.strip() else None,
         )
         return await posts.list(filters, sort, limit, offset, request.user)

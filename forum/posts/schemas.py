@@ -21,6 +21,17 @@ Note = Annotated[str, msgspec.Meta(max_length=2_000, pattern=NO_NUL)]
 CommentBody = Annotated[str, msgspec.Meta(min_length=1, max_length=5_000, pattern=NO_NUL)]
 
 
+class PostLanguage(enum.StrEnum):
+    """Languages a post can be detected in (embeddings.language); ``und`` when the detector is unsure."""
+
+    EN = "en"
+    ES = "es"
+    PT = "pt"
+    FR = "fr"
+    CA = "ca"
+    UND = "und"
+
+
 class PostSort(enum.StrEnum):
     """``top``: most votes; ``new``: newest; ``trending``: most votes in the last 14 days;
     ``discussed``: most comments; ``relevance``: best text match (the default when ``q`` is given)."""
@@ -91,6 +102,8 @@ class PostOut(msgspec.Struct):
     status: PostStatus
     visibility: Visibility
     tags: list[str]
+    language: PostLanguage | None
+    """Detected from title and body when written: ISO 639-1 code, or "und" when unsure."""
     author: UserPublic
     created_at: datetime
     updated_at: datetime

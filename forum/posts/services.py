@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
 from forum.credits.services import CreditPolicy, ShipService
+from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
 from forum.jobs import enqueue_embeddings
 from forum.models import (
@@ -60,6 +61,7 @@ class PostFilters:
     author_id: UUID | None = None
     visibility: str | None = None
     q: str | None = None
+    language: list[str] | None = None
 
 
 def author_public(user: User) -> UserPublic:
@@ -108,6 +110,7 @@ class PostService:
             status=post.status,
             visibility=post.visibility,
             tags=list(post.tags or []),
+            language=post.language,
             author=author_public(post.author),
             created_at=post.created_at,
             updated_at=post.updated_at,
@@ -198,6 +201,8 @@ class PostService:
             stmt = stmt.where(Post.author_id == f.author_id)
         if f.visibility:
             stmt = stmt.where(Post.visibility == f.visibility)
+        if f.language:
+            stmt = stmt.where(Post.language.in_(f.language))
         if f.q:
             stmt = stmt.where(Post.search.op("@@")(search_query(f.q)))
         return stmt
@@ -236,6 +241,7 @@ class PostService:
             visibility=data.visibility.value,
             status=PostStatus.OPEN.value,
             author_id=author.id,
+            language=post_language(data.title, data.body),
         )
         self.session.add(post)
         await self.session.flush()
@@ -263,6 +269,8 @@ class PostService:
                 setattr(post, field, value)
         if data.visibility is not msgspec.UNSET:
             post.visibility = data.visibility.value
+        if data.title is not msgspec.UNSET or data.body is not msgspec.UNSET:
+            post.language = post_language(post.title, post.body)
         await self.session.flush()
         if data.title is not msgspec.UNSET or data.body is not msgspec.UNSET:
             await enqueue_embeddings(self.session, [post.id])
