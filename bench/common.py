@@ -227,7 +227,7 @@ def _uuid7(ms: int, rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
 
 
-def _at(ts: datetime, rng: random.Random) -> uuid.UUID:
+def uuid_at(ts: datetime, rng: random.Random) -> uuid.UUID:
     return _uuid7(int(ts.timestamp() * 1000), rng)
 
 
@@ -306,7 +306,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         start = now - timedelta(days=800)
         for i in range(n_users):
             created = start + timedelta(seconds=i * 30)
-            uid = _at(created, rng)
+            uid = uuid_at(created, rng)
             user_ids.append(uid)
             users.append(
                 (uid, user_email(i), f"User {i}", password_hash, user_kind(i), user_role(i), True, created, created)
@@ -341,7 +341,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         max_votes = min(5000, n_users - RESERVED_USERS)
         for i in range(n_posts):
             created = now - span + span * (i / max(1, n_posts)) + timedelta(seconds=rng.random() * 60)
-            post_ids.append(_at(created, rng))
+            post_ids.append(uuid_at(created, rng))
             created_ats.append(created)
             k = min(max_votes, int(rng.paretovariate(1.3)) - 1)
             voters_of.append(vrng.sample(pool, k) if k else [])
@@ -386,7 +386,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
                     own.add(u)
             merged_at = max(created_ats[i], created_ats[target]) + timedelta(days=2)
             merge_rows.append(
-                (_at(merged_at, rng), post_ids[i], post_ids[target], user_ids[0], "open", merged_at, merged_at)
+                (uuid_at(merged_at, rng), post_ids[i], post_ids[target], user_ids[0], "open", merged_at, merged_at)
             )
 
         post_rows, day_counts = [], defaultdict(int)
@@ -438,7 +438,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
                 else:
                     author = rng.randrange(n_users)
                     body = COMMENT_BODIES[rng.randrange(len(COMMENT_BODIES))]
-                comment_rows.append((_at(ts, rng), post_ids[i], user_ids[author], body, internal_note, ts, ts))
+                comment_rows.append((uuid_at(ts, rng), post_ids[i], user_ids[author], body, internal_note, ts, ts))
                 post_rows[i][12 if internal_note else 11] += 1
         timings["generate_s"] = time.perf_counter() - t
 
@@ -521,7 +521,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
                 continue
             created = created_ats[i]
             if p.need not in clusters:
-                cid = _at(created, rng)
+                cid = uuid_at(created, rng)
                 clusters[p.need] = cid
                 cluster_rows.append((cid, created, created))
                 similarity = 1.0
