@@ -115,14 +115,21 @@ class KnnStatement:
 
 
 def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
+    from forum.encoding import PostVectors, Route
     from forum.grouping.services import GroupingService, visible_neighbours_filter
 
+    class _OneModel:  # the default configuration: one encoder, one search over all posts
+        models = [model]
+
+        def routes(self, language: str | None) -> list[Route]:
+            return [Route(model, DIM, None)]
+
     session = _CaptureSession()
-    service = GroupingService(session, model, DIM, 0.6)  # type: ignore[arg-type]
+    service = GroupingService(session, _OneModel(), 0.6)  # type: ignore[arg-type]
     # Exactly what SimilarController.similar asks for with the defaults (limit 5, no kind).
     asyncio.run(
         service.nearest(
-            np.zeros(DIM, dtype=np.float32),
+            PostVectors("en", {model: np.zeros(DIM, dtype=np.float32)}),
             limit=5,
             viewer_filter=visible_neighbours_filter(viewer),
             skip_duplicates=True,
