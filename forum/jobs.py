@@ -36,6 +36,10 @@ logger = logging.getLogger("forum.jobs")
 EMBED_POST = "post.embed"
 MAX_ATTEMPTS = 6  # 1 s, 2 s, 4 s, 8 s, 16 s between tries, then held as failed
 SWEEP_SECONDS = 60.0
+# A job picked by a worker that died (SIGKILL, lost machine) is picked again once its heartbeat is this
+# old (live workers beat every half of it). Shorter recovers sooner but risks running a job twice when a
+# worker stalls; post.embed is idempotent, and webhook receivers dedupe on X-Forum-Delivery.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -201,7 +205,7 @@ class BackgroundWorker:
             try:
                 queued = await self.sweep()
                 if queued:
-                    logger.info("sweep queued %d posts for embedding", queued)
+                    logger.info("sweep: %d posts need embedding (queued unless a job is pending)", queued)
             except Exception:
                 logger.warning("embedding sweep failed", exc_info=True)
 
@@ -250,10 +254,11 @@ class BackgroundWorker:
                 return
             queued = await self.sweep()
             if queued:
-                logger.info("queued %d posts whose vector was missing or stale", queued)
+                logger.info("%d posts have a missing or stale vector or no language (queued unless a job is pending)", queued)
             await self._pgq.run(
                 batch_size=self.batch_size,
                 dequeue_timeout=timedelta(seconds=5),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
                 shutdown_on_listener_failure=not drain,
             )
