@@ -254,7 +254,7 @@ class BackgroundWorker:
                 return
             queued = await self.sweep()
             if queued:
-                logger.info("%d posts have a missing or stale vector or no language (queued unless a job is pending)", queued)
+                logger.info("%d posts need embedding (queued unless a job is pending)", queued)
             await self._pgq.run(
                 batch_size=self.batch_size,
                 dequeue_timeout=timedelta(seconds=5),

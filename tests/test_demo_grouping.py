@@ -72,7 +72,8 @@ def test_demo_groups_spanish_with_english_with_the_multilingual_setting(env, tmp
                 posts = [by_title[m["title"]] for m in members]
                 groups = {p.group for p in posts}
                 right += len(groups) == 1 and None not in groups
-                languages = {p.language for p in posts}
+                languages = {m["language"] for m in members}
+                assert languages == {p.language for p in posts}  # detected as the sample says
                 if {"es", "en"} <= languages and len(groups) == 1 and None not in groups:
                     mixed += 1
                 pairs += 1

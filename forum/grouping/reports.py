@@ -125,6 +125,7 @@ class ClusterReports:
                 kind=post.kind,
                 status=post.status,
                 visibility=post.visibility,
+                language=post.language,
                 author=UserPublic(id=post.author.id, display_name=post.author.display_name, kind=post.author.kind),
                 created_at=post.created_at,
                 votes=VoteCounts(total=post.vote_total, internal=post.vote_internal, external=post.vote_external),

@@ -64,6 +64,8 @@ class ClusterMember(msgspec.Struct):
     kind: PostKind
     status: PostStatus
     visibility: Visibility
+    language: str | None
+    """Detected language of the post (en, es, pt, fr, ca, und): a need raised in several languages."""
     author: UserPublic
     created_at: datetime
     votes: VoteCounts
