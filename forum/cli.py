@@ -328,7 +328,12 @@ def _evaluation_table(results: list[dict]) -> str:
         cells = []
         for key, _ in columns:
             value = result.get(key)
-            cells.append("" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+            if value is None:
+                cells.append("")
+            elif key == "texts_per_second":
+                cells.append(f"{value:.0f}")
+            else:
+                cells.append(f"{value:.3f}" if isinstance(value, float) else str(value))
         design = result.get("design", result.get("encoder", ""))
         name = result.get("encoder", "")
         label = f"{design} ({name})" if design != name else str(name)

@@ -46,6 +46,29 @@ def test_eval_duplicates_prints_one_json_line_per_file(env, tmp_path: Path) -> N
     assert r.returncode != 0 and "bad.jsonl" in r.stderr
 
 
+def test_eval_duplicates_compares_each_encoder_with_the_combined_design(env, tmp_path: Path) -> None:
+    pairs = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    mixed = _jsonl(
+        tmp_path / "mixed.jsonl",
+        [*PAIRS, {"a": "Quiero modo oscuro en la aplicación", "b": "Modo oscuro en la aplicación", "duplicate": True}],
+    )
+    r = forum_cli("eval", "duplicates", "--model", "multilingual-hashing", str(pairs), str(mixed), env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(Path(x["file"]).name, x["design"]) for x in lines] == [
+        (name, design) for name in ("pairs.jsonl", "mixed.jsonl") for design in ("english", "multilingual", "combined")
+    ]
+    english, multilingual, combined = lines[:3]
+    assert combined["average_precision"] == english["average_precision"]  # English pairs: the English encoder
+    assert multilingual["encoder"] == "hashing-multilingual-test"
+    assert lines[5]["routes"]["use-same"] == 1  # the Spanish pair took the multilingual route
+
+    table = forum_cli("eval", "duplicates", "--model", "multilingual-hashing", "--format", "table", str(pairs), env=env)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| pairs.jsonl")]
+    assert len(rows) == 3 and "combined" in rows[2]
+
+
 def test_demo_load_rebuild_and_jobs(env) -> None:
     r = forum_cli("demo", "load", "--no-embed", env=env)
     assert r.returncode == 0, r.stderr
