@@ -372,6 +372,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         vote_times: dict[tuple[int, int], datetime] = {}
         merge_rows = []
         carried: dict[int, list[tuple[int, int]]] = defaultdict(list)  # target -> [(voter, source)]
+        voting_on: dict[int, set[int]] = {}
         for i in range(n_posts):
             age = (now - created_ats[i]).total_seconds()
             for u in voters_of[i]:
@@ -379,7 +380,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         for i, target in enumerate(merged_into):
             if target is None:
                 continue
-            own = set(voters_of[target])
+            own = voting_on.setdefault(target, set(voters_of[target]))  # with voters carried by earlier merges
             for u in voters_of[i]:
                 if u not in own:
                     carried[target].append((u, i))

@@ -71,7 +71,7 @@ from bench.mobility_text import GENERATOR_VERSION, generate_posts, generate_quer
 
 DEFAULT_ROOT = Path("/tmp/forum-bench-load")
 ROOT = Path(__file__).resolve().parent.parent
-QUIET_MAX_WAIT = 60.0  # the machine is shared: wait at most this long for it to go quiet
+QUIET_MAX_WAIT = 20.0  # the machine is shared: wait at most this long for it to go quiet
 N_VOTERS = 64  # users 2..65 vote (reserved: no loaded votes)
 TARGETS = {
     "list_top": "ours >= 60 % of the floor's req/s",
@@ -172,6 +172,7 @@ class Driver:
         self.work_dir = work_dir
         self.server_pid = server_pid
         self.postmaster = postmaster
+        self.worker_pid: int | None = None  # a `forum worker` running meanwhile (its CPU reported apart)
 
     def run(self, url: str, workload: Workload, concurrency: int, seconds: float, name: str | None = None) -> Run:
         import psutil
@@ -181,7 +182,8 @@ class Driver:
             server += server[0].children(recursive=True)
         pg = pg_processes(self.postmaster)
         me = psutil.Process()
-        before = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds([me]))
+        worker = [psutil.Process(self.worker_pid)] if self.worker_pid else []
+        before = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds(worker), cpu_seconds([me]))
         total_before = machine_cpu_seconds()
         started = time.perf_counter()
         if self.client == "wrk":
@@ -190,10 +192,10 @@ class Driver:
             run = asyncio.run(self._python(url, workload, concurrency, seconds))
             client_cpu = 0.0
         elapsed = time.perf_counter() - started
-        after = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds([me]))
+        after = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds(worker), cpu_seconds([me]))
         total_after = machine_cpu_seconds()
         cores = {}
-        for key, b, a in zip(("server", "postgres", "bench"), before, after, strict=True):
+        for key, b, a in zip(("server", "postgres", "worker", "bench"), before, after, strict=True):
             cores[key] = round(sum(a[pid] - b.get(pid, 0.0) for pid in a) / elapsed, 2)
         cores["client"] = round(client_cpu / elapsed + cores.pop("bench"), 2)
         cores["other"] = round(max(0.0, (total_after - total_before) / elapsed - sum(cores.values())), 2)
@@ -644,14 +646,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = (
             (lambda: wait_quiet(max_wait=QUIET_MAX_WAIT)) if args.wait_quiet else (lambda: busy_cores_elsewhere(1.0))
         )
-        # The raw encoder, on the texts the worker will embed.
-        quiet()
-        backlog_texts = [post_text(p.title, p.body) for p in backlog_pool[:2048]]
-        raw = {b: raw_encoder(encoder, backlog_texts, b, 8.0) for b in (32, 64)}
-        best = max(raw.values(), key=lambda r: r["texts_per_s"])
-        results["raw_encoder"] = {"by_batch": raw, "best_texts_per_s": best["texts_per_s"]}
-        log(f"raw encoder ({encoder.name}, encode() alone): {raw}")
-
         postmaster = database._embedded_servers[pgdata.resolve()].get_pid()  # type: ignore[attr-defined]
 
         def start_forum(name: str) -> ForumServer:
@@ -678,24 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return r
 
-        # The real server.
+        # The real server, and the floor next to it (idle while the other is measured).
         srv = start_forum("server")
-        tokens = {
-            "writer": login(srv.url, BENCH_EMAIL),
-            "product": login(srv.url, user_email(0)),
-            "voters": [login(srv.url, user_email(i)) for i in range(2, 2 + N_VOTERS)],
-        }
-        workloads = build_workloads(fetched["ids"], tokens, new_posts, queries, args.seed)
-        driver = Driver(client, work_dir, srv.proc.pid if srv.proc else None, postmaster)
-        # The model loads in the background at startup: wait until as-you-type answers.
-        driver.run(srv.url, workloads["similar"], 1, 5.0)
-        for name in ("list_top", "get_post", "create_post", "vote", "clusters"):
-            measure(driver, srv, workloads[name], args.concurrency, name)
-        for level in [int(x) for x in args.similar_concurrency.split(",") if x.strip()]:
-            measure(driver, srv, workloads["similar"], level, f"similar@{level}")
-        srv.stop()
-
-        # The floor, on the same database, with the same scripts.
+        # The floor: the same database, the same scripts; each measured right after ours.
         secret = (data_dir / "secret_key").read_text().strip()
         cfg_path = work_dir / "floor.json"
         cfg = {k: floor_cfg[k] for k in ("list_sql", "list_params", "limit_index", "offset_index")}
@@ -723,18 +702,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers.append(floor)
         log(f"floor: up on {floor.url}")
         fdriver = Driver(client, work_dir, floor.proc.pid if floor.proc else None, postmaster)
+        tokens = {
+            "writer": login(srv.url, BENCH_EMAIL),
+            "product": login(srv.url, user_email(0)),
+            "voters": [login(srv.url, user_email(i)) for i in range(2, 2 + N_VOTERS)],
+        }
+        workloads = build_workloads(fetched["ids"], tokens, new_posts, queries, args.seed)
+        driver = Driver(client, work_dir, srv.proc.pid if srv.proc else None, postmaster)
+        # The model loads in the background at startup: wait until as-you-type answers.
+        driver.run(srv.url, workloads["similar"], 1, 5.0)
         for name in ("list_top", "vote"):
+            measure(driver, srv, workloads[name], args.concurrency, name)
             measure(fdriver, floor, workloads[name], args.concurrency, f"floor_{name}")
         floor.stop()
+        for name in ("get_post", "create_post", "clusters"):
+            measure(driver, srv, workloads[name], args.concurrency, name)
+        for level in [int(x) for x in args.similar_concurrency.split(",") if x.strip()]:
+            measure(driver, srv, workloads["similar"], level, f"similar@{level}")
+
+        # The raw encoder, on the texts the worker will embed (the servers idle).
+        quiet()
+        backlog_texts = [post_text(p.title, p.body) for p in backlog_pool[:2048]]
+        raw = {b: raw_encoder(encoder, backlog_texts, b, 8.0) for b in (32, 64)}
+        best = max(raw.values(), key=lambda r: r["texts_per_s"])
+        results["raw_encoder"] = {"by_batch": raw, "best_texts_per_s": best["texts_per_s"]}
+        log(f"raw encoder ({encoder.name}, encode() alone): {raw}")
 
         # The worker: a backlog of posts without vectors, `forum worker`, then posting while it is busy.
-        rate_guess = best["texts_per_s"]
-        n_backlog = int(min(len(backlog_pool), rate_guess * (args.worker_seconds + args.seconds + args.warmup + 20)))
+        # Enough to keep the worker busy through both windows even if it ran at twice the raw rate.
+        window = args.worker_seconds + args.seconds + args.warmup + 40
+        n_backlog = int(min(len(backlog_pool), max(4000, 2 * best["texts_per_s"] * window)))
         t = time.perf_counter()
         asyncio.run(insert_backlog(dsn, backlog_pool[:n_backlog], BENCH_EMAIL))
         log(f"worker: {n_backlog} posts without vectors inserted in {time.perf_counter() - t:.1f} s")
-        srv = start_forum("server-busy")
-        driver = Driver(client, work_dir, srv.proc.pid if srv.proc else None, postmaster)
         env = dict(srv.env)
         base = asyncio.run(count_embeddings(dsn))
         if args.wait_quiet:
@@ -747,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        driver.worker_pid = worker_proc.pid
         t_start = time.perf_counter()
         while asyncio.run(count_embeddings(dsn)) == base:
             if worker_proc.poll() is not None:
