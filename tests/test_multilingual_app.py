@@ -221,3 +221,23 @@ def test_the_multilingual_setting_has_its_own_default_threshold(monkeypatch: pyt
     assert Settings.from_env().duplicate_threshold == pytest.approx(0.66)
     monkeypatch.setenv("FORUM_DUPLICATE_THRESHOLD", "0.7")
     assert Settings.from_env().duplicate_threshold == pytest.approx(0.7)
+
+
+def test_internal_posts_stay_hidden_on_every_route(multi_api: Api, drain) -> None:
+    employee, customer = multi_api.make_user(kind="internal"), multi_api.register()
+    title_es, title_en = "Migrar la base de datos de facturación", "Migrate the billing database"
+    hidden = [
+        multi_api.post(employee, title=title_es, visibility="internal"),
+        multi_api.post(employee, title=title_en, visibility="internal"),
+    ]
+    drain_multi(drain)
+    for title in (title_es, title_en):  # a Spanish query (two USE routes) and an English one (MiniLM + USE)
+        for headers in ({}, customer.headers):
+            found = multi_api.client.post(
+                "/api/posts/similar", json={"title": title, "min_similarity": -1}, headers=headers
+            ).json()
+            assert {item["post"]["id"] for item in found}.isdisjoint({p["id"] for p in hidden})
+        seen = multi_api.client.post(
+            "/api/posts/similar", json={"title": title, "min_similarity": -1}, headers=employee.headers
+        ).json()
+        assert {p["id"] for p in hidden} <= {item["post"]["id"] for item in seen}
