@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [],
     }
     for share in [float(x) for x in args.spanish.split(",") if x.strip()]:
-        scratch = args.scratch.resolve()
+        scratch = (args.scratch / f"spanish-{share:g}").resolve()  # one embedded server per data dir
         if scratch.exists():
             shutil.rmtree(scratch)
         log(f"copying {source} to {scratch}")

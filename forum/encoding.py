@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_encoder, text_for_embedding
-from embeddings.language import detect_language, is_english_route
+from embeddings.language import ENGLISH, LANGUAGES, UNDETERMINED, detect_language, is_english_route
 
 _encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
@@ -106,11 +106,17 @@ class EncodeBatcher:
 
 
 # Which posts a route compares with, by their recorded language (NULL: not detected yet, like "und").
-_LANGUAGE = "coalesce(p.language, 'und')"
-ENGLISH_ROUTE_POSTS = f"{_LANGUAGE} IN ('en', 'und')"
-OTHER_ROUTE_POSTS = f"{_LANGUAGE} NOT IN ('en', 'und')"
-ENGLISH_POSTS = f"{_LANGUAGE} = 'en'"
-NOT_ENGLISH_POSTS = f"{_LANGUAGE} <> 'en'"
+# Spelled as IN lists of the detector's languages, so that ix_post_language can find a small group.
+def _in(codes: Sequence[str], *, null: bool = False) -> str:
+    listed = "p.language IN (" + ", ".join(f"'{code}'" for code in codes) + ")"
+    return f"({listed} OR p.language IS NULL)" if null else listed
+
+
+_OTHERS = [code for code in LANGUAGES if code != ENGLISH]
+ENGLISH_ROUTE_POSTS = _in([ENGLISH, UNDETERMINED], null=True)
+OTHER_ROUTE_POSTS = _in(_OTHERS)
+ENGLISH_POSTS = _in([ENGLISH])
+NOT_ENGLISH_POSTS = _in([*_OTHERS, UNDETERMINED], null=True)
 
 IDENTITY = LinearCalibration()
 
@@ -155,6 +161,9 @@ class PostEmbedder:
         )
         self.batchers = {name: EncodeBatcher(encoder) for name, encoder in self.encoders.items()}
         self._dims: dict[str, int] | None = None
+        # How many posts each route's language group holds (capped), with when it was counted: lets
+        # GroupingService scan a small group exactly instead of walking the whole HNSW graph for it.
+        self.group_sizes: dict[str, tuple[float, int]] = {}
 
     @classmethod
     def from_spec(cls, spec: str | None) -> PostEmbedder:

@@ -13,6 +13,7 @@ automatic grouping, and a rejected membership is remembered so the post is never
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ from forum.models import (
 )
 
 CLUSTER_LOCK_KEY = 0x464F52554D  # "FORUM": one lock for all cluster assignments
+# A route whose language group holds at most this many posts is searched exactly (via ix_post_language),
+# not through the HNSW graph: an index scan filtered down to a rare (or empty) language walks up to
+# hnsw.max_scan_tuples entries before it gives up (docs/multilingual.md, "As-you-type latency").
+EXACT_SCAN_MAX_POSTS = 3000
+GROUP_SIZE_TTL_SECONDS = 60.0
 
 
 def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
@@ -140,15 +146,19 @@ class GroupingService:
         found: list[Neighbour] = []
         for route in self.embedder.routes(query.language):
             where = [*conditions, f"vector_dims(e.embedding) = {route.dim}"]
+            # HNSW order (the index's own expression), or an exact sort for a small language group.
+            order = self._distance(route)
             if route.candidates is not None:
                 where.append(route.candidates)
+                if await self._group_size(route.candidates) <= EXACT_SCAN_MAX_POSTS:
+                    order = "similarity DESC"
             sql = f"""
                 SELECT e.post_id, 1 - {self._distance(route)} AS similarity, m.cluster_id
                 FROM post_embedding e
                 JOIN post p ON p.id = e.post_id
                 {membership_join} cluster_membership m ON m.post_id = e.post_id AND m.state <> 'rejected'
                 WHERE {" AND ".join(where)}
-                ORDER BY {self._distance(route)}
+                ORDER BY {order}
                 LIMIT :limit
             """
             route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
@@ -159,6 +169,22 @@ class GroupingService:
             )
         found.sort(key=lambda n: n.similarity, reverse=True)
         return found[:limit]
+
+    async def _group_size(self, candidates: str) -> int:
+        """Live posts matching a route's language condition, counted up to EXACT_SCAN_MAX_POSTS + 1 and
+        cached per process for a minute (only the choice of plan depends on it, never the result)."""
+        cached = self.embedder.group_sizes.get(candidates)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < GROUP_SIZE_TTL_SECONDS:
+            return cached[1]
+        size = await self.session.scalar(
+            text(
+                f"SELECT count(*) FROM (SELECT 1 FROM post p WHERE p.deleted_at IS NULL AND {candidates} "
+                f"LIMIT {EXACT_SCAN_MAX_POSTS + 1}) AS capped"
+            )
+        )
+        self.embedder.group_sizes[candidates] = (now, int(size or 0))
+        return int(size or 0)
 
     # Automatic grouping -----------------------------------------------------------------------
 
