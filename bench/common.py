@@ -569,7 +569,7 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         await conn.execute("SET session_replication_role = origin")
 
         # Indexes, with build settings for this session only: each is its migration's own definition.
-        await conn.execute("SET maintenance_work_mem = '2GB'")
+        await conn.execute("SET maintenance_work_mem = '4GB'")
         await conn.execute("SET max_parallel_maintenance_workers = 1")
         t = time.perf_counter()
         for r in indexes:
