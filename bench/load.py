@@ -547,7 +547,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-wait-quiet", dest="wait_quiet", action="store_false", help="do not wait for a quiet machine"
     )
     parser.add_argument("--json", type=Path, default=None, help="write all results to this file")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", default=None, help="print one table from earlier --json files, then stop"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        scaling_table([json.loads(p.read_text()) for p in args.table])
+        return 0
     signal.signal(signal.SIGTERM, interrupt)
 
     client = args.client
@@ -877,6 +883,31 @@ def report(results: dict[str, Any], runs: Sequence[Run]) -> None:
     log("targets:")
     for k, v in results["targets"].items():
         log(f"  {k}: {v['value']} ({v['target']}): {'MET' if v['met'] else 'MISSED'}")
+
+
+def scaling_table(results: Sequence[dict[str, Any]]) -> None:
+    """One markdown table, a column per run (e.g. 10k / 100k / 1M posts): req/s and p50/p95/p99 per endpoint."""
+    results = sorted(results, key=lambda r: r["posts"])
+    names = [r["name"] for r in results[0]["runs"]]
+    print("| endpoint | " + " | ".join(f"{r['posts']:,} posts" for r in results) + " |")
+    print("| --- |" + " --- |" * len(results))
+    for name in names:
+        cells = []
+        for res in results:
+            run = next((r for r in res.get("runs", []) if r["name"] == name), None)
+            if run is None:
+                cells.append("")
+                continue
+            lat = run["latency_ms"]
+            errors = sum(run["errors"].values())
+            cell = f"{run['req_per_s']} ({lat.get('p50')} / {lat.get('p95')} / {lat.get('p99')})"
+            cell += f", {errors} errors" if errors else ""
+            cell += f", other {run['cpu_cores'].get('other')}" if run["cpu_cores"].get("other", 0) > 0.2 else ""
+            cells.append(cell)
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for key in ("list_top", "vote", "similar", "worker", "create_busy"):
+        row = [str(res.get("targets", {}).get(key, {}).get("value", "")) for res in results]
+        print(f"| target {key}: {TARGETS[key]} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
