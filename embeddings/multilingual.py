@@ -290,7 +290,10 @@ class MultilingualEncoder:
         threshold: float = DEFAULT_MULTILINGUAL_THRESHOLD,
     ) -> None:
         self.english: Encoder = english if english is not None else SentenceTransformerEncoder()
-        self.multilingual: Encoder = multilingual if multilingual is not None else UniversalSentenceEncoder()
+        # One BLAS thread: OpenBLAS's idle threads spin after each call and starve the next MiniLM call
+        # on a 2-core machine (one title through both models: p50 191 ms with 2 threads, 11 ms with 1;
+        # docs/multilingual.md). USE stays ~2.5x faster than MiniLM in batches even so.
+        self.multilingual: Encoder = multilingual if multilingual is not None else UniversalSentenceEncoder(threads=1)
         self.scorer = scorer or MultilingualScorer(self.english.name, self.multilingual.name)
         if (self.scorer.english_name, self.scorer.multilingual_name) != (self.english.name, self.multilingual.name):
             raise ValueError("the scorer's encoder names differ from the encoders'")

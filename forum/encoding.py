@@ -50,17 +50,21 @@ def content_hash(text: str) -> str:
 SQL_CONTENT_HASH = "md5(CASE WHEN post.body = '' THEN post.title ELSE post.title || E'\\n' || post.body END)"
 
 
-_executors: dict[int, ThreadPoolExecutor] = {}
+_executor: ThreadPoolExecutor | None = None
 
 
 def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
-    """One dedicated thread per encoder: torch keeps a pool of OpenMP threads per calling thread, and two
-    pools on two cores slow every small encode (docs/benchmarks.md)."""
+    """The one thread every model call of this process runs on, whatever the encoder.
+
+    torch keeps a pool of OpenMP threads per calling thread and numpy's OpenBLAS one of its own: two
+    model calls at once on two cores make every small encode several times slower (one partial title
+    with MiniLM and USE at once: p50 210 ms against 22 ms one after the other; docs/benchmarks.md).
+    """
+    global _executor
     with _lock:
-        key = id(encoder)
-        if key not in _executors:
-            _executors[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        return _executors[key]
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        return _executor
 
 
 class EncodeBatcher:
