@@ -130,7 +130,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_pre_ping=True,
+            # No pre-ping: it cost three round trips per request (29 % of a vote's event-loop time,
+            # docs/benchmarks.md). A connection the database dropped fails its request with a 503 and
+            # SQLAlchemy then discards every pooled connection older than that failure.
+            pool_pre_ping=False,
             pool_recycle=1800,
         ),
     )

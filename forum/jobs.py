@@ -40,6 +40,7 @@ SWEEP_SECONDS = 60.0
 # old (live workers beat every half of it). Shorter recovers sooner but risks running a job twice when a
 # worker stalls; post.embed is idempotent, and webhook receivers dedupe on X-Forum-Delivery.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_CONCURRENCY = 8  # deliveries in flight per worker (each waits on a remote server)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -156,7 +157,8 @@ class BackgroundWorker:
         self.threshold = threshold
         self.batch_size = batch_size
         self._own_engine = engine is None
-        self.engine = engine or create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        # Enough connections for a batch of jobs reading and writing at once (assignment itself is serialised).
+        self.engine = engine or create_async_engine(database_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
@@ -170,7 +172,10 @@ class BackgroundWorker:
                 parameters=parameters, max_attempts=self.max_attempts, initial_delay=self.initial_delay
             )
 
-        @pgq.entrypoint(EMBED_POST, executor_factory=executor, on_failure="hold")
+        # Bounded: without a limit pgqueuer keeps dequeuing while earlier jobs run, and a backlog of 28k
+        # posts became 28k picked jobs queueing for 8 pooled connections until they timed out and were
+        # retried (docs/benchmarks.md). One batch in flight is what the encode batcher coalesces anyway.
+        @pgq.entrypoint(EMBED_POST, executor_factory=executor, on_failure="hold", concurrency_limit=self.batch_size)
         async def embed(job: Job) -> None:
             assert job.payload is not None
             outcome = await embed_post(self.session_maker, self.embedder, UUID(job.payload.decode()), self.threshold)
@@ -178,7 +183,9 @@ class BackgroundWorker:
 
         from forum.webhooks.services import DELIVER_WEBHOOK, deliver, mark_failed
 
-        @pgq.entrypoint(DELIVER_WEBHOOK, executor_factory=executor, on_failure="hold")
+        @pgq.entrypoint(
+            DELIVER_WEBHOOK, executor_factory=executor, on_failure="hold", concurrency_limit=WEBHOOK_CONCURRENCY
+        )
         async def deliver_webhook(job: Job) -> None:
             assert job.payload is not None
             delivery_id = UUID(job.payload.decode())
@@ -257,6 +264,7 @@ class BackgroundWorker:
                 logger.info("%d posts need embedding (queued unless a job is pending)", queued)
             await self._pgq.run(
                 batch_size=self.batch_size,
+                max_concurrent_tasks=2 * self.batch_size,
                 dequeue_timeout=timedelta(seconds=5),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,

@@ -114,8 +114,8 @@ def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: Quer
             assert r.status_code == 200 and len(r.json()["items"]) == limit
             costs[(limit, sort)] = count_queries.count
     assert len(set(costs.values())) == 1, costs
-    # One query for the viewer (token → user) and one for the page with its total.
-    assert next(iter(costs.values())) <= 2, costs
+    # One query for the viewer (token → user), one for the page and one for its total.
+    assert next(iter(costs.values())) <= 3, costs
     assert not any(re.search(r"(count|sum)\([^)]*vote\.", s, re.I) for s in count_queries.statements), (
         "lists read the counters kept on the post, never count vote rows"
     )
