@@ -27,7 +27,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, content_hash, post_language, post_text
+from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, PostVectors, content_hash, post_language, post_text
 from forum.grouping.services import GroupingService
 from forum.models import Post, PostEmbedding
 
@@ -128,7 +128,10 @@ async def embed_post(
                 await session.execute(update(Post).where(Post.id == post_id).values(language=language))
             grouping = GroupingService(session, embedder, threshold)
             await grouping.store_embeddings(post_id, digest, vectors)
-            query = await grouping.stored_vectors(post_id)
+            if set(vectors) == set(embedder.models):
+                query = PostVectors(current.language or language, vectors)
+            else:  # some vectors were current already: read them back
+                query = await grouping.stored_vectors(post_id)
             assert query is not None
             await grouping.assign(post_id, query)
         return "embedded"

@@ -125,8 +125,14 @@ class GroupingService:
         kind: str | None = None,
     ) -> list[Neighbour]:
         """Most similar embedded posts (HNSW with pgvector's iterative scan for the filters)."""
-        await self.session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        await self.session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, limit * 4)}"))
+        # Both settings for this transaction only, in one round trip.
+        ef_search = max(40, limit * 4)
+        await self.session.execute(
+            text(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                f"set_config('hnsw.ef_search', '{ef_search}', true)"
+            )
+        )
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
         conditions = ["e.model = :model", "p.deleted_at IS NULL"]
         params: dict[str, Any] = {"limit": limit}
