@@ -13,7 +13,8 @@ database, at the same paths, so the same load-generator scripts drive both:
   with fewer round trips and no ORM.
 
 Configured by a JSON file named in ``BENCH_FLOOR_CONFIG`` (``dsn``, ``secret``, ``list_sql``,
-``list_params``, ``limit_index``, ``offset_index``). Run: ``uvicorn bench.floor:create_app --factory``.
+``list_params``, ``limit_index``, ``offset_index``, ``count_sql``, ``count_params``).
+Run: ``uvicorn bench.floor:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def create_app() -> Litestar:
         params[config["offset_index"]] = offset
         async with state["pool"].acquire() as conn:
             rows = await conn.fetch(config["list_sql"], *params)
+            if offset == 0 and len(rows) < limit:  # the same shortcut as PostService.list
+                total = len(rows)
+            else:
+                total = await conn.fetchval(config["count_sql"], *config["count_params"])
         items = [
             {
                 "id": r["id"],
@@ -94,7 +99,6 @@ def create_app() -> Litestar:
             }
             for r in rows
         ]
-        total = rows[0]["total"] if rows else 0
         return Response(
             _encoder.encode({"items": items, "total": total, "limit": limit, "offset": offset}), media_type=_JSON
         )

@@ -307,15 +307,20 @@ def capture_list_sql(database_url: str) -> dict[str, Any]:
                 await PostService(session).list(PostFilters(), PostSort.TOP, 7777, 8888, None)
         finally:
             await engine.dispose()
-        sql, params = next((s, p) for s, p in captured if "count(*) OVER ()" in s)
-        return sql, list(params)
+        # The page (the statement with the sentinel limit), then the total counted apart.
+        page = next(i for i, (_, p) in enumerate(captured) if p and 7777 in list(p))
+        (sql, params), (count_sql, count_params) = captured[page], captured[page + 1]
+        assert "count(" in count_sql.lower(), count_sql
+        return sql, list(params), count_sql, list(count_params or [])
 
-    sql, params = asyncio.run(run())
+    sql, params, count_sql, count_params = asyncio.run(run())
     return {
         "list_sql": sql,
         "list_params": params,
         "limit_index": params.index(7777),
         "offset_index": params.index(8888),
+        "count_sql": count_sql,
+        "count_params": count_params,
     }
 
 
