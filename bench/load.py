@@ -693,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The floor: the same database, the same scripts; each measured right after ours.
         secret = (data_dir / "secret_key").read_text().strip()
         cfg_path = work_dir / "floor.json"
-        cfg = {k: floor_cfg[k] for k in ("list_sql", "list_params", "limit_index", "offset_index")}
+        keys = ("list_sql", "list_params", "limit_index", "offset_index", "count_sql", "count_params")
+        cfg = {k: floor_cfg[k] for k in keys}
         cfg_path.write_text(json.dumps(cfg | {"dsn": dsn, "secret": secret}, default=str))
         floor = ForumServer(
             data_dir,
