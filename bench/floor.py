@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -68,6 +69,8 @@ def create_app() -> Litestar:
     def health() -> Response[bytes]:
         return Response(b'{"status":"ok"}', media_type=_JSON)
 
+    totals: list[Any] = []
+
     @get("/api/posts")
     async def list_top(limit: int = 20, offset: int = 0) -> Response[bytes]:
         params = list(config["list_params"])
@@ -77,8 +80,12 @@ def create_app() -> Litestar:
             rows = await conn.fetch(config["list_sql"], *params)
             if offset == 0 and len(rows) < limit:  # the same shortcut as PostService.list
                 total = len(rows)
+            elif totals and time.monotonic() - totals[0] < 5.0:  # ... and the same 5 s reuse of a large total
+                total = totals[1]
             else:
                 total = await conn.fetchval(config["count_sql"], *config["count_params"])
+                if total > 5_000:
+                    totals[:] = [time.monotonic(), total]
         items = [
             {
                 "id": r["id"],

@@ -6,7 +6,8 @@ employees and the product team; everyone else gets 404, the same answer as for a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -62,6 +63,11 @@ class PostFilters:
     visibility: str | None = None
     q: str | None = None
     language: list[str] | None = None
+
+
+TOTAL_CACHE_MIN = 5_000
+TOTAL_CACHE_SECONDS = 5.0
+_totals: dict[tuple[Any, ...], tuple[float, int]] = {}
 
 
 def author_public(user: User) -> UserPublic:
@@ -186,9 +192,26 @@ class PostService:
         if offset == 0 and len(rows) < limit:
             total = len(rows)  # the whole list fits in this page
         else:
-            total = await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer))
+            total = await self._total(filters, viewer)
         items = [self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id) for row in rows]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
+
+    async def _total(self, filters: PostFilters, viewer: User | None) -> int:
+        """How many posts match. Counting is O(matching posts), so a large total (over
+        ``TOTAL_CACHE_MIN``) is reused for ``TOTAL_CACHE_SECONDS`` per process: on a big board "about
+        120,345" a few seconds old is fine, and paging through it no longer counts it on every page."""
+        fields = tuple(tuple(v) if isinstance(v, list) else v for v in astuple(filters))
+        key = (fields, bool(viewer and viewer.sees_internal))
+        cached = _totals.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < TOTAL_CACHE_SECONDS:
+            return cached[1]
+        total = int(await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer)) or 0)
+        if total > TOTAL_CACHE_MIN:
+            if len(_totals) >= 1024:
+                _totals.clear()
+            _totals[key] = (now, total)
+        return total
 
     def _filtered(self, stmt: Select[Any], f: PostFilters, viewer: User | None) -> Select[Any]:
         stmt = stmt.where(visible_to(viewer))
