@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import numpy as np
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, PgQueuer, Queries
 from pgqueuer.types import QueueExecutionMode
 from sqlalchemy import select, text, update
@@ -83,59 +85,183 @@ async def enqueue_stale(session: AsyncSession, models: Sequence[str]) -> int:
     return len(ids)
 
 
+@dataclass
+class _Pending:
+    post_id: UUID
+    text: str
+    digest: str
+    missing: list[str]
+    created_at: Any
+
+
+async def embed_posts(
+    session_maker: async_sessionmaker[AsyncSession],
+    embedder: PostEmbedder,
+    post_ids: Sequence[UUID],
+    threshold: float,
+) -> dict[UUID, str]:
+    """Embed a batch of posts with every configured encoder and group them, as one unit: one read, one
+    model call per encoder, one transaction (rows locked in id order, assignments in creation order).
+
+    Returns each post's outcome: ``embedded``, ``unchanged`` (its vectors were current) or ``gone``.
+    A post edited while it was being encoded is encoded again (up to 5 times).
+    """
+    await embedder.ready()
+    outcomes: dict[UUID, str] = {}
+    todo = list(dict.fromkeys(post_ids))
+    for _ in range(5):
+        if not todo:
+            return outcomes
+        async with session_maker() as session:
+            posts = {
+                row.id: row
+                for row in await session.execute(
+                    select(Post.id, Post.title, Post.body, Post.language, Post.deleted_at, Post.created_at).where(
+                        Post.id.in_(todo)
+                    )
+                )
+            }
+            stored: dict[UUID, dict[str, str]] = {post_id: {} for post_id in todo}
+            for row in await session.execute(
+                select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.content_hash).where(
+                    PostEmbedding.post_id.in_(todo), PostEmbedding.model.in_(embedder.models)
+                )
+            ):
+                stored[row.post_id][row.model] = row.content_hash
+        work: list[_Pending] = []
+        for post_id in todo:
+            post = posts.get(post_id)
+            if post is None or post.deleted_at is not None:
+                outcomes[post_id] = "gone"
+                continue
+            text_ = post_text(post.title, post.body)
+            digest = content_hash(text_)
+            missing = [model for model in embedder.models if stored[post_id].get(model) != digest]
+            if not missing and post.language is not None:
+                outcomes[post_id] = "unchanged"
+                continue
+            work.append(_Pending(post_id, text_, digest, missing, post.created_at))
+        if not work:
+            return outcomes
+        vectors: dict[UUID, dict[str, np.ndarray]] = {item.post_id: {} for item in work}
+        for model in embedder.models:
+            needing = [item for item in work if model in item.missing]
+            if needing:
+                encoded = await embedder.batchers[model].encode_many([item.text for item in needing])
+                for item, vector in zip(needing, encoded, strict=True):
+                    vectors[item.post_id][model] = vector
+        todo = []
+        async with session_maker() as session, session.begin():
+            current = {
+                row.id: row
+                for row in await session.execute(
+                    select(Post.id, Post.title, Post.body, Post.language)
+                    .where(Post.id.in_([item.post_id for item in work]))
+                    .order_by(Post.id)
+                    .with_for_update()
+                )
+            }
+            grouping = GroupingService(session, embedder, threshold)
+            ready: list[tuple[_Pending, str]] = []
+            for item in work:
+                row = current.get(item.post_id)
+                if row is None:
+                    outcomes[item.post_id] = "gone"
+                elif content_hash(post_text(row.title, row.body)) != item.digest:
+                    todo.append(item.post_id)  # edited meanwhile: encode its new text next round
+                else:
+                    language = row.language or post_language(row.title, row.body)
+                    if row.language is None:  # written before languages were recorded
+                        await session.execute(update(Post).where(Post.id == item.post_id).values(language=language))
+                    await grouping.store_embeddings(item.post_id, item.digest, vectors[item.post_id])
+                    ready.append((item, language))
+            for item, language in sorted(ready, key=lambda pair: (pair[0].created_at, pair[0].post_id)):
+                if set(vectors[item.post_id]) == set(embedder.models):
+                    query = PostVectors(language, vectors[item.post_id])
+                else:  # some vectors were current already: read them back
+                    query = await grouping.stored_vectors(item.post_id)
+                assert query is not None
+                await grouping.assign(item.post_id, query)
+                outcomes[item.post_id] = "embedded"
+    if todo:
+        raise RuntimeError(f"posts {todo} kept changing while they were being embedded")
+    return outcomes
+
+
 async def embed_post(
     session_maker: async_sessionmaker[AsyncSession],
     embedder: PostEmbedder,
     post_id: UUID,
     threshold: float,
 ) -> str:
-    """Embed one post with every configured encoder and group it. Returns embedded, unchanged or gone."""
-    await embedder.ready()
-    for _ in range(5):  # the post may change while it is being encoded: then encode again
-        async with session_maker() as session:
-            post = (
-                await session.execute(
-                    select(Post.title, Post.body, Post.language, Post.deleted_at).where(Post.id == post_id)
-                )
-            ).first()
-            stored = dict(
-                (
-                    await session.execute(
-                        select(PostEmbedding.model, PostEmbedding.content_hash).where(
-                            PostEmbedding.post_id == post_id, PostEmbedding.model.in_(embedder.models)
-                        )
+    """Embed one post and group it (see :func:`embed_posts`)."""
+    return (await embed_posts(session_maker, embedder, [post_id], threshold))[post_id]
+
+
+class EmbedCollector:
+    """Gathers the ``post.embed`` jobs running at the same moment into one :func:`embed_posts` call.
+
+    Each job still waits for its own post's outcome, so a job is acknowledged only once its post is
+    committed. If a batch fails, its posts are retried one by one, so one bad post fails only its job.
+    """
+
+    def __init__(
+        self,
+        session_maker: async_sessionmaker[AsyncSession],
+        embedder: PostEmbedder,
+        threshold: float,
+        max_batch: int = 64,
+    ) -> None:
+        self.session_maker, self.embedder, self.threshold, self.max_batch = (
+            session_maker,
+            embedder,
+            threshold,
+            max_batch,
+        )
+        self._pending: list[tuple[UUID, asyncio.Future[str]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def embed(self, post_id: UUID) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((post_id, future))
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(0)  # let the jobs dequeued together all arrive
+                chunk, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                try:
+                    outcomes = await embed_posts(
+                        self.session_maker, self.embedder, [post_id for post_id, _ in chunk], self.threshold
                     )
-                ).all()
-            )
-        if post is None or post.deleted_at is not None:
-            return "gone"
-        body = post_text(post.title, post.body)
-        digest = content_hash(body)
-        missing = [model for model in embedder.models if stored.get(model) != digest]
-        if not missing and post.language is not None:
-            return "unchanged"
-        language = post.language or post_language(post.title, post.body)
-        (vectors,) = await embedder.encode_posts([body], missing)
-        async with session_maker() as session, session.begin():
-            current = (
-                await session.execute(
-                    select(Post.title, Post.body, Post.language).where(Post.id == post_id).with_for_update()
-                )
-            ).first()
-            if current is None or content_hash(post_text(current.title, current.body)) != digest:
-                continue
-            if current.language is None:  # written before languages were recorded
-                await session.execute(update(Post).where(Post.id == post_id).values(language=language))
-            grouping = GroupingService(session, embedder, threshold)
-            await grouping.store_embeddings(post_id, digest, vectors)
-            if set(vectors) == set(embedder.models):
-                query = PostVectors(current.language or language, vectors)
-            else:  # some vectors were current already: read them back
-                query = await grouping.stored_vectors(post_id)
-            assert query is not None
-            await grouping.assign(post_id, query)
-        return "embedded"
-    raise RuntimeError(f"post {post_id} kept changing while it was being embedded")
+                except Exception as exc:
+                    if len(chunk) == 1:
+                        _settle(chunk[0][1], exception=exc)
+                        continue
+                    for post_id, future in chunk:  # isolate the failure: one post at a time
+                        try:
+                            _settle(
+                                future, await embed_post(self.session_maker, self.embedder, post_id, self.threshold)
+                            )
+                        except Exception as single:
+                            _settle(future, exception=single)
+                    continue
+                for post_id, future in chunk:
+                    _settle(future, outcomes[post_id])
+        finally:
+            self._running = None
+
+
+def _settle(future: asyncio.Future[str], result: str | None = None, *, exception: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result or "unchanged")
 
 
 class BackgroundWorker:
@@ -163,6 +289,7 @@ class BackgroundWorker:
         # Enough connections for a batch of jobs reading and writing at once (assignment itself is serialised).
         self.engine = engine or create_async_engine(database_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.collector = EmbedCollector(self.session_maker, embedder, threshold, max_batch=max(batch_size, 1))
         self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
         self._stopping = asyncio.Event()
@@ -181,7 +308,7 @@ class BackgroundWorker:
         @pgq.entrypoint(EMBED_POST, executor_factory=executor, on_failure="hold", concurrency_limit=self.batch_size)
         async def embed(job: Job) -> None:
             assert job.payload is not None
-            outcome = await embed_post(self.session_maker, self.embedder, UUID(job.payload.decode()), self.threshold)
+            outcome = await self.collector.embed(UUID(job.payload.decode()))
             self.processed[outcome] += 1
 
         from forum.webhooks.services import DELIVER_WEBHOOK, deliver, mark_failed
@@ -325,27 +452,8 @@ async def embed_stale_now(
             progress.length = len(ids)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            async with session_maker() as session:
-                rows = (
-                    await session.execute(
-                        select(Post.id, Post.title, Post.body, Post.language).where(Post.id.in_(chunk))
-                    )
-                ).all()
-            posts = {row.id: row for row in rows}
-            order = [post_id for post_id in chunk if post_id in posts]
-            texts = [post_text(posts[i].title, posts[i].body) for i in order]
-            vectors = await embedder.encode_posts(texts) if texts else []
-            for post_id, text_, post_vectors in zip(order, texts, vectors, strict=True):
-                async with session_maker() as session, session.begin():
-                    if posts[post_id].language is None:
-                        language = post_language(posts[post_id].title, posts[post_id].body)
-                        await session.execute(update(Post).where(Post.id == post_id).values(language=language))
-                    grouping = GroupingService(session, embedder, threshold)
-                    await grouping.store_embeddings(post_id, content_hash(text_), post_vectors)
-                    query = await grouping.stored_vectors(post_id)
-                    assert query is not None
-                    await grouping.assign(post_id, query)
-                done += 1
+            outcomes = await embed_posts(session_maker, embedder, chunk, threshold)
+            done += sum(1 for outcome in outcomes.values() if outcome == "embedded")
             if progress is not None:
                 progress.update(len(chunk))
         return done
