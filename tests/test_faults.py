@@ -120,7 +120,7 @@ class _RowLocks:
 def test_worker_killed_mid_job_loses_nothing_and_embeds_every_post_once(
     server: Server, env: dict[str, str], tmp_path: Path
 ) -> None:
-    """`forum worker` is SIGKILLed while it holds picked jobs (some posts embedded, others half done), and
+    """`forum worker` is SIGKILLed while it holds picked jobs (a batch read and encoded, waiting to write), and
     the server is SIGKILLed too; after both restart, every acknowledged post and vote is there, every post
     is embedded exactly once with its current text, and no job is left picked, queued or failed."""
     created = forum_cli("users", "create", "--email", "writer@example.com", "--password", PASSWORD, env=env)
@@ -155,7 +155,7 @@ def test_worker_killed_mid_job_loses_nothing_and_embeds_every_post_once(
         edited = client.patch(f"/api/posts/{ids[1]}", json={"body": "Edited before any worker ran"}, headers=writer)
         assert edited.status_code == 200, edited.text
 
-    locked = ids[::6]  # 4 posts: fewer than the worker's 8 pooled connections, so the others proceed
+    locked = ids[::6]  # 4 posts held by a "slow concurrent edit"
     worker_log = tmp_path / "worker.log"
 
     def start_worker() -> subprocess.Popen[bytes]:
@@ -171,10 +171,15 @@ def test_worker_killed_mid_job_loses_nothing_and_embeds_every_post_once(
         try:
 
             def mid_job() -> bool:
+                # The worker embeds the jobs in flight as one batch: the batch holding a locked post has read
+                # and encoded its posts and now waits for the lock, its jobs picked.
                 assert worker.poll() is None, worker_log.read_text()[-3000:]
                 waiting = query("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]
-                done = query("SELECT count(DISTINCT post_id) FROM post_embedding")[0][0]
-                return waiting == len(locked) and done == len(ids) - len(locked)
+                picked = {
+                    row[0]
+                    for row in query("SELECT convert_from(payload, 'UTF8') FROM pgqueuer WHERE status = 'picked'")
+                }
+                return waiting >= 1 and set(locked) <= picked
 
             _wait(mid_job, 30)
             orphans = [row[0] for row in query("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'")]
@@ -195,7 +200,7 @@ def test_worker_killed_mid_job_loses_nothing_and_embeds_every_post_once(
         (row.post_id, row.model): row.embedded_at
         for row in query("SELECT post_id, model, embedded_at FROM post_embedding")
     }
-    assert {str(post_id) for post_id, _ in before} == set(ids) - set(locked), "nothing half done was committed"
+    assert not {str(post_id) for post_id, _ in before} & set(locked), "nothing half done was committed"
     assert {
         row[0] for row in query("SELECT convert_from(payload, 'UTF8') FROM pgqueuer WHERE status = 'picked'")
     } >= set(locked)
