@@ -18,6 +18,7 @@ import numpy as np
 
 from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_encoder, text_for_embedding
 from embeddings.language import ENGLISH, LANGUAGES, UNDETERMINED, detect_language, is_english_route
+from forum.batching import Coalescer
 
 _encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
@@ -67,7 +68,7 @@ def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
         return _executor
 
 
-class EncodeBatcher:
+class EncodeBatcher(Coalescer[str, np.ndarray]):
     """Encodes texts on the encoder's own thread, batching whatever arrives while the model is busy.
 
     An idle batcher encodes a text at once (no waiting to form a batch); requests that come in during a
@@ -75,38 +76,18 @@ class EncodeBatcher:
     """
 
     def __init__(self, encoder: Encoder, max_batch: int = 64) -> None:
+        super().__init__(max_batch)
         self.encoder = encoder
-        self.max_batch = max_batch
-        self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
-        self._running: asyncio.Task[None] | None = None
 
     async def encode_one(self, text: str) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append((text, future))
-        if self._running is None:
-            self._running = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        return await self.submit(text)
 
     async def encode_many(self, texts: Sequence[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(encoder_executor(self.encoder), self.encoder.encode, list(texts))
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                chunk, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                try:
-                    vectors = await self.encode_many([text for text, _ in chunk])
-                except Exception as exc:
-                    for _, future in chunk:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), vector in zip(chunk, vectors, strict=True):
-                    if not future.done():
-                        future.set_result(vector)
-        finally:
-            self._running = None
+    async def run_batch(self, items: list[str]) -> np.ndarray:
+        return await self.encode_many(items)
 
 
 # Which posts a route compares with, by their recorded language (NULL: not detected yet, like "und").

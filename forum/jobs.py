@@ -29,6 +29,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from forum.batching import Coalescer
 from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, PostVectors, content_hash, post_language, post_text
 from forum.grouping.services import GroupingService
 from forum.models import Post, PostEmbedding
@@ -188,17 +189,7 @@ async def embed_posts(
     return outcomes
 
 
-async def embed_post(
-    session_maker: async_sessionmaker[AsyncSession],
-    embedder: PostEmbedder,
-    post_id: UUID,
-    threshold: float,
-) -> str:
-    """Embed one post and group it (see :func:`embed_posts`)."""
-    return (await embed_posts(session_maker, embedder, [post_id], threshold))[post_id]
-
-
-class EmbedCollector:
+class EmbedCollector(Coalescer[UUID, str]):
     """Gathers the ``post.embed`` jobs running at the same moment into one :func:`embed_posts` call.
 
     Each job still waits for its own post's outcome, so a job is acknowledged only once its post is
@@ -212,56 +203,16 @@ class EmbedCollector:
         threshold: float,
         max_batch: int = 64,
     ) -> None:
-        self.session_maker, self.embedder, self.threshold, self.max_batch = (
-            session_maker,
-            embedder,
-            threshold,
-            max_batch,
-        )
-        self._pending: list[tuple[UUID, asyncio.Future[str]]] = []
-        self._running: asyncio.Task[None] | None = None
+        # gather_first: the jobs dequeued together all arrive before the batch is taken.
+        super().__init__(max_batch, isolate_failures=True, gather_first=True)
+        self.session_maker, self.embedder, self.threshold = session_maker, embedder, threshold
 
     async def embed(self, post_id: UUID) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((post_id, future))
-        if self._running is None:
-            self._running = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        return await self.submit(post_id)
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                await asyncio.sleep(0)  # let the jobs dequeued together all arrive
-                chunk, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                try:
-                    outcomes = await embed_posts(
-                        self.session_maker, self.embedder, [post_id for post_id, _ in chunk], self.threshold
-                    )
-                except Exception as exc:
-                    if len(chunk) == 1:
-                        _settle(chunk[0][1], exception=exc)
-                        continue
-                    for post_id, future in chunk:  # isolate the failure: one post at a time
-                        try:
-                            _settle(
-                                future, await embed_post(self.session_maker, self.embedder, post_id, self.threshold)
-                            )
-                        except Exception as single:
-                            _settle(future, exception=single)
-                    continue
-                for post_id, future in chunk:
-                    _settle(future, outcomes[post_id])
-        finally:
-            self._running = None
-
-
-def _settle(future: asyncio.Future[str], result: str | None = None, *, exception: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(result or "unchanged")
+    async def run_batch(self, items: list[UUID]) -> list[str]:
+        outcomes = await embed_posts(self.session_maker, self.embedder, items, self.threshold)
+        return [outcomes[post_id] for post_id in items]
 
 
 class BackgroundWorker:
