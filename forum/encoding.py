@@ -213,14 +213,3 @@ class PostEmbedder:
         needed = list(dict.fromkeys(route.model for route in self.routes(language)))
         vectors = await asyncio.gather(*(self.batchers[name].encode_one(text) for name in needed))
         return PostVectors(language, dict(zip(needed, vectors, strict=True)))
-
-    async def encode_posts(
-        self, texts: Sequence[str], models: Sequence[str] | None = None
-    ) -> list[dict[str, np.ndarray]]:
-        """Vectors of stored posts' texts for ``models`` (default: all), one dict per text."""
-        names = list(models) if models is not None else self.models
-        if len(texts) == 1:
-            arrays = await asyncio.gather(*(self.batchers[name].encode_one(texts[0]) for name in names))
-            return [dict(zip(names, arrays, strict=True))]
-        arrays = [await self.batchers[name].encode_many(texts) for name in names]
-        return [{name: arrays[j][i] for j, name in enumerate(names)} for i in range(len(texts))]
