@@ -39,7 +39,8 @@ class MergeService:
         self.session = session
         self.posts = PostService(session)
 
-    async def _lock_posts(self, *post_ids: UUID) -> dict[UUID, Post]:
+    async def _lock_posts(self, *post_ids: UUID, required: tuple[UUID, ...] | None = None) -> dict[UUID, Post]:
+        """Lock the live posts among ``post_ids``; 404 unless every one of ``required`` (default: all) is there."""
         # Always lock in id order so two opposite merges cannot deadlock.
         rows = await self.session.scalars(
             select(Post)
@@ -48,14 +49,16 @@ class MergeService:
             .with_for_update(of=Post)
         )
         found = {post.id: post for post in rows}
-        if len(found) != len(set(post_ids)):
+        if any(post_id not in found for post_id in (post_ids if required is None else required)):
             raise NotFoundException("Post not found")
         return found
 
     async def merge(self, source_id: UUID, target_id: UUID, actor: User) -> MergeResult:
         if source_id == target_id:
             raise UnprocessableError("A post cannot be merged into itself", field="into")
-        posts = await self._lock_posts(source_id, target_id)
+        posts = await self._lock_posts(source_id, target_id, required=(source_id,))
+        if target_id not in posts:
+            raise UnprocessableError("There is no post with this id to merge into", field="into")
         source, target = posts[source_id], posts[target_id]
         if source.merged_into_id is not None:
             raise ConflictError(detail="This post is already merged; unmerge it first")

@@ -28,6 +28,7 @@ from forum.models import (
     Comment,
     MembershipState,
     Post,
+    PostMerge,
     PostStatus,
     PostVoteDay,
     StatusChange,
@@ -52,6 +53,20 @@ from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
 
 TRENDING_DAYS = 14
+
+ACTIVE_STATUSES = (
+    PostStatus.OPEN.value,
+    PostStatus.UNDER_REVIEW.value,
+    PostStatus.PLANNED.value,
+    PostStatus.IN_PROGRESS.value,
+)
+"""What the board lists when no status is asked for: posts still alive (no merged duplicates)."""
+
+CLOSED_STATUSES = {
+    PostStatus.SHIPPED.value: "This post has shipped: it no longer takes votes",
+    PostStatus.DECLINED.value: "This post was declined: it no longer takes votes",
+    PostStatus.ADDRESSED.value: "This critique was addressed by a shipped idea: it no longer takes votes",
+}
 
 
 @dataclass
@@ -304,8 +319,33 @@ class PostService:
         post = await self.get_visible(post_id, actor, for_update=True)
         if post.author_id != actor.id and not actor.is_admin:
             raise PermissionDeniedException("Only the author or an admin can delete a post")
+        await self._ensure_deletable(post)
         post.deleted_at = datetime.now(UTC)
         await self.session.flush()
+
+    async def _ensure_deletable(self, post: Post) -> None:
+        """A delete may strand nobody: posts merged into this one would point at a 404 that nobody can
+        unmerge, and a shipped post's credits would vanish from contributors' ledgers unrecorded. A merged
+        duplicate may go: its carried votes stay on the target, where its voters asked."""
+        merged = int(
+            await self.session.scalar(
+                select(func.count(PostMerge.id))
+                .join(Post, Post.id == PostMerge.source_id)
+                .where(PostMerge.target_id == post.id, PostMerge.unmerged_at.is_(None), Post.deleted_at.is_(None))
+            )
+            or 0
+        )
+        if merged:
+            noun = "post is" if merged == 1 else "posts are"
+            raise ConflictError(
+                detail=f"{merged} {noun} merged into this one: the product team must unmerge them first",
+                extra={"merged_posts": merged},
+            )
+        if post.status == PostStatus.SHIPPED.value:
+            raise ConflictError(
+                detail="This post has shipped and its contributors are credited: move it out of shipped first "
+                "(which revokes the credits), then delete it"
+            )
 
     async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
         if status is PostStatus.DUPLICATE:
@@ -360,10 +400,15 @@ class PostService:
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
         post = await self.get_visible(post_id, voter, for_update=True)
         if post.merged_into_id is not None:
+            target_visible = await self.session.scalar(
+                select(exists().where(Post.id == post.merged_into_id, visible_to(voter)))
+            )
             raise ConflictError(
                 detail="This post was merged into another: vote there",
-                extra={"merged_into": str(post.merged_into_id)},
+                extra={"merged_into": str(post.merged_into_id)} if target_visible else None,
             )
+        if post.status in CLOSED_STATUSES:
+            raise ConflictError(detail=CLOSED_STATUSES[post.status])
         return post
 
     async def vote(self, post_id: UUID, voter: User) -> VoteState:
