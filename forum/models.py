@@ -49,6 +49,16 @@ class Visibility(enum.StrEnum):
     INTERNAL = "internal"
 
 
+class StatusEvent(enum.StrEnum):
+    """A status change made by the system because of another post (``StatusChange.related_post_id``)."""
+
+    MERGED = "merged"
+    UNMERGED = "unmerged"
+    ADDRESSED = "addressed"
+    UNADDRESSED = "unaddressed"
+    """The idea that addressed this critique is no longer shipped."""
+
+
 class PostStatus(enum.StrEnum):
     OPEN = "open"
     UNDER_REVIEW = "under_review"
@@ -66,10 +76,12 @@ def _check_in(column: str, enum_cls: type[enum.Enum]) -> CheckConstraint:
     return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
 
 
-# Title and body in English and Spanish (stemmed both ways); queried with the same two configurations.
+# Title and body in English and Spanish (stemmed both ways) and unstemmed ('simple', lower-cased words,
+# for word-prefix matching), in one indexed vector; see ``PostSearch`` for how it is queried.
 SEARCH_VECTOR_SQL = (
     "to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(body, '')) || "
-    "to_tsvector('spanish'::regconfig, coalesce(title, '') || ' ' || coalesce(body, ''))"
+    "to_tsvector('spanish'::regconfig, coalesce(title, '') || ' ' || coalesce(body, '')) || "
+    "to_tsvector('simple'::regconfig, coalesce(title, '') || ' ' || coalesce(body, ''))"
 )
 
 
@@ -183,13 +195,20 @@ class StatusChange(UUIDv7AuditBase):
     """Every status a post has had: who moved it, when, from what, to what, and why."""
 
     __tablename__ = "status_change"
-    __table_args__ = (Index("ix_status_change_post_created", "post_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_status_change_post_created", "post_id", "created_at"),
+        _check_in("event", StatusEvent),
+    )
 
     post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
     actor_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
     from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     to_status: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """What the person wrote. Changes the system makes (``event``) name their post by reference instead,
+    and their note is written when read, for the reader: a post they may not see is not named."""
+    event: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    related_post_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="SET NULL"), nullable=True)
 
     actor: Mapped[User] = relationship(lazy="joined", innerjoin=True)
 

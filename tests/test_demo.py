@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from forum.auth import verify_password
 from forum.demo.loader import DEFAULT_SAMPLE_PATH, DemoSummary, load_demo
+from forum.models import PostStatus
 from tests.conftest import Api, run_sql
 
 DEMO_PASSWORD = "demo-password-123"
@@ -75,7 +76,9 @@ def _user_key(kind: str, role: str) -> str:
 
 
 def _all_posts(api: Api, headers: dict[str, str] | None = None, **params: Any) -> dict[str, Any]:
-    r = api.client.get("/api/posts", params={"limit": 100, **params}, headers=headers or {})
+    """Every post the viewer may see, whatever its status (the board alone lists only live posts)."""
+    params = {"limit": 100, "status": [s.value for s in PostStatus], **params}
+    r = api.client.get("/api/posts", params=params, headers=headers or {})
     assert r.status_code == 200, r.text
     page = r.json()
     assert len(page["items"]) == page["total"] < 100

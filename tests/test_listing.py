@@ -22,13 +22,15 @@ def test_filters(api: Api) -> None:
     c = api.post(bob, title="Family accounts", tags=["app"])
     api.client.post(f"/api/posts/{c['id']}/status", json={"status": "planned"}, headers=product.headers)
     api.client.post(f"/api/posts/{a['id']}/status", json={"status": "shipped"}, headers=product.headers)
-    assert sorted(_titles(api, "kind=idea")) == ["Dark mode", "Family accounts"]
+    assert sorted(_titles(api, "kind=idea")) == ["Family accounts"], "a shipped post is off the board"
+    assert sorted(_titles(api, "kind=idea&status=shipped&status=planned")) == ["Dark mode", "Family accounts"]
     assert _titles(api, "kind=critique") == ["Slow support"]
     assert _titles(api, "status=planned") == ["Family accounts"]
     assert sorted(_titles(api, "status=planned&status=shipped")) == ["Dark mode", "Family accounts"]
-    assert sorted(_titles(api, "tag=app")) == ["Dark mode", "Family accounts"]
-    assert _titles(api, "tag=app&tag=UI") == ["Dark mode"]
-    assert sorted(_titles(api, f"author={alice.id}")) == ["Dark mode", "Slow support"]
+    assert sorted(_titles(api, "tag=app")) == ["Family accounts"]
+    assert _titles(api, "tag=app&tag=UI&status=shipped") == ["Dark mode"]
+    assert sorted(_titles(api, f"author={alice.id}")) == ["Slow support"]
+    assert sorted(_titles(api, f"author={alice.id}&status=shipped&status=open")) == ["Dark mode", "Slow support"]
     assert _titles(api, f"author={bob.id}&kind=critique") == []
     for bad in ("kind=rant", "status=done", "author=nope", "sort=best", "limit=0", "limit=101", "offset=-1"):
         r = api.client.get(f"/api/posts?{bad}")
@@ -45,10 +47,76 @@ def test_full_text_search_in_english_and_spanish(api: Api) -> None:
     assert _titles(api, "q=factura") == ["Exportar facturas en PDF"], "Spanish stemming"
     assert sorted(_titles(api, "q=pdf")) == ["Export invoices as PDF", "Exportar facturas en PDF"]
     assert _titles(api, "q=bright%20night") == ["Dark mode"], "body is searched"
-    assert _titles(api, "q=%22dark%20mode%22%20-light") == ["Dark mode"], "web search syntax"
+    assert _titles(api, "q=%22dark%20mode%22%20-light") == ["Dark mode"], "phrases and exclusions"
     assert _titles(api, "q=nothing-matches-this") == []
     assert api.client.get("/api/posts?q=" + "x" * 201).status_code in (400, 422)
     assert api.client.get("/api/posts?q=%27%3B%20DROP%20TABLE%20post%3B--").status_code == 200
+
+
+def test_the_board_lists_live_posts_and_a_status_filter_exactly_those(api: Api) -> None:
+    product = api.make_user("internal", "product")
+    author = api.register()
+    h = product.headers
+    posts = {status: api.post(author, title=f"Post {status}") for status in ("open", "under_review", "planned")}
+    posts.update({s: api.post(author, title=f"Post {s}") for s in ("in_progress", "shipped", "declined")})
+    for status, post in posts.items():
+        if status != "open":
+            api.client.post(f"/api/posts/{post['id']}/status", json={"status": status}, headers=h)
+    duplicate = api.post(author, title="Post duplicate")
+    api.client.post(f"/api/posts/{duplicate['id']}/merge", json={"into": posts["open"]["id"]}, headers=h)
+    critique = api.post(author, kind="critique", title="Post addressed")
+    api.client.post(f"/api/posts/{posts['planned']['id']}/critiques", json={"critique_id": critique["id"]}, headers=h)
+    api.client.post(f"/api/posts/{posts['planned']['id']}/status", json={"status": "shipped"}, headers=h)
+
+    live = ["Post in_progress", "Post open", "Post under_review"]
+    for query in ("", "sort=new", "sort=top", "q=post", "q=post&sort=new"):
+        page = api.client.get(f"/api/posts?{query}&limit=2").json()
+        listed = sorted(_titles(api, f"{query}&limit=100"))
+        assert listed == live and page["total"] == 3, (query, listed, page["total"])
+    for status, titles in (
+        ("duplicate", ["Post duplicate"]),
+        ("shipped", ["Post planned", "Post shipped"]),
+        ("declined", ["Post declined"]),
+        ("addressed", ["Post addressed"]),
+        ("open", ["Post open"]),
+    ):
+        for query in (f"status={status}", f"status={status}&q=post"):
+            assert sorted(_titles(api, query)) == titles, query
+            assert api.client.get(f"/api/posts?{query}").json()["total"] == len(titles)
+    assert sorted(_titles(api, "status=duplicate&status=declined")) == ["Post declined", "Post duplicate"]
+
+
+def test_search_matches_word_prefixes_any_case_in_bodies_and_ranks_by_words_matched(api: Api) -> None:
+    user = api.register()
+    api.post(user, title="Single sign-on authentication", body="Log in with the company account")
+    api.post(user, title="Finer authorization for teams", body="Roles per project")
+    api.post(user, title="Dark mode", body="The AUTH screen is too bright at night")
+    api.post(user, title="Exportar facturas en PDF", body="Necesitamos la facturación del mes")
+    api.post(user, title="Export invoices", body="As a spreadsheet, monthly")
+
+    assert sorted(_titles(api, "q=auth")) == [
+        "Dark mode",
+        "Finer authorization for teams",
+        "Single sign-on authentication",
+    ], "a word prefix, in titles and bodies, whatever the case"
+    assert _titles(api, "q=AUTHENTIC") == ["Single sign-on authentication"]
+    assert _titles(api, "q=factur") == ["Exportar facturas en PDF"], "Spanish, by prefix"
+    assert _titles(api, "q=factura") == ["Exportar facturas en PDF"], "Spanish, by stem"
+    assert _titles(api, "q=invoicing") == ["Export invoices"], "English, by stem"
+    # Not every word has to match: more matching words rank first.
+    ranked = _titles(api, "q=export%20pdf%20monthly%20spreadsheet")
+    assert ranked == ["Export invoices", "Exportar facturas en PDF"], ranked
+    ranked = _titles(api, "q=dark%20bright%20authorization")
+    assert ranked[0] == "Dark mode" and ranked[1:] == ["Finer authorization for teams"], ranked
+    assert api.client.get("/api/posts?q=dark%20bright%20authorization").json()["total"] == 2
+    assert _titles(api, "q=auth%20-bright&sort=new") == [
+        "Finer authorization for teams",
+        "Single sign-on authentication",
+    ]
+    assert _titles(api, "q=%22company%20account%22") == ["Single sign-on authentication"], "a quoted phrase"
+    for nothing in ("%21%21%21", "-dark", "%22%22", "zzzz"):
+        page = api.client.get(f"/api/posts?q={nothing}").json()
+        assert (page["items"], page["total"]) == ([], 0), nothing
 
 
 def test_sorts(api: Api, database_url: str) -> None:

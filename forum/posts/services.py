@@ -6,6 +6,7 @@ employees and the product team; everyone else gets 404, the same answer as for a
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from uuid import UUID
 
 import msgspec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from sqlalchemy import Select, and_, delete, exists, false, func, literal, select, update
+from sqlalchemy import Select, and_, case, delete, exists, false, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,9 +110,73 @@ def webhook_post(post: PostOut) -> dict[str, Any]:
     }
 
 
-def search_query(q: str):
-    """English and Spanish stemming, OR-ed: "exportar facturas" and "export invoices" both match."""
-    return func.websearch_to_tsquery("english", q).op("||")(func.websearch_to_tsquery("spanish", q))
+SEARCH_MAX_TERMS = 12
+_SEARCH_TOKEN = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
+_SEARCH_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass
+class PostSearch:
+    """``q`` as SQL: any of its terms matches, and posts matching more of them rank first.
+
+    A term is a word, matched as a word prefix ("auth" finds authentication and authorization) and by
+    its English and Spanish stems ("facturas" finds factura), or a "quoted phrase" (matched as a
+    phrase, stemmed); ``-word`` leaves out posts that contain the word. Case never matters.
+    """
+
+    terms: list[Any]
+    excluded: list[Any]
+
+    @classmethod
+    def parse(cls, q: str) -> PostSearch:
+        terms: list[Any] = []
+        excluded: list[Any] = []
+        for match in _SEARCH_TOKEN.finditer(q):
+            negated, phrase, word_negated, token = match.groups()
+            if phrase is not None:
+                words = _SEARCH_WORD.findall(phrase.lower())
+                if len(words) > 1:
+                    text = " ".join(words)
+                    query = func.phraseto_tsquery("english", text).op("||")(func.phraseto_tsquery("spanish", text))
+                    (excluded if negated else terms).append(query)
+                    continue
+            else:
+                words, negated = _SEARCH_WORD.findall(token.lower()), word_negated
+            for word in words:
+                (excluded if negated else terms).append(_word_query(word, prefix=not negated))
+        return cls(terms=terms[:SEARCH_MAX_TERMS], excluded=excluded[:SEARCH_MAX_TERMS])
+
+    @staticmethod
+    def _any(queries: list[Any]) -> Any:
+        combined = queries[0]
+        for query in queries[1:]:
+            combined = combined.op("||")(query)
+        return combined
+
+    def condition(self, search: Any = Post.search) -> Any:
+        if not self.terms:
+            return false()
+        condition = search.op("@@")(self._any(self.terms))
+        if self.excluded:
+            condition = and_(condition, ~search.op("@@")(self._any(self.excluded)))
+        return condition
+
+    def rank_keys(self, search: Any = Post.search) -> list[Any]:
+        """How many of the terms match, then PostgreSQL's cover density over all of them."""
+        if not self.terms:
+            return []
+        hits = [case((search.op("@@")(term), 1), else_=0) for term in self.terms]
+        matched = hits[0]
+        for hit in hits[1:]:
+            matched = matched + hit
+        return [matched.desc(), func.ts_rank_cd(search, self._any(self.terms)).desc()]
+
+
+def _word_query(word: str, *, prefix: bool) -> Any:
+    """One word: itself (or as a prefix) unstemmed, or its English or Spanish stem."""
+    exact = func.to_tsquery("simple", literal(f"{word}:*" if prefix else word))
+    stems = func.plainto_tsquery("english", word).op("||")(func.plainto_tsquery("spanish", word))
+    return exact.op("||")(stems)
 
 
 class PostService:
@@ -232,8 +297,7 @@ class PostService:
         stmt = stmt.where(visible_to(viewer))
         if f.kind:
             stmt = stmt.where(Post.kind == f.kind)
-        if f.status:
-            stmt = stmt.where(Post.status.in_(f.status))
+        stmt = stmt.where(Post.status.in_(f.status or ACTIVE_STATUSES))
         if f.tags:
             stmt = stmt.where(Post.tags.contains([t.lower() for t in f.tags]))
         if f.author_id:
@@ -243,7 +307,7 @@ class PostService:
         if f.language:
             stmt = stmt.where(Post.language.in_(f.language))
         if f.q:
-            stmt = stmt.where(Post.search.op("@@")(search_query(f.q)))
+            stmt = stmt.where(PostSearch.parse(f.q).condition())
         return stmt
 
     def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> Select[Any]:
@@ -254,7 +318,7 @@ class PostService:
         elif sort is PostSort.DISCUSSED:
             keys = [Post.comment_count.desc()]
         elif sort is PostSort.RELEVANCE and f.q:
-            keys = [func.ts_rank_cd(Post.search, search_query(f.q)).desc(), Post.vote_total.desc()]
+            keys = [*PostSearch.parse(f.q).rank_keys(), Post.vote_total.desc()]
         else:  # trending (also relevance without q): votes of the last TRENDING_DAYS, then all votes
             recent = (
                 select(PostVoteDay.post_id, func.sum(PostVoteDay.votes).label("votes"))
