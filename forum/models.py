@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, orm_registry
@@ -20,10 +21,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = orm_registry.metadata
 
@@ -148,6 +151,15 @@ class Post(UUIDv7AuditBase):
     search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
 
     author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+def visible_to(viewer: User | None, post: Any = Post) -> ColumnElement[bool]:
+    """SQL condition: the post (or an alias of it) exists for this viewer. The one visibility rule: internal
+    posts exist only for employees and the product team, deleted posts for nobody."""
+    condition = post.deleted_at.is_(None)
+    if viewer is None or not viewer.sees_internal:
+        condition = and_(condition, post.visibility == Visibility.PUBLIC.value)
+    return condition
 
 
 class Vote(DefaultBase):

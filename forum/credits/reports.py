@@ -1,16 +1,17 @@
 """Recognition in the open: credits per post and per user, the leaderboard and the changelog.
 
-Everything here respects visibility: credits earned on internal posts are left out for anybody who may
-not see those posts, in totals as in lists.
+Everything here respects visibility: a credit is shown only to a reader who may see the shipped post or
+the post it was earned through, and named by one they may see, in totals as in lists.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from litestar.exceptions import NotFoundException
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -62,22 +63,37 @@ class CreditReports:
         await PostService(self.session).get_visible(post_id, viewer)
         return (await self._active_credits([post_id], viewer))[post_id]
 
+    @staticmethod
+    def _seen(viewer: User | None) -> tuple[Any, Any, Any, Any]:
+        """The shipped post and the post credited through, as aliases, and whether the viewer may see each.
+        A credit exists for a viewer who may see either; it is described by the shipped post if they may
+        see that one, else by the post it came through (a customer's own post grouped with an internal
+        idea), so no ledger, total or ranking tells anybody of a post they may not see."""
+        shipped, source = aliased(Post), aliased(Post)
+        return shipped, source, visible_to(viewer, shipped), visible_to(viewer, source)
+
     async def user_credits(self, user_id: UUID, viewer: User | None, limit: int, offset: int) -> UserCredits:
         user = await self.session.get(User, user_id)
         if user is None:
             raise NotFoundException("User not found")
-        condition = and_(CreditEntry.user_id == user_id, visible_to(viewer))
-        base = select(CreditEntry, Post.title).join(Post, Post.id == CreditEntry.post_id).where(condition)
+        shipped, source, shipped_seen, source_seen = self._seen(viewer)
+        joined = (
+            select(CreditEntry)
+            .join(shipped, shipped.id == CreditEntry.post_id)
+            .join(source, source.id == CreditEntry.source_post_id)
+            .where(CreditEntry.user_id == user_id, or_(shipped_seen, source_seen))
+        )
         rows = (
             await self.session.execute(
-                base.order_by(CreditEntry.created_at.desc(), CreditEntry.id.desc()).limit(limit).offset(offset)
+                joined.add_columns(shipped.title, source.title, shipped_seen, source_seen)
+                .order_by(CreditEntry.created_at.desc(), CreditEntry.id.desc())
+                .limit(limit)
+                .offset(offset)
             )
         ).all()
         totals = (
             await self.session.execute(
-                select(func.coalesce(func.sum(CreditEntry.points), 0), func.count(CreditEntry.id))
-                .join(Post, Post.id == CreditEntry.post_id)
-                .where(condition)
+                joined.with_only_columns(func.coalesce(func.sum(CreditEntry.points), 0), func.count(CreditEntry.id))
             )
         ).one()
         return UserCredits(
@@ -86,15 +102,16 @@ class CreditReports:
             entries=[
                 LedgerEntry(
                     id=e.id,
-                    post_id=e.post_id,
-                    post_title=title,
+                    post_id=e.post_id if shipped_visible else e.source_post_id,
+                    post_title=shipped_title if shipped_visible else source_title,
+                    source_post_id=e.source_post_id if source_visible else None,
                     reason=e.reason,
                     rank=e.rank,
                     points=e.points,
                     revokes=e.revokes_id,
                     created_at=e.created_at,
                 )
-                for e, title in rows
+                for e, shipped_title, source_title, shipped_visible, source_visible in rows
             ],
             total_entries=int(totals[1]),
             limit=limit,
@@ -104,16 +121,19 @@ class CreditReports:
     async def leaderboard(
         self, segment: Segment, since: datetime | None, viewer: User | None, limit: int
     ) -> list[LeaderboardRow]:
+        shipped, source, shipped_seen, source_seen = self._seen(viewer)
         points = func.sum(CreditEntry.points)
+        described = case((shipped_seen, shipped.id), else_=source.id)
         stmt = (
             select(
                 User,
                 points.label("points"),
-                func.count(func.distinct(CreditEntry.post_id)).filter(CreditEntry.points > 0).label("posts"),
+                func.count(func.distinct(described)).filter(CreditEntry.points > 0).label("posts"),
             )
             .join(CreditEntry, CreditEntry.user_id == User.id)
-            .join(Post, Post.id == CreditEntry.post_id)
-            .where(visible_to(viewer), User.is_active.is_(True))
+            .join(shipped, shipped.id == CreditEntry.post_id)
+            .join(source, source.id == CreditEntry.source_post_id)
+            .where(or_(shipped_seen, source_seen), User.is_active.is_(True))
             .group_by(User.id)
             .having(points > 0)
             .order_by(points.desc(), func.min(CreditEntry.contributed_at), User.id)

@@ -26,7 +26,11 @@ class Credit(msgspec.Struct):
 class LedgerEntry(msgspec.Struct):
     id: UUID
     post_id: UUID
+    """The shipped post; or, when the reader may not see it, the post the credit was earned through (a
+    customer's own post grouped or merged with an internal idea)."""
     post_title: str
+    source_post_id: UUID | None
+    """The post through which the credit was earned; null when the reader may not see it."""
     reason: CreditReason
     rank: int
     points: int

@@ -22,7 +22,18 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.models import CreditEntry, CreditReason, CritiqueLink, Post, PostStatus, ShipEvent, StatusChange, User
+from forum.models import (
+    CreditEntry,
+    CreditReason,
+    CritiqueLink,
+    Post,
+    PostStatus,
+    ShipEvent,
+    StatusChange,
+    StatusEvent,
+    User,
+    visible_to,
+)
 from forum.notifications.services import NotificationKind, notify_subscribers, notify_users
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
@@ -97,24 +108,55 @@ class ShipService:
         per_user: dict[UUID, list[CreditEntry]] = defaultdict(list)
         for entry in entries:
             per_user[entry.user_id].append(entry)
-        for user_id, mine in per_user.items():
+        for user_id, (about_id, about_title) in (await self._described_to(post, entries)).items():
+            mine = per_user[user_id]
             await notify_users(
                 self.session,
                 [user_id],
                 NotificationKind.CREDIT_AWARDED,
                 {
-                    "post_id": str(post.id),
-                    "title": post.title,
+                    "post_id": str(about_id),
+                    "title": about_title,
                     "points": sum(e.points for e in mine),
                     "credits": [{"reason": e.reason, "rank": e.rank, "points": e.points} for e in mine],
                 },
-                post_id=post.id,
+                post_id=about_id,
             )
         credits_payload = [_entry_payload(e) for e in entries]
         await emit(self.session, WebhookEvent.POST_SHIPPED, {**_post_payload(post), "credits": credits_payload})
         if entries:
-            await emit(self.session, WebhookEvent.CREDIT_AWARDED, {"post_id": str(post.id), "credits": credits_payload})
+            await emit(
+                self.session,
+                WebhookEvent.CREDIT_AWARDED,
+                {"post_id": str(post.id), "visibility": post.visibility, "credits": credits_payload},
+            )
         return event
+
+    async def _described_to(self, post: Post, entries: list[CreditEntry]) -> dict[UUID, tuple[UUID, str]]:
+        """For each credited person, the post their notification is about: the shipped post if they may see
+        it, else the first post of their own through which they contributed that they may see (a customer
+        whose public post was grouped with an internal idea hears about *their* post). Nobody hears of a
+        post they may not see; a person who may see none of them is not notified."""
+        if not entries:
+            return {}
+        users = {
+            u.id: u for u in await self.session.scalars(select(User).where(User.id.in_({e.user_id for e in entries})))
+        }
+        described: dict[UUID, tuple[UUID, str]] = {}
+        for entry in entries:
+            user = users[entry.user_id]
+            if entry.user_id in described:
+                continue
+            if await self._sees(user, post.id):
+                described[entry.user_id] = (post.id, post.title)
+            elif await self._sees(user, entry.source_post_id):
+                source = await self.session.get(Post, entry.source_post_id)
+                assert source is not None
+                described[entry.user_id] = (source.id, source.title)
+        return described
+
+    async def _sees(self, user: User, post_id: UUID) -> bool:
+        return bool(await self.session.scalar(select(Post.id).where(Post.id == post_id, visible_to(user))))
 
     async def unship(self, post: Post, actor: User) -> None:
         """The post left ``shipped``: compensate every credit of the active shipping and reopen critiques."""
@@ -153,17 +195,19 @@ class ShipService:
                         actor_id=actor.id,
                         from_status=critique.status,
                         to_status=status_before,
-                        note=f"“{post.title}” is no longer shipped",
+                        event=StatusEvent.UNADDRESSED.value,
+                        related_post_id=post.id,
                     )
                 )
                 critique.status = status_before
-        await notify_users(
-            self.session,
-            {e.user_id for e in entries},
-            NotificationKind.CREDIT_REVOKED,
-            {"post_id": str(post.id), "title": post.title},
-            post_id=post.id,
-        )
+        for user_id, (about_id, about_title) in (await self._described_to(post, entries)).items():
+            await notify_users(
+                self.session,
+                [user_id],
+                NotificationKind.CREDIT_REVOKED,
+                {"post_id": str(about_id), "title": about_title},
+                post_id=about_id,
+            )
         await self.session.flush()
 
     async def _credits(self, post_id: UUID, event_id: UUID) -> list[CreditEntry]:
@@ -255,7 +299,8 @@ class ShipService:
                     actor_id=actor.id,
                     from_status=critique.status,
                     to_status=PostStatus.ADDRESSED.value,
-                    note=f"Addressed by “{idea.title}”, now shipped",
+                    event=StatusEvent.ADDRESSED.value,
+                    related_post_id=idea.id,
                 )
             )
             critique.status = PostStatus.ADDRESSED.value

@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError, UnprocessableError
 from forum.merges.schemas import MergedPost, MergeResult
-from forum.models import Post, PostMerge, PostStatus, PostVoteDay, StatusChange, User, Vote
+from forum.models import Post, PostMerge, PostStatus, PostVoteDay, StatusChange, StatusEvent, User, Vote
 from forum.notifications.services import (
     NotificationKind,
     carry_subscriptions,
@@ -97,7 +97,8 @@ class MergeService:
                 actor_id=actor.id,
                 from_status=source.status,
                 to_status=PostStatus.DUPLICATE.value,
-                note=f"Merged into “{target.title}”",
+                event=StatusEvent.MERGED.value,
+                related_post_id=target_id,
             )
         )
         source.status = PostStatus.DUPLICATE.value
@@ -111,7 +112,13 @@ class MergeService:
             "into_title": target.title,
         }
         await notify_subscribers(self.session, source_id, NotificationKind.POST_MERGED, payload, exclude=[actor.id])
-        await emit(self.session, WebhookEvent.POST_MERGED, {**payload, "votes_carried_over": len(carried)})
+        webhook = {
+            **payload,
+            "visibility": source.visibility,
+            "into_visibility": target.visibility,
+            "votes_carried_over": len(carried),
+        }
+        await emit(self.session, WebhookEvent.POST_MERGED, webhook)
         return await self._result(source_id, target_id, actor, len(carried))
 
     async def unmerge(self, source_id: UUID, actor: User) -> MergeResult:
@@ -141,7 +148,8 @@ class MergeService:
                 actor_id=actor.id,
                 from_status=source.status,
                 to_status=record.source_status_before,
-                note=f"Unmerged from “{target.title}”",
+                event=StatusEvent.UNMERGED.value,
+                related_post_id=target.id,
             )
         )
         source.status = record.source_status_before

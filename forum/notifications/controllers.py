@@ -30,11 +30,11 @@ class InboxController(Controller):
         offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
     ) -> Inbox:
         service = InboxService(db_session)
-        page = await service.list(request.user.id, unread_only=unread, limit=limit, offset=offset)
+        page = await service.list(request.user, unread_only=unread, limit=limit, offset=offset)
         return Inbox(
             items=page.items,
             total=page.total,
-            unread=await service.unread_count(request.user.id),
+            unread=await service.unread_count(request.user),
             limit=limit,
             offset=offset,
         )
@@ -44,13 +44,13 @@ class InboxController(Controller):
         self, request: Request[User, Any, Any], db_session: AsyncSession, notification_id: UUID
     ) -> MarkedRead:
         service = InboxService(db_session)
-        if not await service.exists_for(request.user.id, notification_id):
+        if not await service.exists_for(request.user, notification_id):
             raise NotFoundException("Notification not found")
-        return MarkedRead(marked=await service.mark_read(request.user.id, notification_id))
+        return MarkedRead(marked=await service.mark_read(request.user, notification_id))
 
     @post("/read-all", status_code=200, summary="Mark every notification read")
     async def mark_all_read(self, request: Request[User, Any, Any], db_session: AsyncSession) -> MarkedRead:
-        return MarkedRead(marked=await InboxService(db_session).mark_read(request.user.id))
+        return MarkedRead(marked=await InboxService(db_session).mark_read(request.user))
 
 
 class SubscriptionController(Controller):

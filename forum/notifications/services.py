@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, delete, exists, func, literal, select, update
+from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.models import Notification, Post, Subscription, Unsubscription, Visibility
+from forum.models import Notification, Post, Subscription, Unsubscription, User, Visibility, visible_to
 from forum.notifications.schemas import NotificationOut
 from forum.schemas import Page
 
@@ -87,8 +87,6 @@ async def notify_subscribers(
     """One notification for every subscriber of the post who may still see it (not ``exclude``)."""
     post = await session.get(Post, post_id)
     assert post is not None
-    from forum.models import User  # local: keeps the import graph of this module small
-
     recipients = (
         select(Subscription.user_id)
         .join(User, User.id == Subscription.user_id)
@@ -112,12 +110,27 @@ async def notify_users(
         await session.execute(insert(Notification), rows)
 
 
+# Other posts a notification may name besides its own (``post_id``): (id key, title key) in the payload.
+RELATED_POSTS = (("into_id", "into_title"), ("idea_id", "idea_title"))
+
+
 class InboxService:
+    """A reader's inbox, rendered for them when read: a notification about a post they may no longer see is
+    left out (in lists and counts alike), and another post it names is left out of it unless they may see
+    that one too (a critique addressed by an idea since made internal says only that it was addressed)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def list(self, user_id: UUID, *, unread_only: bool, limit: int, offset: int) -> Page[NotificationOut]:
-        condition = Notification.user_id == user_id
+    @staticmethod
+    def _mine(reader: User):
+        return and_(
+            Notification.user_id == reader.id,
+            or_(Notification.post_id.is_(None), exists().where(Post.id == Notification.post_id, visible_to(reader))),
+        )
+
+    async def list(self, reader: User, *, unread_only: bool, limit: int, offset: int) -> Page[NotificationOut]:
+        condition = self._mine(reader)
         if unread_only:
             condition = and_(condition, Notification.read_at.is_(None))
         rows = (
@@ -132,34 +145,41 @@ class InboxService:
         total = (
             rows[0].total if rows else await self.session.scalar(select(func.count(Notification.id)).where(condition))
         )
-        return Page(items=[to_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset)
+        notifications = [r[0] for r in rows]
+        named = {n.payload[key] for n in notifications for key, _ in RELATED_POSTS if n.payload.get(key)}
+        visible = set()
+        if named:
+            ids = [UUID(i) for i in named]
+            visible = {
+                str(i) for i in await self.session.scalars(select(Post.id).where(Post.id.in_(ids), visible_to(reader)))
+            }
+        items = [to_out(n, visible) for n in notifications]
+        return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
-    async def unread_count(self, user_id: UUID) -> int:
-        return (
-            await self.session.scalar(
-                select(func.count(Notification.id)).where(
-                    Notification.user_id == user_id, Notification.read_at.is_(None)
-                )
-            )
-            or 0
-        )
+    async def unread_count(self, reader: User) -> int:
+        condition = and_(self._mine(reader), Notification.read_at.is_(None))
+        return await self.session.scalar(select(func.count(Notification.id)).where(condition)) or 0
 
-    async def mark_read(self, user_id: UUID, notification_id: UUID | None = None) -> int:
-        stmt = update(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    async def mark_read(self, reader: User, notification_id: UUID | None = None) -> int:
+        stmt = update(Notification).where(self._mine(reader), Notification.read_at.is_(None))
         if notification_id is not None:
             stmt = stmt.where(Notification.id == notification_id)
         result = await self.session.execute(stmt.values(read_at=datetime.now(UTC)))
         return result.rowcount or 0
 
-    async def exists_for(self, user_id: UUID, notification_id: UUID) -> bool:
+    async def exists_for(self, reader: User, notification_id: UUID) -> bool:
         return bool(
-            await self.session.scalar(
-                select(exists().where(Notification.id == notification_id, Notification.user_id == user_id))
-            )
+            await self.session.scalar(select(exists().where(Notification.id == notification_id, self._mine(reader))))
         )
 
 
-def to_out(n: Notification) -> NotificationOut:
+def to_out(n: Notification, visible_related: set[str]) -> NotificationOut:
+    """``visible_related``: the ids (as text) of the other posts the reader may see."""
+    payload = dict(n.payload)
+    for id_key, title_key in RELATED_POSTS:
+        if id_key in payload and payload[id_key] not in visible_related:
+            payload.pop(id_key)
+            payload.pop(title_key, None)
     return NotificationOut(
-        id=n.id, kind=n.kind, post_id=n.post_id, payload=n.payload, created_at=n.created_at, read_at=n.read_at
+        id=n.id, kind=n.kind, post_id=n.post_id, payload=payload, created_at=n.created_at, read_at=n.read_at
     )

@@ -18,6 +18,7 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy import Select, and_, case, delete, exists, false, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
 from forum.credits.services import CreditPolicy, ShipService
@@ -33,9 +34,11 @@ from forum.models import (
     PostStatus,
     PostVoteDay,
     StatusChange,
+    StatusEvent,
     User,
     Visibility,
     Vote,
+    visible_to,
 )
 from forum.notifications.services import NotificationKind, notify_subscribers, subscribe
 from forum.posts.schemas import (
@@ -90,12 +93,24 @@ def author_public(user: User) -> UserPublic:
     return UserPublic(id=user.id, display_name=user.display_name, kind=user.kind)
 
 
-def visible_to(viewer: User | None, post: Any = Post):
-    """SQL condition: the post exists for this viewer."""
-    condition = post.deleted_at.is_(None)
-    if viewer is None or not viewer.sees_internal:
-        condition = and_(condition, post.visibility == Visibility.PUBLIC.value)
-    return condition
+EVENT_NOTES = {
+    StatusEvent.MERGED.value: ("Merged into “{title}”", "Merged into another post"),
+    StatusEvent.UNMERGED.value: ("Unmerged from “{title}”", "Unmerged from another post"),
+    StatusEvent.ADDRESSED.value: ("Addressed by “{title}”, now shipped", "Addressed by an idea that shipped"),
+    StatusEvent.UNADDRESSED.value: (
+        "“{title}” is no longer shipped",
+        "The idea that addressed it is no longer shipped",
+    ),
+}
+"""History notes of the system's own changes: naming the other post, or not when the reader may not see it."""
+
+
+def event_note(change: StatusChange, related_title: str | None) -> str | None:
+    """The note of a status change as its reader may read it (``related_title`` only if they may see it)."""
+    if change.event is None:
+        return change.note
+    named, anonymous = EVENT_NOTES[change.event]
+    return named.format(title=related_title) if related_title is not None else anonymous
 
 
 def webhook_post(post: PostOut) -> dict[str, Any]:
@@ -186,7 +201,10 @@ class PostService:
 
     # Reading ----------------------------------------------------------------------------------
 
-    def to_out(self, post: Post, viewer: User | None, has_voted: bool, cluster_id: UUID | None) -> PostOut:
+    def to_out(
+        self, post: Post, viewer: User | None, has_voted: bool, cluster_id: UUID | None, merged_into: UUID | None
+    ) -> PostOut:
+        """``merged_into`` is the target only if the viewer may see it (``_merged_into``)."""
         comments = post.comment_count + (post.internal_note_count if viewer and viewer.sees_internal else 0)
         return PostOut(
             id=post.id,
@@ -204,7 +222,7 @@ class PostService:
             has_voted=has_voted,
             comment_count=comments,
             cluster_id=cluster_id,
-            merged_into=post.merged_into_id,
+            merged_into=merged_into,
         )
 
     @staticmethod
@@ -214,6 +232,23 @@ class PostService:
             .where(ClusterMembership.post_id == Post.id, ClusterMembership.state != MembershipState.REJECTED.value)
             .scalar_subquery()
         )
+
+    @staticmethod
+    def _merged_into(viewer: User | None):
+        """The post this one is merged into, when the viewer may see it (else null: no id leaks)."""
+        target = aliased(Post)
+        return select(target.id).where(target.id == Post.merged_into_id, visible_to(viewer, target)).scalar_subquery()
+
+    def _columns(self, viewer: User | None) -> tuple[Any, ...]:
+        """What a post's answer needs besides its row, per viewer; read back by ``_row_out``."""
+        return (
+            self._has_voted(viewer).label("has_voted"),
+            self._cluster_id().label("cluster_id"),
+            self._merged_into(viewer).label("merged_into"),
+        )
+
+    def _row_out(self, row: Any, viewer: User | None) -> PostOut:
+        return self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id, row.merged_into)
 
     def _has_voted(self, viewer: User | None):
         if viewer is None:
@@ -232,14 +267,12 @@ class PostService:
     async def get_out(self, post_id: UUID, viewer: User | None) -> PostOut:
         row = (
             await self.session.execute(
-                select(Post, self._has_voted(viewer).label("has_voted"), self._cluster_id().label("cluster_id")).where(
-                    Post.id == post_id, visible_to(viewer)
-                )
+                select(Post, *self._columns(viewer)).where(Post.id == post_id, visible_to(viewer))
             )
         ).first()
         if row is None:
             raise NotFoundException("Post not found")
-        return self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id)
+        return self._row_out(row, viewer)
 
     async def get_many_out(self, post_ids: list[UUID], viewer: User | None) -> dict[UUID, PostOut]:
         """Several posts in one query, keyed by id (those the viewer may not see are left out)."""
@@ -247,12 +280,10 @@ class PostService:
             return {}
         rows = (
             await self.session.execute(
-                select(Post, self._has_voted(viewer).label("has_voted"), self._cluster_id().label("cluster_id")).where(
-                    Post.id.in_(post_ids), visible_to(viewer)
-                )
+                select(Post, *self._columns(viewer)).where(Post.id.in_(post_ids), visible_to(viewer))
             )
         ).all()
-        return {row[0].id: self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id) for row in rows}
+        return {row[0].id: self._row_out(row, viewer) for row in rows}
 
     async def list(
         self, filters: PostFilters, sort: PostSort | None, limit: int, offset: int, viewer: User | None
@@ -267,13 +298,13 @@ class PostService:
         if sort is None:
             sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
         stmt = self._ordered(stmt, sort, filters)
-        stmt = stmt.add_columns(self._has_voted(viewer).label("has_voted"), self._cluster_id().label("cluster_id"))
+        stmt = stmt.add_columns(*self._columns(viewer))
         rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
         if offset == 0 and len(rows) < limit:
             total = len(rows)  # the whole list fits in this page
         else:
             total = await self._total(filters, viewer)
-        items = [self.to_out(row[0], viewer, bool(row.has_voted), row.cluster_id) for row in rows]
+        items = [self._row_out(row, viewer) for row in rows]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
     async def _total(self, filters: PostFilters, viewer: User | None) -> int:
@@ -352,7 +383,7 @@ class PostService:
         await enqueue_embeddings(self.session, [post.id])
         await subscribe(self.session, author.id, post.id)
         await self.session.refresh(post)
-        out = self.to_out(post, author, False, None)
+        out = self.to_out(post, author, False, None, None)
         await emit(self.session, WebhookEvent.POST_CREATED, webhook_post(out))
         return out
 
@@ -430,7 +461,7 @@ class PostService:
         await self.session.flush()
         payload = {"post_id": str(post.id), "title": post.title, "from": before, "to": status.value, "note": note}
         await notify_subscribers(self.session, post.id, NotificationKind.STATUS_CHANGED, payload, exclude=[actor.id])
-        await emit(self.session, WebhookEvent.POST_STATUS_CHANGED, payload)
+        await emit(self.session, WebhookEvent.POST_STATUS_CHANGED, {**payload, "visibility": post.visibility})
         shipping = ShipService(self.session, self.credit_policy)
         if status is PostStatus.SHIPPED:
             await shipping.ship(post, actor)
@@ -440,21 +471,25 @@ class PostService:
 
     async def history(self, post_id: UUID, viewer: User | None) -> list[StatusChangeOut]:
         await self.get_visible(post_id, viewer)
-        changes = await self.session.scalars(
-            select(StatusChange)
-            .where(StatusChange.post_id == post_id)
-            .order_by(StatusChange.created_at, StatusChange.id)
-        )
+        related = aliased(Post)
+        rows = (
+            await self.session.execute(
+                select(StatusChange, related.title, visible_to(viewer, related).label("related_visible"))
+                .outerjoin(related, related.id == StatusChange.related_post_id)
+                .where(StatusChange.post_id == post_id)
+                .order_by(StatusChange.created_at, StatusChange.id)
+            )
+        ).all()
         return [
             StatusChangeOut(
                 id=c.id,
                 from_status=c.from_status,
                 to_status=c.to_status,
-                note=c.note,
+                note=event_note(c, title if related_visible else None),
                 actor=author_public(c.actor),
                 created_at=c.created_at,
             )
-            for c in changes
+            for c, title, related_visible in rows
         ]
 
     # Votes ------------------------------------------------------------------------------------
