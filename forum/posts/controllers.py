@@ -47,7 +47,13 @@ class PostController(Controller):
         request: Request[User | None, object, object],
         posts: PostService,
         kind: PostKind | None = None,
-        status: Annotated[list[PostStatus] | None, Parameter(description="Repeat to match any of several")] = None,
+        status: Annotated[
+            list[PostStatus] | None,
+            Parameter(
+                description="Repeat to match any of several; without it, the live board: "
+                "open, under_review, planned, in_progress"
+            ),
+        ] = None,
         tag: Annotated[
             list[Annotated[str, Parameter(max_length=40)]] | None,
             Parameter(description="Repeat: all must match"),
@@ -62,7 +68,12 @@ class PostController(Controller):
         ] = None,
         q: Annotated[
             str | None,
-            Parameter(max_length=200, pattern=r"^[^\x00]*$", description="Full-text search over title and body"),
+            Parameter(
+                max_length=200,
+                pattern=r"^[^\x00]*$",
+                description="Search title and body: any of the words, each as a word prefix or by its English "
+                'or Spanish stem, more matching words first; "a phrase", -word to exclude',
+            ),
         ] = None,
         sort: PostSort | None = None,
         limit: Limit = 20,
