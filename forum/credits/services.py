@@ -144,9 +144,9 @@ class ShipService:
         }
         described: dict[UUID, tuple[UUID, str]] = {}
         for entry in entries:
-            user = users[entry.user_id]
             if entry.user_id in described:
                 continue
+            user = users[entry.user_id]
             if await self._sees(user, post.id):
                 described[entry.user_id] = (post.id, post.title)
             elif await self._sees(user, entry.source_post_id):
