@@ -1,5 +1,8 @@
 """history notes rendered for their reader; word-prefix search
 
+Rewrites ``post`` (its generated ``search`` column is dropped and added again) and rebuilds the GIN
+index under an exclusive lock: about 30 s at 100,000 posts (docs/benchmarks.md).
+
 Revision ID: 0006
 Revises: 0004
 Create Date: 2026-12-01 16:40:00.000000
