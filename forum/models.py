@@ -428,6 +428,8 @@ class Survey(UUIDv7AuditBase):
     throttle_days: Mapped[int] = mapped_column(Integer)
     """A person is asked (and may answer) at most once per this many days."""
     created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    property_keys: Mapped[list[str]] = mapped_column(ARRAY(String(40)), default=list, server_default=text("'{}'"))
+    """Every property name its answers carry, so a report breaks the score down by each without a scan."""
 
 
 class SurveyAnswer(UUIDv7AuditBase):

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.models import CreditEntry, CreditReason, CritiqueLink, Post, PostStatus, ShipEvent, StatusChange, User
 from forum.notifications.services import NotificationKind, notify_subscribers, notify_users
+from forum.surveys.loop import notify_voices_of_ship
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
 
@@ -114,6 +115,7 @@ class ShipService:
         await emit(self.session, WebhookEvent.POST_SHIPPED, {**_post_payload(post), "credits": credits_payload})
         if entries:
             await emit(self.session, WebhookEvent.CREDIT_AWARDED, {"post_id": str(post.id), "credits": credits_payload})
+        await notify_voices_of_ship(self.session, post)  # survey respondents who voiced this need
         return event
 
     async def unship(self, post: Post, actor: User) -> None:

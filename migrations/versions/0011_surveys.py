@@ -37,6 +37,9 @@ def upgrade() -> None:
         sa.Column("is_open", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("throttle_days", sa.Integer(), nullable=False),
         sa.Column("created_by_id", sa.GUID(length=16), nullable=False),
+        sa.Column(
+            "property_keys", postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False
+        ),
         sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
