@@ -356,7 +356,7 @@ class SurveyService:
         if answer is None:
             raise NotFoundException("Answer not found")
         if answer.post_id is not None:
-            raise ConflictError(detail="This voice is already a post", post_id=str(answer.post_id))
+            raise ConflictError(detail="This voice is already a post", extra={"post_id": str(answer.post_id)})
         if not answer.comment:
             raise UnprocessableError("This answer has no comment to turn into a post", field="answer_id")
         respondent = await self.session.get(User, answer.user_id)
@@ -372,11 +372,13 @@ class SurveyService:
             )
         except msgspec.ValidationError as exc:
             raise UnprocessableError(str(exc), field="title") from exc
-        post = await PostService(self.session).create(respondent, create)
+        posts = PostService(self.session)
+        post = await posts.create(respondent, create)
         answer.post_id = post.id
         await self.session.flush()
         if answer.cluster_id is not None:
             await grouping.move(post.id, answer.cluster_id, actor)
+            post = await posts.get_out(post.id, actor)
         await notify_users(
             self.session,
             [respondent.id],
