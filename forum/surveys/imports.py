@@ -134,12 +134,9 @@ def _columns(header: list[str]) -> dict[str, str]:
 
 def parse_rows(content: str, survey_id: UUID, kind: str, now: datetime, report: ImportReport) -> list[_Row]:
     """Every valid row of the file; the others go to ``report.rejected`` with their line number."""
-    sample = content[:4096]
-    try:
-        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(content), dialect)
+    first_line = content.split("\n", 1)[0]
+    delimiter = max(",;\t", key=first_line.count)  # comma, or semicolon/tab exports
+    reader = csv.reader(io.StringIO(content), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
