@@ -392,6 +392,11 @@ def demo_load(password: str, embed: bool) -> None:
         with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
             count = asyncio.run(embed_stale_now(url, embedder, settings.duplicate_threshold, progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
+        from forum.surveys.voices import place_voices_now
+
+        with click.progressbar(length=0, label="placing survey comments in clusters", show_pos=True) as bar:
+            voices = asyncio.run(place_voices_now(url, embedder, settings.duplicate_threshold, progress=bar))
+        click.echo(f"survey comments: {voices.get('placed', 0)} voiced in a cluster, {voices.get('unplaced', 0)} alone")
 
 
 @demo.command("users")
