@@ -49,9 +49,9 @@ LOAD_SQL = [
               CASE WHEN n % 10 = 0 THEN 'internal' ELSE 'external' END, 'member', true, now(), now()
        FROM generate_series(1, :people) AS n""",
     """INSERT INTO survey (id, kind, question_en, audience, is_open, throttle_days, created_by_id,
-                           property_keys, created_at, updated_at)
+                           created_at, updated_at)
        VALUES (:survey, 'nps', 'How likely are you to recommend us?', 'everyone', true, 90,
-               md5('u1')::uuid, ARRAY['plan', 'region'], now(), now())""",
+               md5('u1')::uuid, now(), now())""",
     # One post per cluster, for the clusters' titles.
     """INSERT INTO cluster (id, created_at, updated_at) SELECT md5('c' || k)::uuid, now(), now()
        FROM generate_series(1, :clusters) AS k""",

@@ -10,6 +10,7 @@ from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Computed,
@@ -428,8 +429,6 @@ class Survey(UUIDv7AuditBase):
     throttle_days: Mapped[int] = mapped_column(Integer)
     """A person is asked (and may answer) at most once per this many days."""
     created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
-    property_keys: Mapped[list[str]] = mapped_column(ARRAY(String(40)), default=list, server_default=text("'{}'"))
-    """Every property name its answers carry, so a report breaks the score down by each without a scan."""
 
 
 class SurveyAnswer(UUIDv7AuditBase):
@@ -497,3 +496,24 @@ class SurveyDismissal(DefaultBase):
     survey_id: Mapped[UUID] = mapped_column(ForeignKey("survey.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
     dismissed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class SurveyTally(DefaultBase):
+    """Running counts of a survey's answers by dimension, kept by triggers on ``survey_answer``
+    (migration 0011) so that a report reads a few hundred rows, never the answers themselves.
+
+    ``dimension`` / ``value``: ``all`` / ``''``, ``kind`` / internal|external, ``cluster`` / cluster id,
+    ``property:<key>`` / value — over each person's latest answer — and ``week`` / ``month`` / first day
+    (UTC, ``YYYY-MM-DD``) over every answer. ``high`` counts promoters (NPS 9-10, CSAT 4-5), ``low``
+    detractors (NPS 0-6, CSAT 1-2).
+    """
+
+    __tablename__ = "survey_tally"
+
+    survey_id: Mapped[UUID] = mapped_column(ForeignKey("survey.id", ondelete="CASCADE"), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    high: Mapped[int] = mapped_column(BigInteger, default=0)
+    low: Mapped[int] = mapped_column(BigInteger, default=0)

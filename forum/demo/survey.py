@@ -19,7 +19,7 @@ from uuid_utils.compat import uuid7
 
 from forum.encoding import post_language
 from forum.models import AnswerSource, ShipEvent, Survey, SurveyAnswer, User
-from forum.surveys.services import record_property_keys, refresh_latest
+from forum.surveys.services import refresh_latest
 
 DEMO_SURVEY_PATH = Path(__file__).with_name("survey.json")
 
@@ -47,7 +47,6 @@ async def load_demo_survey(
         is_open=True,
         throttle_days=spec["throttle_days"],
         created_by_id=user_ids[spec["creator"]],
-        property_keys=[],
         created_at=now - timedelta(days=90),
         updated_at=now - timedelta(days=90),
     )
@@ -81,5 +80,4 @@ async def load_demo_survey(
         )
     await session.execute(insert(SurveyAnswer), rows)
     await refresh_latest(session, survey.id, user_ids.values())
-    await record_property_keys(session, survey.id, {key for props in sample["properties"].values() for key in props})
     return len(rows)

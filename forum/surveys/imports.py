@@ -32,7 +32,7 @@ from forum.auth import UNCLAIMED_PASSWORD_HASH
 from forum.encoding import post_language
 from forum.models import AnswerSource, Survey, SurveyAnswer, User, UserKind
 from forum.surveys.schemas import MAX_SCORE, MIN_SCORE
-from forum.surveys.services import enqueue_voices, record_property_keys, refresh_latest
+from forum.surveys.services import enqueue_voices, refresh_latest
 
 BATCH_ROWS = 500
 COLUMNS = {
@@ -275,7 +275,6 @@ async def import_answers(
             report.imported += len(new)
             report.already_imported += len(batch) - len(new)
             await refresh_latest(session, survey_id, [r.user_id for r in new])
-            await record_property_keys(session, survey_id, {k for row in batch for k in row.properties})
             await enqueue_voices(session, [r.id for r in new if r.comment])
         if progress is not None:
             progress.update(len(batch))

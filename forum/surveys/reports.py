@@ -1,5 +1,7 @@
-"""What the product team reads about surveys. Every figure comes from SQL aggregates (counts per
-bucket); Python only turns each group's counts into shares. Nothing loops over answers.
+"""What the product team reads about surveys. Every figure comes from counts per bucket that PostgreSQL
+keeps as answers change (``survey_tally``, maintained by triggers; migration 0011) or, for a ship's
+before/after, aggregates over its few respondents; Python only turns counts into shares and never
+loops over answers, so a report costs the same over a hundred answers or a million (docs/surveys.md).
 
 NPS = %promoters - %detractors; its 95 % margin of error is 1.96 * 100 * sqrt((p + d - (p - d)^2) / n)
 with p and d the shares of promoters and detractors (the variance of a +1/0/-1 score). CSAT = % of
@@ -9,6 +11,7 @@ answers of 4-5, with the margin of a proportion, 1.96 * 100 * sqrt(s (1 - s) / n
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,15 +35,12 @@ from forum.surveys.schemas import (
     TrendUnit,
     VoiceOut,
 )
-from forum.surveys.services import HIGH, LOW, answer_out, survey_out
+from forum.surveys.services import answer_out, survey_out
 
 Z95 = 1.96
 MAX_PROPERTIES = 10  # properties broken down in a report
 MAX_VALUES = 50  # values per property, the most answered first
 
-# The counts every score is made of; :high and :low are the kind's promoter and detractor bounds.
-_COUNTS = """count(*) AS n, sum(score) AS total,
-             count(*) FILTER (WHERE score >= :high) AS high, count(*) FILTER (WHERE score <= :low) AS low"""
 # The same with the bounds read from the answer's survey (reports spanning surveys).
 _COUNTS_BY_KIND = """count(*) AS n, sum(score) AS total,
     count(*) FILTER (WHERE score >= CASE s.kind WHEN 'nps' THEN 9 ELSE 4 END) AS high,
@@ -77,6 +77,20 @@ def _score(kind: str, row: Any) -> Score:
     return score_of(kind, row.n, row.total, row.high, row.low)
 
 
+def _segments(kind: str, values: list[tuple[str, Any]], totals: Any) -> list[Segment]:
+    """One property's values, the most answered first, and (as ``None``) the answers without it:
+    counts add up, so those are the overall counts minus every value's."""
+    ranked = sorted(values, key=lambda pair: (-pair[1].n, pair[0]))
+    segments = [Segment(value=value, score=_score(kind, row)) for value, row in ranked[:MAX_VALUES]]
+    if totals is not None:
+        missing = [
+            getattr(totals, f) - sum(getattr(row, f) for _, row in values) for f in ("n", "total", "high", "low")
+        ]
+        if missing[0] > 0:
+            segments.append(Segment(value=None, score=score_of(kind, *missing)))
+    return segments
+
+
 class SurveyReports:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -103,93 +117,70 @@ class SurveyReports:
         )
         return {r.cluster_id: r.title for r in rows}
 
+    async def _tallies(self, survey_id: UUID, dimensions: str) -> list[Any]:
+        return list(
+            (
+                await self.session.execute(
+                    text(
+                        "SELECT dimension, value, n, total, high, low FROM survey_tally "
+                        f"WHERE survey_id = :survey AND n > 0 AND ({dimensions})"
+                    ),
+                    {"survey": survey_id},
+                )
+            ).all()
+        )
+
     async def report(self, survey_id: UUID, unit: TrendUnit) -> SurveyReport:
         survey = await self._survey(survey_id)
         kind = survey.kind
-        bounds = {"high": HIGH[kind], "low": LOW[kind], "survey": survey.id}
-        keys = list(survey.property_keys or [])[:MAX_PROPERTIES]
-        # One scan of the current answers, grouped several ways at once.
-        props = "".join(f", properties ->> :k{i} AS p{i}" for i in range(len(keys)))
-        flags = "".join(f", GROUPING(p{i}) AS g{i}" for i in range(len(keys)))
-        sets = ", ".join(["()", "(respondent_kind)", "(cluster_id)", *(f"(p{i})" for i in range(len(keys)))])
-        rows = (
-            await self.session.execute(
-                text(
-                    f"""
-                    SELECT GROUPING(respondent_kind) AS g_kind, GROUPING(cluster_id) AS g_cluster {flags},
-                           respondent_kind, cluster_id {"".join(f", p{i}" for i in range(len(keys)))}, {_COUNTS}
-                    FROM (SELECT score, respondent_kind, cluster_id {props}
-                          FROM survey_answer WHERE survey_id = :survey AND is_latest) AS current
-                    GROUP BY GROUPING SETS ({sets})
-                    """
-                ),
-                {**bounds, **{f"k{i}": key for i, key in enumerate(keys)}},
-            )
-        ).all()
         overall = score_of(kind, 0, 0, 0, 0)
         by_kind = {"internal": overall, "external": overall}
         by_cluster: list[tuple[UUID, Score]] = []
-        by_property: dict[int, list[Segment]] = {i: [] for i in range(len(keys))}
-        for row in rows:
-            grouped = [i for i in range(len(keys)) if getattr(row, f"g{i}") == 0]
-            if row.g_kind == 0:
-                by_kind[row.respondent_kind] = _score(kind, row)
-            elif row.g_cluster == 0:
-                if row.cluster_id is not None:
-                    by_cluster.append((row.cluster_id, _score(kind, row)))
-            elif grouped:
-                by_property[grouped[0]].append(Segment(value=getattr(row, f"p{grouped[0]}"), score=_score(kind, row)))
+        by_property: dict[str, list[tuple[str, Any]]] = {}
+        trend: list[TrendPoint] = []
+        totals = None
+        rows = await self._tallies(
+            survey.id, f"dimension IN ('all', 'kind', 'cluster', '{unit.value}') OR dimension LIKE 'property:%'"
+        )
+        for row in rows:  # a few rows per segment value and period, never the answers
+            if row.dimension == "all":
+                overall, totals = _score(kind, row), row
+            elif row.dimension == "kind":
+                by_kind[row.value] = _score(kind, row)
+            elif row.dimension == "cluster":
+                by_cluster.append((UUID(row.value), _score(kind, row)))
+            elif row.dimension == unit.value:
+                period = datetime.fromisoformat(row.value).replace(tzinfo=UTC)
+                trend.append(TrendPoint(period=period, score=_score(kind, row)))
             else:
-                overall = _score(kind, row)
+                by_property.setdefault(row.dimension.removeprefix("property:"), []).append((row.value, row))
         by_cluster.sort(key=lambda pair: (-pair[1].detractors, -pair[1].responses, str(pair[0])))
         titles = await self._cluster_titles([cluster_id for cluster_id, _ in by_cluster])
-        trend = await self.session.execute(
-            text(
-                f"""
-                SELECT date_trunc(:unit, answered_at, 'UTC') AS period, {_COUNTS}
-                FROM survey_answer WHERE survey_id = :survey GROUP BY 1 ORDER BY 1
-                """
-            ),
-            {**bounds, "unit": unit.value},
-        )
+        trend.sort(key=lambda point: point.period)
         return SurveyReport(
             survey=survey_out(survey),
             overall=overall,
             by_kind=by_kind,
             by_property=[
-                PropertyBreakdown(
-                    property=key,
-                    values=sorted(by_property[i], key=lambda s: (-s.score.responses, s.value is None, s.value or ""))[
-                        :MAX_VALUES
-                    ],
-                )
-                for i, key in enumerate(keys)
+                PropertyBreakdown(property=key, values=_segments(kind, by_property[key], totals))
+                for key in sorted(by_property)[:MAX_PROPERTIES]
             ],
             by_cluster=[ClusterScore(cluster_id=c, title=titles.get(c), score=s) for c, s in by_cluster],
             trend_unit=unit,
-            trend=[TrendPoint(period=r.period, score=_score(kind, r)) for r in trend],
+            trend=trend,
         )
 
     async def drivers(self, survey_id: UUID, limit: int) -> list[Driver]:
         """Clusters ranked by the detractors among the current answers voiced in them."""
         survey = await self._survey(survey_id)
-        rows = (
-            await self.session.execute(
-                text(
-                    f"""
-                    SELECT cluster_id, {_COUNTS} FROM survey_answer
-                    WHERE survey_id = :survey AND is_latest AND cluster_id IS NOT NULL
-                    GROUP BY cluster_id ORDER BY low DESC, n DESC, cluster_id LIMIT :limit
-                    """
-                ),
-                {"survey": survey.id, "high": HIGH[survey.kind], "low": LOW[survey.kind], "limit": limit},
-            )
-        ).all()
-        titles = await self._cluster_titles([r.cluster_id for r in rows])
+        rows = sorted(await self._tallies(survey.id, "dimension = 'cluster'"), key=lambda r: (-r.low, -r.n, r.value))[
+            :limit
+        ]
+        titles = await self._cluster_titles([UUID(r.value) for r in rows])
         return [
             Driver(
-                cluster_id=r.cluster_id,
-                title=titles.get(r.cluster_id),
+                cluster_id=UUID(r.value),
+                title=titles.get(UUID(r.value)),
                 detractors=int(r.low),
                 voices=int(r.n),
                 score=_score(survey.kind, r),

@@ -145,20 +145,6 @@ async def refresh_latest(session: AsyncSession, survey_id: UUID, user_ids: Itera
     )
 
 
-async def record_property_keys(session: AsyncSession, survey_id: UUID, keys: Iterable[str]) -> None:
-    wanted = sorted(set(keys))
-    if not wanted:
-        return
-    await session.execute(
-        text(
-            "UPDATE survey SET property_keys = ARRAY(SELECT DISTINCT k FROM unnest(property_keys || "
-            "CAST(:keys AS varchar[])) AS k ORDER BY k) "
-            "WHERE id = :survey AND NOT property_keys @> CAST(:keys AS varchar[])"
-        ),
-        {"survey": survey_id, "keys": wanted},
-    )
-
-
 async def enqueue_voices(session: AsyncSession, answer_ids: Sequence[UUID]) -> None:
     await enqueue(session, EMBED_ANSWER, [str(answer_id) for answer_id in answer_ids], dedupe=True)
 
@@ -187,7 +173,6 @@ class SurveyService:
             is_open=data.is_open,
             throttle_days=self.default_throttle_days if data.throttle_days is None else data.throttle_days,
             created_by_id=actor.id,
-            property_keys=[],
         )
         self.session.add(survey)
         await self.session.flush()
@@ -284,7 +269,6 @@ class SurveyService:
         self.session.add(answer)
         await self.session.flush()
         await refresh_latest(self.session, survey.id, [user.id])
-        await record_property_keys(self.session, survey.id, data.properties)
         if data.comment:
             await enqueue_voices(self.session, [answer.id])
         await self.session.refresh(answer)

@@ -24,6 +24,66 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# survey_tally is kept by three statement-level triggers on survey_answer (one per event: a trigger with
+# transition tables has one event). Each adds, with a sign, what the changed rows contribute to each
+# dimension; an UPDATE counts only rows whose scored columns changed. Rows are upserted in key order,
+# so concurrent answers queue on the same tally rows instead of deadlocking.
+_CONTRIBUTIONS = """
+    SELECT r.survey_id, d.dimension, d.value, r.sign, r.score
+    FROM ({rows}) AS r
+    CROSS JOIN LATERAL (
+        SELECT 'all', '' WHERE r.is_latest
+        UNION ALL SELECT 'kind', r.respondent_kind WHERE r.is_latest
+        UNION ALL SELECT 'cluster', r.cluster_id::text WHERE r.is_latest AND r.cluster_id IS NOT NULL
+        UNION ALL SELECT left('property:' || p.key, 50), left(p.value, 200)
+                  FROM jsonb_each_text(r.properties) AS p WHERE r.is_latest
+        UNION ALL SELECT 'week', to_char(date_trunc('week', r.answered_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')
+        UNION ALL SELECT 'month', to_char(date_trunc('month', r.answered_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')
+    ) AS d(dimension, value)
+"""
+_APPLY = """
+    INSERT INTO survey_tally AS t (survey_id, dimension, value, n, total, high, low)
+    SELECT c.survey_id, c.dimension, c.value, sum(c.sign), sum(c.sign * c.score),
+           coalesce(sum(c.sign) FILTER (WHERE c.score >= CASE s.kind WHEN 'nps' THEN 9 ELSE 4 END), 0),
+           coalesce(sum(c.sign) FILTER (WHERE c.score <= CASE s.kind WHEN 'nps' THEN 6 ELSE 2 END), 0)
+    FROM ({contributions}) AS c JOIN survey s ON s.id = c.survey_id
+    GROUP BY c.survey_id, c.dimension, c.value
+    ORDER BY c.survey_id, c.dimension, c.value
+    ON CONFLICT (survey_id, dimension, value) DO UPDATE SET
+        n = t.n + excluded.n, total = t.total + excluded.total,
+        high = t.high + excluded.high, low = t.low + excluded.low
+"""
+_SCORED = ["survey_id", "score", "is_latest", "cluster_id", "respondent_kind", "properties", "answered_at"]
+_CHANGED = (
+    "SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id "
+    f"WHERE ({', '.join('o.' + c for c in _SCORED)}) IS DISTINCT FROM ({', '.join('n.' + c for c in _SCORED)})"
+)
+_SOURCES = {
+    "insert": "SELECT 1 AS sign, * FROM new_rows",
+    "delete": "SELECT -1 AS sign, * FROM old_rows",
+    "update": f"SELECT -1 AS sign, * FROM old_rows WHERE id IN ({_CHANGED}) "
+    f"UNION ALL SELECT 1, * FROM new_rows WHERE id IN ({_CHANGED})",
+}
+_TRANSITIONS = {
+    "insert": "REFERENCING NEW TABLE AS new_rows",
+    "delete": "REFERENCING OLD TABLE AS old_rows",
+    "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+}
+
+
+def _create_tally_triggers() -> None:
+    for event, rows in _SOURCES.items():
+        sql = _APPLY.format(contributions=_CONTRIBUTIONS.format(rows=rows))
+        op.execute(
+            f"CREATE FUNCTION survey_tally_{event}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{sql};\nRETURN NULL;\nEND\n$$"
+        )
+        op.execute(
+            f"CREATE TRIGGER survey_tally_{event} AFTER {event.upper()} ON survey_answer "
+            f"{_TRANSITIONS[event]} FOR EACH STATEMENT EXECUTE FUNCTION survey_tally_{event}()"
+        )
+
+
 def upgrade() -> None:
     op.create_table(
         "survey",
@@ -37,9 +97,6 @@ def upgrade() -> None:
         sa.Column("is_open", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("throttle_days", sa.Integer(), nullable=False),
         sa.Column("created_by_id", sa.GUID(length=16), nullable=False),
-        sa.Column(
-            "property_keys", postgresql.ARRAY(sa.String(length=40)), server_default=sa.text("'{}'"), nullable=False
-        ),
         sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
@@ -146,6 +203,21 @@ def upgrade() -> None:
         postgresql_where=sa.text("is_latest"),
     )
     op.create_table(
+        "survey_tally",
+        sa.Column("survey_id", sa.GUID(length=16), nullable=False),
+        sa.Column("dimension", sa.String(length=50), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("high", sa.BigInteger(), nullable=False),
+        sa.Column("low", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["survey_id"], ["survey.id"], name=op.f("fk_survey_tally_survey_id_survey"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("survey_id", "dimension", "value", name=op.f("pk_survey_tally")),
+    )
+    _create_tally_triggers()
+    op.create_table(
         "survey_dismissal",
         sa.Column("survey_id", sa.GUID(length=16), nullable=False),
         sa.Column("user_id", sa.GUID(length=16), nullable=False),
@@ -162,5 +234,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("survey_dismissal")
-    op.drop_table("survey_answer")  # and its indexes
+    op.drop_table("survey_tally")
+    op.drop_table("survey_answer")  # and its indexes and triggers
+    for event in _SOURCES:
+        op.execute(f"DROP FUNCTION survey_tally_{event}()")
     op.drop_table("survey")
