@@ -344,3 +344,56 @@ def test_an_internal_ship_is_not_announced_to_customers(api: Api, product: Actor
     assert api.client.get("/api/me/notifications", headers=customer.headers).json()["total"] == 0
     kinds = [n["kind"] for n in api.client.get("/api/me/notifications", headers=colleague.headers).json()["items"]]
     assert kinds == ["survey_voice_shipped"]
+
+
+# The running tallies ------------------------------------------------------------------------------------
+
+# The tallies recomputed from the answers themselves, as the triggers define them (migration 0011).
+FROM_SCRATCH = """
+SELECT a.survey_id, d.dimension, d.value, count(*) AS n, sum(a.score) AS total,
+       count(*) FILTER (WHERE a.score >= CASE s.kind WHEN 'nps' THEN 9 ELSE 4 END) AS high,
+       count(*) FILTER (WHERE a.score <= CASE s.kind WHEN 'nps' THEN 6 ELSE 2 END) AS low
+FROM survey_answer a JOIN survey s ON s.id = a.survey_id
+CROSS JOIN LATERAL (
+    SELECT 'all', '' WHERE a.is_latest
+    UNION ALL SELECT 'kind', a.respondent_kind WHERE a.is_latest
+    UNION ALL SELECT 'cluster', a.cluster_id::text WHERE a.is_latest AND a.cluster_id IS NOT NULL
+    UNION ALL SELECT 'property:' || p.key, p.value FROM jsonb_each_text(a.properties) p WHERE a.is_latest
+    UNION ALL SELECT 'week', to_char(date_trunc('week', a.answered_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')
+    UNION ALL SELECT 'month', to_char(date_trunc('month', a.answered_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')
+) AS d(dimension, value)
+GROUP BY 1, 2, 3
+"""
+
+
+def _tallies(database_url: str) -> set[tuple]:
+    return {
+        tuple(r)
+        for r in run_sql(
+            database_url, "SELECT survey_id, dimension, value, n, total, high, low FROM survey_tally WHERE n <> 0"
+        )
+    }
+
+
+def test_the_running_tallies_always_equal_the_answers(api: Api, product: Actor, drain, database_url: str) -> None:
+    author = api.register()
+    api.post(author, title="Offline maps for the tunnel rides")
+    drain()
+    nps, csat = make_survey(api, product, throttle_days=0), make_survey(api, product, kind="csat", throttle_days=0)
+    people = [api.register(), api.register(), api.make_user("internal", "member")]
+    for i, person in enumerate(people):
+        answer(api, person, nps, 3 * i, comment="Offline maps for the tunnel rides", properties={"plan": f"p{i % 2}"})
+        answer(api, person, csat, 1 + i)
+    answer(api, people[0], nps, 10, properties={"region": "eu"})  # the latest moves
+    drain()  # comments placed in the idea's cluster
+    assert _tallies(database_url) == {tuple(r) for r in run_sql(database_url, FROM_SCRATCH)}
+    assert any(t[1] == "cluster" for t in _tallies(database_url)), "voices were counted in their cluster"
+
+    run_sql(database_url, "UPDATE survey_answer SET answered_at = answered_at - interval '45 days' WHERE score = 10")
+    run_sql(database_url, "UPDATE survey_answer SET updated_at = now()")  # nothing scored changes
+    run_sql(
+        database_url,
+        "DELETE FROM cluster WHERE id = (SELECT cluster_id FROM survey_answer WHERE cluster_id IS NOT NULL LIMIT 1)",
+    )
+    run_sql(database_url, "DELETE FROM user_account WHERE id = :id", id=people[1].id)
+    assert _tallies(database_url) == {tuple(r) for r in run_sql(database_url, FROM_SCRATCH)}
