@@ -41,7 +41,7 @@ Z95 = 1.96
 MAX_PROPERTIES = 10  # properties broken down in a report
 MAX_VALUES = 50  # values per property, the most answered first
 
-# The same with the bounds read from the answer's survey (reports spanning surveys).
+# Counts per bucket with the bounds of each answer's survey (the ship report spans surveys).
 _COUNTS_BY_KIND = """count(*) AS n, sum(score) AS total,
     count(*) FILTER (WHERE score >= CASE s.kind WHEN 'nps' THEN 9 ELSE 4 END) AS high,
     count(*) FILTER (WHERE score <= CASE s.kind WHEN 'nps' THEN 6 ELSE 2 END) AS low"""
@@ -207,8 +207,8 @@ class SurveyReports:
         return Page(items=items, total=int(total or 0), limit=limit, offset=offset)
 
     async def ship_report(self, post_id: UUID) -> ShipReport:
-        """The NPS (or CSAT) of the respondents whose voices were in the post's cluster when it shipped:
-        each one's latest answer before the ship, and their first answer after it."""
+        """The NPS (or CSAT) of the respondents whose voices, given before the ship, are in the post's
+        cluster: each one's latest answer before the ship, and their first answer after it."""
         post = await self.session.scalar(select(Post).where(Post.id == post_id, Post.deleted_at.is_(None)))
         if post is None:
             raise NotFoundException("Post not found")

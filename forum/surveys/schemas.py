@@ -225,7 +225,7 @@ class ShipReport(msgspec.Struct):
     shipped_at: datetime
     cluster_id: UUID | None
     respondents: int
-    """People whose comments were voices in the post's cluster when it shipped."""
+    """People whose comments, given before the ship, are voices in the post's cluster."""
     surveys: list[PhaseScores]
 
 
