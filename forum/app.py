@@ -39,6 +39,7 @@ from forum.merges.controllers import MergeController
 from forum.notifications.controllers import InboxController, SubscriptionController
 from forum.posts.controllers import PostController
 from forum.settings import Settings
+from forum.surveys.controllers import SurveyController, VoiceController
 from forum.webhooks.controllers import WebhookController
 
 logger = logging.getLogger("forum")
@@ -163,6 +164,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InboxController,
             SubscriptionController,
             WebhookController,
+            SurveyController,
+            VoiceController,
         ],
         lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy)],

@@ -25,6 +25,8 @@ from forum.models import User
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
+UNCLAIMED_PASSWORD_HASH = "!unclaimed"
+"""No password matches it: an account made for an imported survey answer, claimed by registering."""
 
 
 async def hash_password(password: str) -> str:
@@ -32,9 +34,11 @@ async def hash_password(password: str) -> str:
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
+    usable = None if password_hash == UNCLAIMED_PASSWORD_HASH else password_hash  # same time as unknown
+
     def _verify() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            return _hasher.verify(usable or _DUMMY_HASH, password) and usable is not None
         except (VerificationError, InvalidHashError):
             return False
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -391,6 +392,11 @@ def demo_load(password: str, embed: bool) -> None:
         with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
             count = asyncio.run(embed_stale_now(url, embedder, settings.duplicate_threshold, progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
+        from forum.surveys.voices import place_voices_now
+
+        with click.progressbar(length=0, label="placing survey comments in clusters", show_pos=True) as bar:
+            voices = asyncio.run(place_voices_now(url, embedder, settings.duplicate_threshold, progress=bar))
+        click.echo(f"survey comments: {voices.get('placed', 0)} voiced in a cluster, {voices.get('unplaced', 0)} alone")
 
 
 @demo.command("users")
@@ -400,6 +406,95 @@ def demo_users() -> None:
 
     for user in read_sample().users:
         click.echo(f"{user.email:40} {user.kind:9} {user.role}")
+
+
+@main.group()
+def surveys() -> None:
+    """NPS and CSAT surveys: list them, import answers collected elsewhere, place comments in clusters."""
+
+
+@surveys.command("list")
+def surveys_list() -> None:
+    """Every survey with its id (to import into), kind, audience, state and number of answers."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = _prepared_database(Settings.from_env())
+
+    async def rows():
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                result = await conn.execute(
+                    text(
+                        "SELECT s.id, s.kind, s.audience, s.is_open, coalesce(s.question_en, s.question_es) AS q, "
+                        "(SELECT count(*) FROM survey_answer a WHERE a.survey_id = s.id) AS answers "
+                        "FROM survey s ORDER BY s.created_at"
+                    )
+                )
+                return result.all()
+        finally:
+            await engine.dispose()
+
+    for r in asyncio.run(rows()):
+        state = "open" if r.is_open else "closed"
+        click.echo(f"{r.id}  {r.kind:4}  {r.audience:8}  {state:6}  {r.answers:>8} answers  {r.q}")
+
+
+@surveys.command("import")
+@click.argument("survey_id", metavar="SURVEY", type=click.UUID)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def surveys_import(survey_id, file: Path) -> None:
+    """Import answers from a CSV export (Delighted, Qualtrics…): email, score, comment, date; other columns
+    become properties. Re-running it imports nothing twice; bad rows are listed with their line number."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from forum.surveys.imports import CsvImportError, import_answers
+
+    url = _prepared_database(Settings.from_env())
+
+    try:
+        content = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+    async def run(bar):
+        engine = create_async_engine(url)
+        try:
+            return await import_answers(
+                async_sessionmaker(engine, expire_on_commit=False), survey_id, content, progress=bar
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        with click.progressbar(length=0, label=f"importing {file.name}", show_pos=True, file=sys.stderr) as bar:
+            report = asyncio.run(run(bar))
+    except CsvImportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{report.rows} rows: {report.imported} imported, {report.already_imported} already imported, "
+        f"{len(report.rejected)} rejected; {report.accounts_created} new account(s) to claim"
+    )
+    for rejected in report.rejected:
+        click.echo(f"  line {rejected.line}: {rejected.reason}")
+
+
+@surveys.command("place-voices")
+@click.option("--all", "everything", is_flag=True, help="Place every comment again, not only new ones.")
+def surveys_place_voices(everything: bool) -> None:
+    """Embed survey comments now and attach each to its nearest cluster (e.g. after regrouping)."""
+    from forum.encoding import PostEmbedder
+    from forum.surveys.voices import place_voices_now
+
+    settings = Settings.from_env()
+    url = _prepared_database(settings)
+    embedder = PostEmbedder.from_spec(settings.embedding_model)
+    with click.progressbar(length=0, label=f"placing comments with {embedder.name}", show_pos=True) as bar:
+        outcomes = asyncio.run(
+            place_voices_now(url, embedder, settings.duplicate_threshold, everything=everything, progress=bar)
+        )
+    click.echo(", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "no comments to place")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,15 @@ class BackgroundWorker:
                 raise
             self.processed[outcome if outcome in self.processed else "skipped"] += 1
 
+        from forum.surveys.voices import EMBED_ANSWER, place_voice
+
+        @pgq.entrypoint(EMBED_ANSWER, executor_factory=executor, on_failure="hold", concurrency_limit=4)
+        async def embed_answer(job: Job) -> None:
+            """A survey comment: embedded like a post and attached to its cluster as a voice."""
+            assert job.payload is not None
+            outcome = await place_voice(self.session_maker, self.embedder, UUID(job.payload.decode()), self.threshold)
+            self.processed[f"voice_{outcome}"] = self.processed.get(f"voice_{outcome}", 0) + 1
+
         return pgq
 
     async def sweep(self) -> int:

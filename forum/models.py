@@ -11,6 +11,7 @@ from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Computed,
@@ -417,3 +418,133 @@ class WebhookDelivery(UUIDv7AuditBase):
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+# Surveys (voice of the customer) --------------------------------------------------------------------
+
+
+class SurveyKind(enum.StrEnum):
+    NPS = "nps"
+    """0-10: "How likely are you to recommend …?"."""
+    CSAT = "csat"
+    """1-5: "How satisfied are you with …?"."""
+
+
+class SurveyAudience(enum.StrEnum):
+    EXTERNAL = "external"
+    INTERNAL = "internal"
+    EVERYONE = "everyone"
+
+
+class AnswerSource(enum.StrEnum):
+    APP = "app"
+    IMPORT = "import"
+
+
+class Survey(UUIDv7AuditBase):
+    __tablename__ = "survey"
+    __table_args__ = (
+        _check_in("kind", SurveyKind),
+        _check_in("audience", SurveyAudience),
+        CheckConstraint("question_en IS NOT NULL OR question_es IS NOT NULL", name="question_present"),
+        CheckConstraint("throttle_days >= 0", name="throttle_days_valid"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(8))
+    question_en: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    question_es: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    follow_up_en: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    follow_up_es: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    audience: Mapped[str] = mapped_column(String(16), default=SurveyAudience.EVERYONE.value)
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    throttle_days: Mapped[int] = mapped_column(Integer)
+    """A person is asked (and may answer) at most once per this many days."""
+    created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+
+
+class SurveyAnswer(UUIDv7AuditBase):
+    """One answer. A person's answers are all kept; ``is_latest`` marks the one that counts now."""
+
+    __tablename__ = "survey_answer"
+    __table_args__ = (
+        _check_in("respondent_kind", UserKind),
+        _check_in("source", AnswerSource),
+        CheckConstraint("score BETWEEN 0 AND 10", name="score_valid"),
+        Index("ix_survey_answer_user", "survey_id", "user_id", "answered_at"),
+        Index("ix_survey_answer_respondent", "user_id", "answered_at"),
+        Index("uq_survey_answer_latest", "survey_id", "user_id", unique=True, postgresql_where=text("is_latest")),
+        Index(
+            "ix_survey_answer_current",
+            "survey_id",
+            postgresql_include=["score", "respondent_kind", "cluster_id"],
+            postgresql_where=text("is_latest"),
+        ),
+        Index("ix_survey_answer_trend", "survey_id", "answered_at", postgresql_include=["score"]),
+        Index(
+            "uq_survey_answer_import",
+            "survey_id",
+            "import_key",
+            unique=True,
+            postgresql_where=text("import_key IS NOT NULL"),
+        ),
+        Index("ix_survey_answer_cluster", "cluster_id", postgresql_where=text("cluster_id IS NOT NULL")),
+        Index(
+            "ix_survey_answer_properties",
+            "properties",
+            postgresql_using="gin",
+            postgresql_ops={"properties": "jsonb_path_ops"},
+        ),
+    )
+
+    survey_id: Mapped[UUID] = mapped_column(ForeignKey("survey.id", ondelete="CASCADE"))
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    respondent_kind: Mapped[str] = mapped_column(String(16))
+    """The respondent's kind when they answered."""
+    properties: Mapped[dict] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    """Free key/value pairs from the company's systems (plan, region, channel…), strings only."""
+    answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    is_latest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    source: Mapped[str] = mapped_column(String(8), default=AnswerSource.APP.value)
+    import_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """md5 of the imported row (email, date, score, comment): a re-run of an import adds nothing."""
+    cluster_id: Mapped[UUID | None] = mapped_column(ForeignKey("cluster.id", ondelete="SET NULL"), nullable=True)
+    """The cluster whose posts voice the same need as the comment (a *voice* there), when similar enough."""
+    similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    embedded_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The encoder configuration that placed the comment (NULL until the worker has)."""
+    post_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="SET NULL"), nullable=True)
+    """The critique the product team made of this voice, authored by the respondent."""
+
+
+class SurveyDismissal(DefaultBase):
+    """The person closed the survey without answering: not asked again for a throttle period."""
+
+    __tablename__ = "survey_dismissal"
+
+    survey_id: Mapped[UUID] = mapped_column(ForeignKey("survey.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    dismissed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class SurveyTally(DefaultBase):
+    """Running counts of a survey's answers by dimension, kept by triggers on ``survey_answer``
+    (migration 0011) so that a report reads a few hundred rows, never the answers themselves.
+
+    ``dimension`` / ``value``: ``all`` / ``''``, ``kind`` / internal|external, ``cluster`` / cluster id,
+    ``property:<key>`` / value — over each person's latest answer — and ``week`` / ``month`` / first day
+    (UTC, ``YYYY-MM-DD``) over every answer. ``high`` counts promoters (NPS 9-10, CSAT 4-5), ``low``
+    detractors (NPS 0-6, CSAT 1-2).
+    """
+
+    __tablename__ = "survey_tally"
+
+    survey_id: Mapped[UUID] = mapped_column(ForeignKey("survey.id", ondelete="CASCADE"), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    high: Mapped[int] = mapped_column(BigInteger, default=0)
+    low: Mapped[int] = mapped_column(BigInteger, default=0)

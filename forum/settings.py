@@ -91,6 +91,8 @@ class Settings:
     """Points for authors by rank (1 = the pioneer); the last value repeats for later ranks."""
     credit_voter_points: list[int] = field(default_factory=lambda: [20, 18, 16, 14, 12, 10, 8, 6, 4, 2])
     credit_critic_points: int = 30
+    survey_throttle_days: int = 90
+    """A person is asked a survey at most once per this many days (a survey can set its own)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,6 +119,7 @@ class Settings:
             credit_author_points=_env_ints("FORUM_CREDIT_AUTHOR_POINTS", [100, 80, 60, 40, 20, 10]),
             credit_voter_points=_env_ints("FORUM_CREDIT_VOTER_POINTS", [20, 18, 16, 14, 12, 10, 8, 6, 4, 2]),
             credit_critic_points=_env_int("FORUM_CREDIT_CRITIC_POINTS", 30),
+            survey_throttle_days=_env_int("FORUM_SURVEY_THROTTLE_DAYS", 90),
         )
 
     @property

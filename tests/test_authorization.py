@@ -127,7 +127,30 @@ def _build_world(api: Api) -> World:
     notifications = world.c.get("/api/me/notifications", headers=world.headers("external")).json()["items"]
     assert notifications, "the external author heard about the status change"
     ids["notification"] = notifications[0]["id"]
+    _add_surveys(world)
     return world
+
+
+def _add_surveys(world: World) -> None:
+    """A survey for everyone and one for employees (both may be answered any time), a customer's
+    answer, and a shipped post for the ship report."""
+    ids = world.ids
+    for key, audience in (("survey", "everyone"), ("internal_survey", "internal")):
+        body = {"kind": "nps", "question_en": "Recommend us?", "audience": audience, "throttle_days": 0}
+        ids[key] = world.as_product("POST", "/api/surveys", json=body)["id"]
+    _survey_answer(world)
+    ids["shipped"] = world.public_post(title="Shipped idea for the ship report")
+    world.as_product("POST", f"/api/posts/{ids['shipped']}/status", json={"status": "shipped"})
+
+
+def _survey_answer(w: World) -> str:
+    r = w.c.post(
+        f"/api/surveys/{w.ids['survey']}/answers",
+        json={"score": 3, "comment": "Export invoices as PDF please"},
+        headers=w.headers("external"),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 # The matrix ----------------------------------------------------------------------------------------
@@ -406,6 +429,60 @@ CASES: list[Case] = [
         )
         for method in ("GET", "PUT", "DELETE")
         for kind, expect in (("public", LOGGED_IN), ("internal", INSIDERS_WRITE))
+    ),
+    # surveys
+    _c("POST", "/api/surveys", "create", PRODUCT_TEAM)(
+        lambda w, a, x: ("POST", "/api/surveys", {"kind": "csat", "question_es": f"¿Satisfecho? ({a})"})
+    ),
+    _c("GET", "/api/surveys", "list", PRODUCT_TEAM)(lambda w, a, x: ("GET", "/api/surveys", None)),
+    _c("GET", "/api/surveys/pending", "yours to answer", LOGGED_IN)(
+        lambda w, a, x: ("GET", "/api/surveys/pending", None)
+    ),
+    _c("GET", "/api/surveys/{survey_id}", "for everyone", LOGGED_IN)(
+        lambda w, a, x: ("GET", f"/api/surveys/{w.ids['survey']}", None)
+    ),
+    _c(
+        "GET",
+        "/api/surveys/{survey_id}",
+        "for employees",
+        _expect(403, anonymous=401, internal=OK, product=OK, admin=OK),
+    )(lambda w, a, x: ("GET", f"/api/surveys/{w.ids['internal_survey']}", None)),
+    _c("PATCH", "/api/surveys/{survey_id}", "edit", PRODUCT_TEAM)(
+        lambda w, a, x: ("PATCH", f"/api/surveys/{w.ids['survey']}", {"follow_up_en": f"Why? ({a})"})
+    ),
+    _c("POST", "/api/surveys/{survey_id}/answers", "for everyone", LOGGED_IN)(
+        lambda w, a, x: ("POST", f"/api/surveys/{w.ids['survey']}/answers", {"score": 7})
+    ),
+    _c(
+        "POST",
+        "/api/surveys/{survey_id}/answers",
+        "for employees",
+        _expect(403, anonymous=401, internal=OK, product=OK, admin=OK),
+    )(lambda w, a, x: ("POST", f"/api/surveys/{w.ids['internal_survey']}/answers", {"score": 7})),
+    _c("POST", "/api/surveys/{survey_id}/dismiss", "for everyone", LOGGED_IN)(
+        lambda w, a, x: ("POST", f"/api/surveys/{w.ids['survey']}/dismiss", None)
+    ),
+    *(
+        _c("GET", f"/api/surveys/{{survey_id}}/{what}", what, PRODUCT_TEAM)(
+            lambda w, a, x, what=what: ("GET", f"/api/surveys/{w.ids['survey']}/{what}", None)
+        )
+        for what in ("answers", "report", "drivers")
+    ),
+    _c("GET", "/api/me/survey-answers", "your own answers", LOGGED_IN)(
+        lambda w, a, x: ("GET", "/api/me/survey-answers", None)
+    ),
+    _c("GET", "/api/clusters/{cluster_id}/voices", "voices", PRODUCT_TEAM)(
+        lambda w, a, x: ("GET", f"/api/clusters/{w.cluster_of(w.ids['public'])}/voices", None)
+    ),
+    _c(
+        "POST",
+        "/api/survey-answers/{answer_id}/post",
+        "voice to critique",
+        PRODUCT_TEAM,
+        prepare=lambda w, a: _survey_answer(w),
+    )(lambda w, a, answer_id: ("POST", f"/api/survey-answers/{answer_id}/post", {})),
+    _c("GET", "/api/posts/{post_id}/ship-report", "shipped post", PRODUCT_TEAM)(
+        lambda w, a, x: ("GET", f"/api/posts/{w.ids['shipped']}/ship-report", None)
     ),
     # webhooks
     _c("GET", "/api/webhooks", "list", ADMIN_ONLY)(lambda w, a, x: ("GET", "/api/webhooks", None)),

@@ -141,6 +141,18 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         "/api/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["post.created"]}, headers=admin.headers
     )
     assert hook.status_code == 201, hook.text
+    survey = c.post(
+        "/api/surveys",
+        json={"kind": "nps", "question_en": "Recommend us?", "throttle_days": 0},
+        headers=product.headers,
+    )
+    assert survey.status_code == 201, survey.text
+    survey_answer = c.post(
+        f"/api/surveys/{survey.json()['id']}/answers",
+        json={"score": 4, "comment": "Invoices in PDF"},
+        headers=customer.headers,
+    )
+    assert survey_answer.status_code == 201, survey_answer.text
 
     worker = BackgroundWorker(
         database_url, PostEmbedder.from_spec(settings.embedding_model), settings.duplicate_threshold
@@ -168,6 +180,8 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         "user_id": [customer.id, employee.id, voter.id],
         "webhook_id": [hook.json()["id"]],
         "notification_id": [n["id"] for n in notifications],  # the customer's: nobody else may mark them read
+        "survey_id": [survey.json()["id"]],
+        "answer_id": [survey_answer.json()["id"]],
     }
     groups = {
         ("post_id", "comment_id"): [(public["id"], comment.json()["id"]), (public["id"], note.json()["id"])],

@@ -10,7 +10,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy import func, select, update
 
-from forum.auth import hash_password, verify_password
+from forum.auth import UNCLAIMED_PASSWORD_HASH, hash_password, verify_password
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import Post, User, UserKind, UserRole, Vote
 
@@ -35,7 +35,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         role: UserRole = UserRole.MEMBER,
     ) -> User:
         email = email.strip().lower()
-        if await self.get_by_email(email) is not None:
+        existing = await self.get_by_email(email)
+        if existing is not None and existing.password_hash == UNCLAIMED_PASSWORD_HASH:
+            return await self._claim(existing, password, display_name)
+        if existing is not None:
             raise ConflictError(detail="An account with this email already exists")
         user = User(
             email=email,
@@ -46,6 +49,19 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         )
         # A concurrent registration of the same email still fails on the unique index (→ 409).
         return await self.repository.add(user, auto_refresh=True)
+
+    async def _claim(self, user: User, password: str, display_name: str) -> User:
+        """An account made for an imported survey answer is claimed by registering with its email."""
+        claimed = await self.repository.session.scalar(
+            update(User)
+            .where(User.id == user.id, User.password_hash == UNCLAIMED_PASSWORD_HASH)
+            .values(password_hash=await hash_password(password), display_name=display_name)
+            .returning(User.id)
+        )
+        if claimed is None:  # claimed by a concurrent registration
+            raise ConflictError(detail="An account with this email already exists")
+        await self.repository.session.refresh(user)
+        return user
 
     async def authenticate(self, email: str, password: str) -> User:
         user = await self.get_by_email(email)

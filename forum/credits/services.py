@@ -35,6 +35,7 @@ from forum.models import (
     visible_to,
 )
 from forum.notifications.services import NotificationKind, notify_subscribers, notify_users
+from forum.surveys.loop import notify_voices_of_ship
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
 
@@ -130,6 +131,7 @@ class ShipService:
                 WebhookEvent.CREDIT_AWARDED,
                 {"post_id": str(post.id), "visibility": post.visibility, "credits": credits_payload},
             )
+        await notify_voices_of_ship(self.session, post)  # survey respondents who voiced this need
         return event
 
     async def _described_to(self, post: Post, entries: list[CreditEntry]) -> dict[UUID, tuple[UUID, str]]:

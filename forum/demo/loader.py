@@ -27,6 +27,7 @@ from uuid_utils.compat import uuid7
 from forum.accounts.schemas import UserRegister
 from forum.auth import hash_password
 from forum.credits.services import ShipService
+from forum.demo.survey import load_demo_survey
 from forum.models import (
     Comment,
     Post,
@@ -494,6 +495,7 @@ async def load_demo(
             event = await ShipService(session).ship(shipped, actor)
             if event is not None:
                 event.created_at = row["created_at"]
+    await load_demo_survey(session, user_ids=user_ids, post_ids=post_ids, now=now)  # forum/demo/survey.json
     await session.flush()
 
     return DemoSummary(
