@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.models import CreditEntry, CreditReason, CritiqueLink, Post, PostStatus, ShipEvent, StatusChange, User
 from forum.notifications.services import NotificationKind, notify_subscribers, notify_users
+from forum.schemas import timestamp
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
 
@@ -295,5 +296,5 @@ def _entry_payload(entry: CreditEntry) -> dict[str, Any]:
         "rank": entry.rank,
         "points": entry.points,
         "source_post_id": str(entry.source_post_id),
-        "contributed_at": entry.contributed_at.isoformat(),
+        "contributed_at": timestamp(entry.contributed_at),
     }
