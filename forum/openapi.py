@@ -33,9 +33,8 @@ def name_pages(openapi: OpenAPI) -> None:
     if not renames:
         return
     openapi.components.schemas = {renames.get(name, name): schema for name, schema in schemas.items()}
-    for schema in openapi.components.schemas.values():
-        if getattr(schema, "title", None) in renames:
-            schema.title = renames[schema.title]
+    for new in renames.values():
+        openapi.components.schemas[new].title = new  # generated clients name their classes after it
     refs = {SCHEMA_REF + old: SCHEMA_REF + new for old, new in renames.items()}
     _rewrite_refs(openapi, refs, set())
 

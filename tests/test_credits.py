@@ -227,7 +227,8 @@ def test_critiques_linked_to_an_idea_are_addressed_when_it_ships(api: Api, drain
     assert api.client.get(f"/api/posts/{critique['id']}").json()["status"] == "addressed"
     assert api.client.get(f"/api/posts/{other['id']}").json()["status"] == "open"
     assert "critique_addressed" in _kinds(api, critic)
-    critic_credit = [c for c in api.client.get(f"/api/posts/{idea['id']}/credits").json()["items"] if c["reason"] == "critic"]
+    credits = api.client.get(f"/api/posts/{idea['id']}/credits").json()["items"]
+    critic_credit = [c for c in credits if c["reason"] == "critic"]
     assert [(c["user"]["id"], c["points"]) for c in critic_credit] == [(critic.id, 30)]
 
     api.client.post(f"/api/posts/{idea['id']}/status", json={"status": "planned"}, headers=h)

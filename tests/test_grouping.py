@@ -98,7 +98,8 @@ def test_similar_posts_as_you_type(api: Api, drain) -> None:
     for bad in ({"title": ""}, {"title": "x", "limit": 21}, {"body": "no title"}, {"title": "a\u0000"}):
         assert api.client.post("/api/posts/similar", json=bad).status_code == 422, bad
     api.client.delete(f"/api/posts/{posts['dark']['id']}", headers=author.headers)
-    after = [f["post"]["id"] for f in api.client.post("/api/posts/similar", json={"title": "dark mode"}).json()["items"]]
+    after = api.client.post("/api/posts/similar", json={"title": "dark mode"}).json()["items"]
+    after = [f["post"]["id"] for f in after]
     assert posts["dark"]["id"] not in after, "deleted posts are not suggested"
 
 
