@@ -41,13 +41,11 @@ class ProblemType(NamedTuple):
 
 PROBLEM_TYPES: dict[str, ProblemType] = {
     "bad-request": ProblemType(400, "Bad Request", "The body could not be read: malformed JSON, not UTF-8, too deep."),
-    "unauthorized": ProblemType(401, "Unauthorized", "Log in: the bearer token is missing, malformed or expired"),
+    "unauthorized": ProblemType(401, "Unauthorized", "Log in first: the token is missing, malformed or expired."),
     "forbidden": ProblemType(403, "Forbidden", "You are logged in, but may not do this."),
     "not-found": ProblemType(404, "Not Found", "Nothing is here, or nothing you may see: both answer the same."),
     "method-not-allowed": ProblemType(405, "Method Not Allowed", "The path exists, the method does not: see `Allow`."),
-    "conflict": ProblemType(
-        409, "Conflict", "It conflicts with the current state: already exists, already in that state"
-    ),
+    "conflict": ProblemType(409, "Conflict", "It conflicts with the current state: exists already, in that state."),
     "content-too-large": ProblemType(413, "Content Too Large", "The request body is over `FORUM_MAX_BODY_BYTES`."),
     "unsupported-media-type": ProblemType(
         415, "Unsupported Media Type", "This operation reads JSON: send `Content-Type: application/json`."
