@@ -18,6 +18,10 @@ error is never hidden behind a documentation gap:
 - no 5xx at all (whatever the check);
 - 2xx responses: documented status, media type, headers, body; nothing the schema forbids was accepted;
 - 4xx responses: documented too, and nothing the schema allows was refused.
+
+One distinction the schema cannot make: a valid request refused by a rule of the forum (merging a post into
+itself, splitting off a non-member) is ``422`` with ``type: /problems/domain-rule``, not a schema mismatch
+(``/problems/validation``); ``positive_data_acceptance`` counts those apart, in ``FuzzRun.domain_rules``.
 """
 
 from __future__ import annotations
