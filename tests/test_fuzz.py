@@ -182,16 +182,18 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
 
 
 def _swap_known_ids(case: schemathesis.Case, data: st.DataObject, seeded: Seeded) -> None:
+    """Swap ids for seeded ones. The containers are assigned anew, not edited in place, so that schemathesis
+    re-validates the case: a negative case whose only invalid value was swapped for a real id is positive."""
     # The spec declares one global bearer scheme, so schemathesis makes up Authorization headers; the run's
     # own header (or none, anonymously) is what is being tested. Negative cases that drop the header on
     # purpose ("missing Authorization") still do so.
-    for name in [h for h in (case.headers or {}) if h.lower() == "authorization"]:
-        del case.headers[name]
+    if case.headers and any(h.lower() == "authorization" for h in case.headers):
+        case.headers = {h: v for h, v in case.headers.items() if h.lower() != "authorization"}
 
     def known() -> bool:
         return data.draw(st.integers(0, 2)) > 0
 
-    path = case.path_parameters or {}
+    path = dict(case.path_parameters or {})
     swapped: set[str] = set()
     for names, values in seeded.groups.items():
         if all(n in path for n in names) and known():
@@ -201,10 +203,15 @@ def _swap_known_ids(case: schemathesis.Case, data: st.DataObject, seeded: Seeded
     for name in path:
         if name not in swapped and seeded.single.get(name) and known():
             path[name] = data.draw(st.sampled_from(seeded.single[name]))
+    if path != (case.path_parameters or {}):
+        case.path_parameters = path
     if isinstance(case.body, dict):
-        for name in list(case.body):
+        body = dict(case.body)
+        for name in list(body):
             if seeded.single.get(name) and known():
-                case.body[name] = data.draw(st.sampled_from(seeded.single[name]))
+                body[name] = data.draw(st.sampled_from(seeded.single[name]))
+        if body != case.body:
+            case.body = body
 
 
 def _breaks_a_domain_rule(response: requests.Response) -> bool:
