@@ -296,7 +296,7 @@ async def drive(
                     dt = time.perf_counter() - t0
                     if r.status_code == 200:
                         latencies.append(dt)
-                        counts.append(len(r.json()))
+                        counts.append(len(r.json()["items"]))
                     else:
                         errors[str(r.status_code)] += 1
 

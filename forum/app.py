@@ -32,11 +32,13 @@ from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import resolve_database_url
 from forum.encoding import PostEmbedder, post_language
-from forum.errors import document_problems, exception_handlers, problem
+from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
+from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.notifications.controllers import InboxController, SubscriptionController
+from forum.openapi import exact_request_bodies, name_pages, operation_id
 from forum.posts.controllers import PostController
 from forum.settings import Settings
 from forum.surveys.controllers import SurveyController, VoiceController
@@ -144,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         version=__version__,
         description="Ideas, critiques, votes and comments from customers and employees.",
         path="/schema",
+        operation_id_creator=operation_id,
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
             security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
@@ -152,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             health,
+            problem_page,
             AuthController,
             MeController,
             UserController,
@@ -172,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         middleware=_rate_limits(settings),
         exception_handlers=exception_handlers,
+        before_request=check_request,
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,
@@ -186,5 +191,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=settings.debug,
     )
-    document_problems(app.openapi_schema)  # built now, with every route, and served from this object
+    app.state["forum_query_parameters"] = declared_query_parameters(app)
+    name_pages(app.openapi_schema)  # built now, with every route, and served from this object
+    exact_request_bodies(app.openapi_schema, [h for route in app.routes for h in getattr(route, "route_handlers", ())])
+    document_problems(app.openapi_schema)
     return app

@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from advanced_alchemy.exceptions import (
     DuplicateKeyError,
@@ -19,13 +20,51 @@ from advanced_alchemy.exceptions import (
     NotFoundError,
     RepositoryError,
 )
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar import MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 logger = logging.getLogger("forum.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+"""Problem ``type`` URIs are relative to the server (RFC 9457 3.1.1): ``/problems/not-found`` and so on.
+``GET`` on one answers a short page that explains the kind of error."""
+
+
+class ProblemType(NamedTuple):
+    status: int
+    title: str
+    """RFC 9110's reason phrase: one spelling everywhere (Python's own differ between versions)."""
+    description: str
+
+
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    "bad-request": ProblemType(400, "Bad Request", "The body could not be read: malformed JSON, not UTF-8, too deep."),
+    "unauthorized": ProblemType(401, "Unauthorized", "Log in first: the token is missing, malformed or expired."),
+    "forbidden": ProblemType(403, "Forbidden", "You are logged in, but may not do this."),
+    "not-found": ProblemType(404, "Not Found", "Nothing is here, or nothing you may see: both answer the same."),
+    "method-not-allowed": ProblemType(405, "Method Not Allowed", "The path exists, the method does not: see `Allow`."),
+    "conflict": ProblemType(409, "Conflict", "It conflicts with the current state: exists already, in that state."),
+    "content-too-large": ProblemType(413, "Content Too Large", "The request body is over `FORUM_MAX_BODY_BYTES`."),
+    "unsupported-media-type": ProblemType(
+        415, "Unsupported Media Type", "This operation reads JSON: send `Content-Type: application/json`."
+    ),
+    "validation": ProblemType(
+        422, "Unprocessable Content", "The request does not match the schema: `errors` names each field and its source."
+    ),
+    "domain-rule": ProblemType(
+        422,
+        "Unprocessable Content",
+        "The request matches the schema but breaks a rule of the forum (merging a post into itself, linking an "
+        "idea as a critique, a wrong current password...): `errors` names the field.",
+    ),
+    "rate-limited": ProblemType(429, "Too Many Requests", "Too many requests from your address: wait `Retry-After`."),
+    "internal": ProblemType(500, "Internal Server Error", "An unexpected error; it was logged."),
+    "unavailable": ProblemType(503, "Service Unavailable", "The database is unavailable: retry after `Retry-After`."),
+}
+TYPE_OF_STATUS = {kind.status: slug for slug, kind in reversed(PROBLEM_TYPES.items())}
+"""The type a status gets unless the error says otherwise (422 is ``validation`` unless a domain rule)."""
 
 
 class ConflictError(HTTPException):
@@ -36,6 +75,7 @@ class UnprocessableError(HTTPException):
     """A well-formed request that breaks a domain rule, with an optional field name."""
 
     status_code = 422
+    problem_type = "domain-rule"
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         extra = {"errors": [{"field": field, "message": detail}]} if field else None
@@ -46,13 +86,15 @@ def problem(
     status: int,
     detail: str | None = None,
     *,
-    title: str | None = None,
+    problem_type: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
+    slug = problem_type or TYPE_OF_STATUS.get(status)
+    kind = PROBLEM_TYPES.get(slug or "")
     content: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
+        "type": PROBLEM_BASE + slug if kind else "about:blank",
+        "title": kind.title if kind else HTTPStatus(status).phrase,
         "status": status,
     }
     if detail:
@@ -87,12 +129,13 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         if not errors or any(e["field"] is None and "malformed" in str(e["message"]).lower() for e in errors):
             # The body could not be parsed at all: a syntax problem, not a field problem.
             return problem(400, exc.detail or "Malformed request", errors=errors or None)
-        return problem(422, "Validation failed", title="Unprocessable Content", errors=errors)
+        return problem(422, "Validation failed", errors=errors)
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     if status == 429 and "Retry-After" not in headers:
         headers["Retry-After"] = headers.get("RateLimit-Reset", "60")
     detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else None
-    return problem(status, detail, headers=headers or None, **extra)
+    problem_type = getattr(exc, "problem_type", None)
+    return problem(status, detail, problem_type=problem_type, headers=headers or None, **extra)
 
 
 def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
@@ -137,46 +180,66 @@ exception_handlers: dict[Any, Any] = {
 }
 
 
+# The page behind each problem type URI ---------------------------------------------------------------
+
+
+@get("/problems/{slug:str}", include_in_schema=False, exclude_from_auth=True, media_type=MediaType.HTML)
+async def problem_page(slug: str) -> str:
+    """What ``type: /problems/<slug>`` means, for a person who follows the link."""
+    kind = PROBLEM_TYPES.get(slug)
+    if kind is None:
+        raise NotFoundException("No such problem type")
+    return (
+        f"<!doctype html><title>{kind.title}</title><h1>{kind.status} {kind.title}</h1>"
+        f"<p>{html.escape(kind.description)}</p><p>Answered as <code>{PROBLEM_MEDIA_TYPE}</code> "
+        f"(RFC 9457) with <code>type: {PROBLEM_BASE}{slug}</code>.</p>"
+    )
+
+
 # OpenAPI: every operation may answer these, always as a problem document -----------------------------
 
-PROBLEM_STATUSES = {
-    400: "The body could not be read (malformed JSON, not UTF-8, nested too deeply)",
-    401: "Missing, malformed or expired bearer token, or this needs a logged-in user",
-    403: "Logged in, but not allowed to do this",
-    404: "Not found, or not visible to you",
-    409: "Conflicts with the current state (already exists, already in that state, merged…)",
-    413: "The request body is too large",
-    422: "Validation failed: see `errors`, one entry per field",
-    429: "Too many requests: wait for `Retry-After` seconds",
-    503: "The database is unavailable: retry after `Retry-After` seconds",
-}
+EVERY_OPERATION = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+BODY_OPERATIONS = (415,)
+"""Only operations that read a JSON body answer 415."""
+
+
+def _described(status: int) -> str:
+    return " Or: ".join(
+        f"`{PROBLEM_BASE}{slug}`: {k.description}" for slug, k in PROBLEM_TYPES.items() if k.status == status
+    )
 
 
 def document_problems(openapi: Any) -> None:
     """Declare the problem responses on every operation of a built OpenAPI document, and that reading
     public content needs no token (security: bearer *or* none)."""
     from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Reference, Schema
-    from litestar.openapi.spec.enums import OpenAPIType
+    from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
+    nullable_string = Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)])
     components = openapi.components
     components.schemas = dict(components.schemas or {})
     components.schemas["ProblemDetails"] = Schema(
         type=OpenAPIType.OBJECT,
         description="RFC 9457 problem details",
-        required=["title", "status"],
+        required=["type", "title", "status"],
         properties={
-            "type": Schema(type=OpenAPIType.STRING),
-            "title": Schema(type=OpenAPIType.STRING),
-            "status": Schema(type=OpenAPIType.INTEGER),
+            "type": Schema(
+                type=OpenAPIType.STRING,
+                format=OpenAPIFormat.URI_REFERENCE,
+                description="The kind of error, e.g. `/problems/not-found`: a page at this URI (relative to the "
+                "server) explains it. The list is in the README.",
+            ),
+            "title": Schema(type=OpenAPIType.STRING, description="One spelling per type (RFC 9110 reason phrases)"),
+            "status": Schema(type=OpenAPIType.INTEGER, minimum=400, maximum=599),
             "detail": Schema(type=OpenAPIType.STRING),
             "errors": Schema(
                 type=OpenAPIType.ARRAY,
                 items=Schema(
                     type=OpenAPIType.OBJECT,
                     properties={
-                        "field": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+                        "field": nullable_string,
                         "message": Schema(type=OpenAPIType.STRING),
-                        "source": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+                        "source": nullable_string,
                     },
                 ),
             ),
@@ -189,8 +252,9 @@ def document_problems(openapi: Any) -> None:
             if operation is None:
                 continue
             responses = dict(operation.responses or {})
-            for status, description in PROBLEM_STATUSES.items():
-                responses[str(status)] = OpenAPIResponse(description=description, content=content)
+            statuses = EVERY_OPERATION + (BODY_OPERATIONS if operation.request_body else ())
+            for status in statuses:
+                responses[str(status)] = OpenAPIResponse(description=_described(status), content=content)
             operation.responses = responses
     if openapi.security:
         openapi.security = [*openapi.security, {}]

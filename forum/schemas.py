@@ -1,22 +1,63 @@
-"""Shared schema pieces: constrained string types and the pagination envelope."""
+"""Shared schema pieces: constrained string types, the page every list returns, and the timestamp format."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
+from litestar.params import Parameter
 
 T = TypeVar("T")
 
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold NUL bytes: reject them as a validation error, not a 500."""
 
+BLANK = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""What trimming removes, as the body of a regex character class: exactly the characters of ``str.isspace()``
+(``str.strip()``). Spelled out because ``\\s`` differs between Python and the ECMA regexes of JSON Schema."""
+
+
+def trimmed(min_len: int, max_len: int, *, raw_max: int | None = None) -> msgspec.Meta:
+    """A text field that is trimmed, then must be ``min_len``-``max_len`` characters (``min_len`` >= 1).
+
+    msgspec enforces the raw bounds; ``clean_text`` rejects NUL, trims and enforces the rest with a readable
+    message; the OpenAPI schema states all of it as a pattern (surrounding blanks, then the trimmed text).
+    msgspec lets its own ``pattern`` win over ``extra_json_schema``, hence none here."""
+    edge, inner, blank = f"[^{BLANK}" r"\x00]", r"[^\x00]", f"[{BLANK}]"
+    if min_len == 1:
+        text = f"{edge}(?:{inner}{{0,{max_len - 2}}}{edge})?"
+    else:
+        text = f"{edge}{inner}{{{min_len - 2},{max_len - 2}}}{edge}"
+    return msgspec.Meta(
+        min_length=1, max_length=raw_max or max_len, extra_json_schema={"pattern": f"^{blank}*{text}{blank}*$"}
+    )
+
+
+Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100)")]
+Offset = Annotated[int, Parameter(ge=0, le=10_000_000, description="Items to skip")]
+
 
 class Page(msgspec.Struct, Generic[T]):
+    """What every list answers: one page of ``items``, out of ``total``, with the ``limit`` and ``offset``
+    that were applied. Lists with a summary (a user's ledger, the inbox) add their fields to this shape."""
+
     items: list[T]
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, items: Sequence[T], limit: int, offset: int) -> Page[T]:
+        """A page cut from a short, complete list (a post's history, its credits, the webhooks)."""
+        return cls(items=list(items[offset : offset + limit]), total=len(items), limit=limit, offset=offset)
+
+
+def timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``, exactly as msgspec encodes the API's datetimes: webhook and notification
+    payloads (stored as JSON) use this, so every timestamp a client reads has one format."""
+    return msgspec.json.encode(value.astimezone(UTC)).decode()[1:-1]
 
 
 def clean_text(value: str, field: str, *, min_len: int = 0, max_len: int | None = None, strip: bool = True) -> str:

@@ -241,7 +241,7 @@ def test_concurrent_merges_of_one_post_into_two_targets_one_wins(api: Api, datab
         assert api.client.get(f"/api/posts/{source}").json()["merged_into"] == winner
         assert api.client.get(f"/api/posts/{winner}").json()["votes"]["total"] == len(voters)
         assert api.client.get(f"/api/posts/{loser}").json()["votes"]["total"] == 0
-        history = api.client.get(f"/api/posts/{source}/history").json()
+        history = api.client.get(f"/api/posts/{source}/history").json()["items"]
         assert [h["to_status"] for h in history] == ["open", "duplicate"], "one merge recorded"
         rows = run_sql(database_url, "SELECT count(*) FROM post_merge WHERE source_id = :s", s=source)
         assert rows[0][0] == 1

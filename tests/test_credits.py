@@ -104,7 +104,7 @@ def test_the_earliest_asker_is_the_pioneer_across_a_merge(api: Api, database_url
     )
     assert r.status_code == 200, r.text
 
-    credits = api.client.get(f"/api/posts/{second['id']}/credits").json()
+    credits = api.client.get(f"/api/posts/{second['id']}/credits").json()["items"]
     authors = [(c["user"]["id"], c["reason"], c["rank"], c["points"]) for c in credits if c["reason"] != "early_voter"]
     assert authors == [(pioneer.id, "pioneer", 1, 100), (later.id, "author", 2, 80)]
     pioneer_credit = credits[0]
@@ -142,12 +142,12 @@ def test_the_earliest_asker_is_the_pioneer_across_a_merge(api: Api, database_url
     changelog = api.client.get("/api/changelog").json()
     assert [e["post_id"] for e in changelog["items"]] == [second["id"]]
     assert changelog["items"][0]["credits"][0]["user"]["id"] == pioneer.id
-    board = api.client.get("/api/leaderboard").json()
+    board = api.client.get("/api/leaderboard").json()["items"]
     assert [row["user"]["id"] for row in board[:2]] == [pioneer.id, later.id] and board[0]["points"] == 100
-    external = api.client.get("/api/leaderboard?segment=internal").json()
+    external = api.client.get("/api/leaderboard?segment=internal").json()["items"]
     assert [row["user"]["id"] for row in external] == [employee.id]
     mine = api.client.get(f"/api/users/{pioneer.id}/credits").json()
-    assert mine["total_points"] == 100 and mine["entries"][0]["reason"] == "pioneer"
+    assert mine["total_points"] == 100 and mine["items"][0]["reason"] == "pioneer"
 
 
 def _net_points(database_url: str) -> dict[str, int]:
@@ -171,7 +171,7 @@ def test_ship_unship_reship_nets_one_ship(api: Api, database_url: str) -> None:
     assert api.client.post(url, json={"status": "shipped"}, headers=product.headers).status_code == 409
     assert api.client.post(url, json={"status": "in_progress"}, headers=product.headers).status_code == 200
     assert _net_points(database_url) == {}, "un-shipping revokes everything"
-    assert api.client.get(f"/api/posts/{post['id']}/credits").json() == []
+    assert api.client.get(f"/api/posts/{post['id']}/credits").json()["items"] == []
     assert "credit_revoked" in _kinds(api, author)
     assert api.client.post(url, json={"status": "shipped"}, headers=product.headers).status_code == 200
     assert _net_points(database_url) == after_one
@@ -205,7 +205,7 @@ def test_critiques_linked_to_an_idea_are_addressed_when_it_ships(api: Api, drain
     other = api.post(critic, kind="critique", title="Support chat is slow")
     drain()
     h = product.headers
-    suggestions = api.client.get(f"/api/posts/{idea['id']}/critique-suggestions", headers=h).json()
+    suggestions = api.client.get(f"/api/posts/{idea['id']}/critique-suggestions", headers=h).json()["items"]
     assert suggestions[0]["post"]["id"] == critique["id"], "the similarity engine suggests the link"
     assert api.client.get(f"/api/posts/{idea['id']}/critique-suggestions", headers=customer.headers).status_code == 403
     url = f"/api/posts/{idea['id']}/critiques"
@@ -219,15 +219,16 @@ def test_critiques_linked_to_an_idea_are_addressed_when_it_ships(api: Api, drain
     )
     assert api.client.post(url, json={"critique_id": critique["id"]}, headers=h).status_code == 201
     assert api.client.post(url, json={"critique_id": critique["id"]}, headers=h).status_code == 409
-    assert [p["id"] for p in api.client.get(url).json()] == [critique["id"]]
-    remaining = api.client.get(f"/api/posts/{idea['id']}/critique-suggestions", headers=h).json()
+    assert [p["id"] for p in api.client.get(url).json()["items"]] == [critique["id"]]
+    remaining = api.client.get(f"/api/posts/{idea['id']}/critique-suggestions", headers=h).json()["items"]
     assert critique["id"] not in [s["post"]["id"] for s in remaining]
 
     api.client.post(f"/api/posts/{idea['id']}/status", json={"status": "shipped"}, headers=h)
     assert api.client.get(f"/api/posts/{critique['id']}").json()["status"] == "addressed"
     assert api.client.get(f"/api/posts/{other['id']}").json()["status"] == "open"
     assert "critique_addressed" in _kinds(api, critic)
-    critic_credit = [c for c in api.client.get(f"/api/posts/{idea['id']}/credits").json() if c["reason"] == "critic"]
+    credits = api.client.get(f"/api/posts/{idea['id']}/credits").json()["items"]
+    critic_credit = [c for c in credits if c["reason"] == "critic"]
     assert [(c["user"]["id"], c["points"]) for c in critic_credit] == [(critic.id, 30)]
 
     api.client.post(f"/api/posts/{idea['id']}/status", json={"status": "planned"}, headers=h)
@@ -276,7 +277,7 @@ def test_webhooks_are_admin_only_validated_and_retried(api: Api, drain, receiver
     ):
         assert api.client.post("/api/webhooks", json=bad, headers=admin.headers).status_code == 422, bad
     hook = api.client.post("/api/webhooks", json=body, headers=admin.headers).json()
-    assert "secret" not in api.client.get("/api/webhooks", headers=admin.headers).json()[0], "shown once"
+    assert "secret" not in api.client.get("/api/webhooks", headers=admin.headers).json()["items"][0], "shown once"
     receiver.fail_first = 1
     api.post(author, title="Webhook me")
     drain(initial_delay=timedelta(milliseconds=10))
@@ -294,8 +295,8 @@ def test_internal_credits_never_leak(api: Api) -> None:
     api.client.post(f"/api/posts/{secret['id']}/status", json={"status": "shipped"}, headers=product.headers)
     for headers in ({}, customer.headers):
         assert api.client.get("/api/changelog", headers=headers).json()["total"] == 0
-        assert api.client.get("/api/leaderboard", headers=headers).json() == []
+        assert api.client.get("/api/leaderboard", headers=headers).json()["items"] == []
         assert api.client.get(f"/api/users/{employee.id}/credits", headers=headers).json()["total_points"] == 0
         assert api.client.get(f"/api/posts/{secret['id']}/credits", headers=headers).status_code == 404
     assert api.client.get("/api/changelog", headers=employee.headers).json()["total"] == 1
-    assert api.client.get("/api/leaderboard", headers=product.headers).json()[0]["points"] == 100
+    assert api.client.get("/api/leaderboard", headers=product.headers).json()["items"][0]["points"] == 100

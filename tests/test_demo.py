@@ -218,7 +218,7 @@ def test_history_of_shipped_and_declined_posts(api: Api, demo: Demo, database_ur
             continue
         post_id = demo.summary.post_ids_by_key[key]
         one = api.client.get(f"/api/posts/{post_id}").json()
-        history = api.client.get(f"/api/posts/{post_id}/history").json()
+        history = api.client.get(f"/api/posts/{post_id}/history").json()["items"]
         assert [h["to_status"] for h in history] == expected_paths[post["status"]], key
         assert [h["from_status"] for h in history] == [None] + [h["to_status"] for h in history[:-1]]
         assert history[0]["actor"]["display_name"] == USERS[post["author"]]["display_name"]

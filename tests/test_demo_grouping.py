@@ -45,7 +45,7 @@ def test_demo_forms_clusters_with_the_real_model(env, tmp_path) -> None:
             english = [p for p in sample.posts if p.group == "pause-rental" and title_language[p.title] == "en"]
             found = client.post(
                 "/api/posts/similar", json={"title": "Can I keep my scooter reserved while I grab a coffee?"}
-            ).json()
+            ).json()["items"]
             assert found and title_group[found[0]["post"]["title"]] == "pause-rental", found[:3]
             assert any(f["post"]["title"] in {p.title for p in english} for f in found[:3])
     finally:
@@ -89,7 +89,7 @@ def test_demo_groups_spanish_with_english_with_the_multilingual_setting(env, tmp
                 "/api/posts", params={"language": "es", "limit": 100, "status": [s.value for s in PostStatus]}
             ).json()
             assert listed["total"] == sum(1 for p in sample.posts if p.language == "es")
-            found = client.post("/api/posts/similar", json={"title": "Quiero modo oscuro en la app"}).json()
+            found = client.post("/api/posts/similar", json={"title": "Quiero modo oscuro en la app"}).json()["items"]
             assert any(by_title[f["post"]["title"]].language == "en" for f in found[:3])
             assert all(by_title[f["post"]["title"]].group == "dark-mode" for f in found[:3]), found[:3]
     finally:

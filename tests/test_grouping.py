@@ -82,7 +82,7 @@ def test_similar_posts_as_you_type(api: Api, drain) -> None:
     drain()
     r = api.client.post("/api/posts/similar", json={"title": "dark mode in the app please"})
     assert r.status_code == 200, r.text
-    found = r.json()
+    found = r.json()["items"]
     assert found[0]["post"]["id"] in {posts["dark"]["id"], posts["dark2"]["id"]}
     sims = [f["similarity"] for f in found]
     assert sims == sorted(sims, reverse=True) and all(0.3 <= s <= 1.0 for s in sims)
@@ -90,15 +90,16 @@ def test_similar_posts_as_you_type(api: Api, drain) -> None:
     assert secret["id"] not in ids, "internal posts never reach outsiders"
     assert posts["pdf"]["id"] not in ids, "unrelated posts stay out"
     inside = api.client.post("/api/posts/similar", json={"title": "dark mode admin app"}, headers=employee.headers)
-    assert secret["id"] in [f["post"]["id"] for f in inside.json()]
+    assert secret["id"] in [f["post"]["id"] for f in inside.json()["items"]]
     only_ideas = api.client.post("/api/posts/similar", json={"title": "dark mode", "kind": "critique"}).json()
-    assert only_ideas == []
-    one = api.client.post("/api/posts/similar", json={"title": "apple pay", "limit": 1}).json()
+    assert only_ideas["items"] == [] and only_ideas["total"] == 0
+    one = api.client.post("/api/posts/similar", json={"title": "apple pay", "limit": 1}).json()["items"]
     assert len(one) == 1 and one[0]["post"]["id"] in {posts["pay"]["id"], posts["pay2"]["id"]}
     for bad in ({"title": ""}, {"title": "x", "limit": 21}, {"body": "no title"}, {"title": "a\u0000"}):
         assert api.client.post("/api/posts/similar", json=bad).status_code == 422, bad
     api.client.delete(f"/api/posts/{posts['dark']['id']}", headers=author.headers)
-    after = [f["post"]["id"] for f in api.client.post("/api/posts/similar", json={"title": "dark mode"}).json()]
+    after = api.client.post("/api/posts/similar", json={"title": "dark mode"}).json()["items"]
+    after = [f["post"]["id"] for f in after]
     assert posts["dark"]["id"] not in after, "deleted posts are not suggested"
 
 
@@ -199,8 +200,9 @@ def test_split_a_cluster(api: Api, drain) -> None:
     assert api.client.post(url, json={"post_ids": []}, headers=product.headers).status_code == 422
     assert api.client.post(url, json={"post_ids": [posts["night"]["id"]]}, headers=author.headers).status_code == 403
     r = api.client.post(url, json={"post_ids": [posts["night"]["id"]]}, headers=product.headers)
-    assert r.status_code == 200
+    assert r.status_code == 201, "a new cluster is created"
     new = r.json()["cluster_id"]
+    assert r.headers["location"] == f"/api/clusters/{new}"
     assert api.client.get(f"/api/posts/{posts['night']['id']}").json()["cluster_id"] == new
     assert len(api.client.get(f"/api/clusters/{dark_cluster}", headers=product.headers).json()["members"]) == 2
 

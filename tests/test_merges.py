@@ -59,19 +59,19 @@ def test_merge_then_unmerge_restores_everything(api: Api, database_url: str) -> 
     )
     assert sorted(u for u, _ in carried) == sorted([only_early.id, employee.id])
     assert all(abs((t - month_ago).total_seconds()) < 1 for _, t in carried), "original vote times are kept"
-    merged = api.client.get(f"/api/posts/{second['id']}/merged").json()
+    merged = api.client.get(f"/api/posts/{second['id']}/merged").json()["items"]
     assert [(m["post_id"], m["author"]["id"], m["status_before"]) for m in merged] == [
         (first["id"], early.id, "under_review")
     ]
     assert merged[0]["created_at"] == first["created_at"], "who asked first, and when, stays on record"
     assert api.client.put(f"/api/posts/{first['id']}/vote", headers=late.headers).status_code == 409
-    history = api.client.get(f"/api/posts/{first['id']}/history").json()
+    history = api.client.get(f"/api/posts/{first['id']}/history").json()["items"]
     assert history[-1]["to_status"] == "duplicate" and history[-1]["actor"]["id"] == product.id
 
     r = api.client.post(f"/api/posts/{first['id']}/unmerge", headers=product.headers)
     assert r.status_code == 200, r.text
     assert _state(api, database_url, first, second) == before
-    assert api.client.get(f"/api/posts/{second['id']}/merged").json() == []
+    assert api.client.get(f"/api/posts/{second['id']}/merged").json()["items"] == []
     assert api.client.post(f"/api/posts/{first['id']}/unmerge", headers=product.headers).status_code == 409
 
 

@@ -84,7 +84,7 @@ def test_similarities_are_routed_by_language_and_calibrated(multi_api: Api, drai
     def similar(title: str) -> dict[str, float]:
         r = multi_api.client.post("/api/posts/similar", json={"title": title, "min_similarity": -1})
         assert r.status_code == 200, r.text
-        return {item["post"]["id"]: item["similarity"] for item in r.json()}
+        return {item["post"]["id"]: item["similarity"] for item in r.json()["items"]}
 
     # Same text, so cosine 1 on every encoder: the score shows which route and calibration applied.
     from_spanish = similar(title_es)
@@ -175,7 +175,7 @@ def _dark_mode_forum(env: dict[str, str], tmp_path, name: str) -> tuple[dict[str
             posts = _wait_for_clusters(client, list(ids.values()))
             by_key = {key: posts[i] for key, i in ids.items()}
             similar = {
-                key: client.post("/api/posts/similar", json={"title": title, "limit": 5}).json()
+                key: client.post("/api/posts/similar", json={"title": title, "limit": 5}).json()["items"]
                 for key, (title, _) in titles.items()
             }
             return by_key, similar
@@ -235,9 +235,9 @@ def test_internal_posts_stay_hidden_on_every_route(multi_api: Api, drain) -> Non
         for headers in ({}, customer.headers):
             found = multi_api.client.post(
                 "/api/posts/similar", json={"title": title, "min_similarity": -1}, headers=headers
-            ).json()
+            ).json()["items"]
             assert {item["post"]["id"] for item in found}.isdisjoint({p["id"] for p in hidden})
         seen = multi_api.client.post(
             "/api/posts/similar", json={"title": title, "min_similarity": -1}, headers=employee.headers
-        ).json()
+        ).json()["items"]
         assert {p["id"] for p in hidden} <= {item["post"]["id"] for item in seen}

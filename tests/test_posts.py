@@ -127,7 +127,7 @@ def test_status_lifecycle_and_history(api: Api) -> None:
     assert api.client.post(url, json={"status": "shipped"}, headers=product.headers).status_code == 409
     assert api.client.post(url, json={"status": "duplicate"}, headers=product.headers).status_code == 422
     assert api.client.post(url, json={"status": "done"}, headers=product.headers).status_code == 422
-    history = api.client.get(f"/api/posts/{post['id']}/history").json()
+    history = api.client.get(f"/api/posts/{post['id']}/history").json()["items"]
     assert [(h["from_status"], h["to_status"]) for h in history] == [
         (None, "open"),
         ("open", "under_review"),
@@ -142,7 +142,7 @@ def test_status_lifecycle_and_history(api: Api) -> None:
     # Moving out of shipped is allowed and recorded (a release can be rolled back).
     r = api.client.post(url, json={"status": "in_progress", "note": "rolled back"}, headers=product.headers)
     assert r.status_code == 200
-    assert api.client.get(f"/api/posts/{post['id']}/history").json()[-1]["from_status"] == "shipped"
+    assert api.client.get(f"/api/posts/{post['id']}/history").json()["items"][-1]["from_status"] == "shipped"
 
 
 def test_internal_posts_exist_only_for_insiders(api: Api) -> None:

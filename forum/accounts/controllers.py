@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import Provide
-from litestar.params import Parameter
 
 from forum.accounts.schemas import (
     AccessToken,
@@ -19,8 +17,9 @@ from forum.accounts.schemas import (
 )
 from forum.accounts.services import UserService
 from forum.auth import requires_admin, requires_login
+from forum.http import LOCATION, created
 from forum.models import User
-from forum.schemas import Page
+from forum.schemas import Limit, Offset, Page
 
 provide_users = Provide(create_service_provider(UserService))
 
@@ -42,10 +41,10 @@ class AuthController(Controller):
     tags = ["accounts"]
     dependencies = {"users": provide_users}
 
-    @post("/register", summary="Create an account (as an external customer)")
-    async def register(self, data: UserRegister, users: UserService) -> UserDetail:
+    @post("/register", response_headers=[LOCATION], summary="Create an account (as an external customer)")
+    async def register(self, data: UserRegister, users: UserService) -> Response[UserDetail]:
         user = await users.register(email=data.email, password=data.password, display_name=data.display_name)
-        return user_detail(user)
+        return created(user_detail(user), f"/api/users/{user.id}")
 
     @post("/login", status_code=200, summary="Exchange email and password for a bearer token")
     async def login(self, request: Request, data: LoginRequest, users: UserService) -> AccessToken:
@@ -62,7 +61,7 @@ class MeController(Controller):
     dependencies = {"users": provide_users}
 
     @get(summary="The logged-in user")
-    async def me(self, request: Request[User, object, object]) -> UserDetail:
+    async def get_me(self, request: Request[User, object, object]) -> UserDetail:
         return user_detail(request.user)
 
     @patch(summary="Change your display name or password")
@@ -85,8 +84,8 @@ class UserController(Controller):
     async def list_users(
         self,
         users: UserService,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
-        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> Page[UserDetail]:
         from advanced_alchemy.filters import LimitOffset, OrderBy
 

@@ -8,12 +8,21 @@ from uuid import UUID
 import msgspec
 
 from forum.models import UserKind, UserRole
-from forum.schemas import NO_NUL, clean_text
+from forum.schemas import BLANK, NO_NUL, clean_text, trimmed
 
-Email = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_MAX, DISPLAY_NAME_MAX = 254, 80
+_ADDRESS_PART = f"[^@{BLANK}" r"\x00]+"
+EMAIL_RE = re.compile(f"^{_ADDRESS_PART}@{_ADDRESS_PART}" r"\." f"{_ADDRESS_PART}$")
+Email = Annotated[
+    str,
+    # What __post_init__ checks once the address is trimmed and lower-cased. Not `format: email`: that
+    # format is ASCII dot-atoms without blanks around, while addresses may be internationalised (RFC 6531).
+    msgspec.Meta(
+        max_length=EMAIL_MAX, extra_json_schema={"pattern": f"^[{BLANK}]*{EMAIL_RE.pattern[1:-1]}[{BLANK}]*$"}
+    ),
+]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128, pattern=NO_NUL)]
-DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=NO_NUL)]
+DisplayName = Annotated[str, trimmed(1, DISPLAY_NAME_MAX)]
 
 
 class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,13 +32,13 @@ class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         self.email = self.email.strip().lower()
-        if len(self.email) > 254 or not EMAIL_RE.match(self.email):
+        if len(self.email) > EMAIL_MAX or not EMAIL_RE.match(self.email):
             raise ValueError("email: not a valid email address")
-        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)
+        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX)
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
-    email: Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+    email: Annotated[str, msgspec.Meta(max_length=EMAIL_MAX, pattern=NO_NUL)]
     password: Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
 
 
@@ -73,8 +82,8 @@ class MeUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     display_name: DisplayName | msgspec.UnsetType = msgspec.UNSET
     password: Password | msgspec.UnsetType = msgspec.UNSET
-    current_password: Annotated[str, msgspec.Meta(max_length=128)] | msgspec.UnsetType = msgspec.UNSET
+    current_password: Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)] | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
         if self.display_name is not msgspec.UNSET:
-            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)
+            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX)

@@ -6,12 +6,13 @@ the post it was earned through, and named by one they may see, in totals as in l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from litestar.exceptions import NotFoundException
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Row, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -97,9 +98,7 @@ class CreditReports:
             )
         ).one()
         return UserCredits(
-            user=author_public(user),
-            total_points=int(totals[0]),
-            entries=[
+            items=[
                 LedgerEntry(
                     id=e.id,
                     post_id=e.post_id if shipped_visible else e.source_post_id,
@@ -113,14 +112,16 @@ class CreditReports:
                 )
                 for e, shipped_title, source_title, shipped_visible, source_visible in rows
             ],
-            total_entries=int(totals[1]),
+            total=int(totals[1]),
             limit=limit,
             offset=offset,
+            user=author_public(user),
+            total_points=int(totals[0]),
         )
 
     async def leaderboard(
-        self, segment: Segment, since: datetime | None, viewer: User | None, limit: int
-    ) -> list[LeaderboardRow]:
+        self, segment: Segment, since: datetime | None, viewer: User | None, limit: int, offset: int
+    ) -> Page[LeaderboardRow]:
         shipped, source, shipped_seen, source_seen = self._seen(viewer)
         points = func.sum(CreditEntry.points)
         described = case((shipped_seen, shipped.id), else_=source.id)
@@ -129,6 +130,7 @@ class CreditReports:
                 User,
                 points.label("points"),
                 func.count(func.distinct(described)).filter(CreditEntry.points > 0).label("posts"),
+                func.count().over().label("total"),
             )
             .join(CreditEntry, CreditEntry.user_id == User.id)
             .join(shipped, shipped.id == CreditEntry.post_id)
@@ -138,30 +140,40 @@ class CreditReports:
             .having(points > 0)
             .order_by(points.desc(), func.min(CreditEntry.contributed_at), User.id)
             .limit(limit)
+            .offset(offset)
         )
         if segment is not Segment.ALL:
             stmt = stmt.where(User.kind == segment.value)
         if since is not None:
             stmt = stmt.where(CreditEntry.created_at >= since)
         rows = (await self.session.execute(stmt)).all()
-        return [
+        items = [
             LeaderboardRow(rank=i, user=author_public(user), points=int(p), shipped_posts=int(n))
-            for i, (user, p, n) in enumerate(rows, start=1)
+            for i, (user, p, n, _) in enumerate(rows, start=offset + 1)
         ]
+        return Page(items=items, total=await self._total(stmt, rows, offset), limit=limit, offset=offset)
+
+    async def _total(self, stmt: Select, rows: Sequence[Row], offset: int) -> int:
+        """The ``count(*) OVER ()`` of a page's rows; counted apart only for a page past the end."""
+        if rows:
+            return int(rows[0].total)
+        if offset == 0:
+            return 0
+        unpaged = stmt.limit(None).offset(None).order_by(None).subquery()
+        return int(await self.session.scalar(select(func.count()).select_from(unpaged)) or 0)
 
     async def changelog(self, viewer: User | None, limit: int, offset: int) -> Page[ChangelogEntry]:
         condition = and_(visible_to(viewer), Post.status == PostStatus.SHIPPED.value)
-        rows = (
-            await self.session.execute(
-                select(Post, ShipEvent.created_at.label("shipped_at"), func.count().over().label("total"))
-                .join(ShipEvent, and_(ShipEvent.post_id == Post.id, ShipEvent.revoked_at.is_(None)))
-                .where(condition)
-                .order_by(ShipEvent.created_at.desc(), Post.id)
-                .limit(limit)
-                .offset(offset)
-            )
-        ).all()
-        total = rows[0].total if rows else 0
+        stmt = (
+            select(Post, ShipEvent.created_at.label("shipped_at"), func.count().over().label("total"))
+            .join(ShipEvent, and_(ShipEvent.post_id == Post.id, ShipEvent.revoked_at.is_(None)))
+            .where(condition)
+            .order_by(ShipEvent.created_at.desc(), Post.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        total = await self._total(stmt, rows, offset)
         credits = await self._active_credits([row[0].id for row in rows], viewer) if rows else {}
         items = [
             ChangelogEntry(

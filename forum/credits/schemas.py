@@ -8,6 +8,7 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import CreditReason
+from forum.schemas import Page
 
 
 class Credit(msgspec.Struct):
@@ -39,13 +40,13 @@ class LedgerEntry(msgspec.Struct):
     created_at: datetime
 
 
-class UserCredits(msgspec.Struct):
+class UserCredits(Page[LedgerEntry]):
+    """A user's ledger: a page of entries, newest first, with the user and their net points."""
+
+    items: list[LedgerEntry]  # restated: the OpenAPI generator does not resolve an inherited type parameter
     user: UserPublic
     total_points: int
-    entries: list[LedgerEntry]
-    total_entries: int
-    limit: int
-    offset: int
+    """Net points over the whole ledger (revocations subtract), not only this page."""
 
 
 class Segment(enum.StrEnum):

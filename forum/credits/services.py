@@ -35,6 +35,7 @@ from forum.models import (
     visible_to,
 )
 from forum.notifications.services import NotificationKind, notify_subscribers, notify_users
+from forum.schemas import timestamp
 from forum.surveys.loop import notify_voices_of_ship
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
@@ -342,5 +343,5 @@ def _entry_payload(entry: CreditEntry) -> dict[str, Any]:
         "rank": entry.rank,
         "points": entry.points,
         "source_post_id": str(entry.source_post_id),
-        "contributed_at": entry.contributed_at.isoformat(),
+        "contributed_at": timestamp(entry.contributed_at),
     }

@@ -4,7 +4,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -24,9 +24,10 @@ from forum.grouping.schemas import (
     SplitRequest,
 )
 from forum.grouping.services import GroupingService, visible_neighbours_filter
+from forum.http import LOCATION, created
 from forum.models import User
 from forum.posts.services import PostService
-from forum.schemas import Page
+from forum.schemas import Limit, Offset, Page
 
 
 async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
@@ -45,9 +46,9 @@ class SimilarController(Controller):
     dependencies = {"grouping": Provide(provide_grouping)}
 
     @post("/similar", status_code=200, summary="Posts similar to what is being typed (as-you-type)")
-    async def similar(
+    async def find_similar_posts(
         self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
-    ) -> list[SimilarPost]:
+    ) -> Page[SimilarPost]:
         query = await grouping.embedder.encode_query(post_text(data.title, data.body))
         neighbours = await grouping.nearest(
             query,
@@ -58,11 +59,12 @@ class SimilarController(Controller):
         )
         neighbours = [n for n in neighbours if n.similarity >= data.min_similarity]
         posts = await PostService(grouping.session).get_many_out([n.post_id for n in neighbours], request.user)
-        return [
+        items = [
             SimilarPost(similarity=round(n.similarity, 4), post=posts[n.post_id])
             for n in neighbours
             if n.post_id in posts
         ]
+        return Page(items=items, total=len(items), limit=data.limit, offset=0)
 
     @post(
         "/{post_id:uuid}/cluster",
@@ -70,7 +72,7 @@ class SimilarController(Controller):
         status_code=200,
         summary="Move a post to another cluster (product team)",
     )
-    async def move(
+    async def move_post_to_cluster(
         self, request: Request[User, Any, Any], post_id: UUID, data: MoveRequest, grouping: GroupingService
     ) -> ClusterRef:
         await grouping.move(post_id, data.cluster_id, request.user)
@@ -89,8 +91,8 @@ class ClusterController(Controller):
         reports: ClusterReports,
         sort: ClusterSort = ClusterSort.VOTERS,
         min_members: Annotated[int, Parameter(ge=1, le=1000)] = 1,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+        limit: Limit = 20,
+        offset: Offset = 0,
     ) -> Page[ClusterSummary]:
         return await reports.list(sort, min_members, limit, offset)
 
@@ -99,7 +101,7 @@ class ClusterController(Controller):
         return await reports.detail(cluster_id)
 
     @post("/{cluster_id:uuid}/members/{post_id:uuid}/confirm", status_code=200, summary="Confirm a membership")
-    async def confirm(
+    async def confirm_cluster_member(
         self,
         request: Request[User, Any, Any],
         cluster_id: UUID,
@@ -115,13 +117,18 @@ class ClusterController(Controller):
         status_code=200,
         summary="Reject a membership: the post leaves and is never grouped here again",
     )
-    async def reject(
+    async def reject_cluster_member(
         self, request: Request[User, Any, Any], cluster_id: UUID, post_id: UUID, grouping: GroupingService
     ) -> ClusterRef:
         return ClusterRef(cluster_id=await grouping.reject(cluster_id, post_id, request.user))
 
-    @post("/{cluster_id:uuid}/split", status_code=200, summary="Move some members into a new cluster")
-    async def split(
+    @post(
+        "/{cluster_id:uuid}/split",
+        response_headers=[LOCATION],
+        summary="Move some members into a new cluster; answers the new cluster's id",
+    )
+    async def split_cluster(
         self, request: Request[User, Any, Any], cluster_id: UUID, data: SplitRequest, grouping: GroupingService
-    ) -> ClusterRef:
-        return ClusterRef(cluster_id=await grouping.split(cluster_id, data.post_ids, request.user))
+    ) -> Response[ClusterRef]:
+        new_cluster = await grouping.split(cluster_id, data.post_ids, request.user)
+        return created(ClusterRef(cluster_id=new_cluster), f"/api/clusters/{new_cluster}")

@@ -9,21 +9,23 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import MembershipState, PostKind, PostStatus, Visibility
-from forum.posts.schemas import Body, PostOut, RawTitle, VoteCounts
-from forum.schemas import clean_text
+from forum.posts.schemas import TITLE_MAX, TITLE_RAW_MAX, Body, PostOut, VoteCounts
+from forum.schemas import clean_text, trimmed
+
+TypedTitle = Annotated[str, trimmed(1, TITLE_MAX, raw_max=TITLE_RAW_MAX)]
 
 
 class SimilarRequest(msgspec.Struct, forbid_unknown_fields=True):
     """What the user is typing: the nearest existing posts they may see come back."""
 
-    title: RawTitle
+    title: TypedTitle
     body: Body = ""
     kind: PostKind | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
     min_similarity: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] = 0.3
 
     def __post_init__(self) -> None:
-        self.title = clean_text(self.title, "title", min_len=1, max_len=160)
+        self.title = clean_text(self.title, "title", min_len=1, max_len=TITLE_MAX)
         self.body = self.body.strip()
 
 

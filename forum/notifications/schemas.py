@@ -6,6 +6,8 @@ from uuid import UUID
 
 import msgspec
 
+from forum.schemas import Page
+
 
 class NotificationOut(msgspec.Struct):
     id: UUID
@@ -17,12 +19,11 @@ class NotificationOut(msgspec.Struct):
     read_at: datetime | None
 
 
-class Inbox(msgspec.Struct):
-    items: list[NotificationOut]
-    total: int
+class Inbox(Page[NotificationOut]):
+    """A page of notifications, newest first, with how many are unread in all."""
+
+    items: list[NotificationOut]  # restated: the OpenAPI generator does not resolve an inherited type parameter
     unread: int
-    limit: int
-    offset: int
 
 
 class SubscriptionState(msgspec.Struct):

@@ -4,7 +4,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, delete, get, patch, post, put
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_login, requires_product_team
 from forum.credits.services import CreditPolicy
+from forum.http import LOCATION, created
 from forum.models import PostKind, PostStatus, User, Visibility
 from forum.posts.schemas import (
     CommentCreate,
@@ -26,10 +27,7 @@ from forum.posts.schemas import (
     VoteState,
 )
 from forum.posts.services import PostFilters, PostService
-from forum.schemas import Page
-
-Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size (1-100)")]
-Offset = Annotated[int, Parameter(ge=0, le=10_000_000)]
+from forum.schemas import Limit, Offset, Page
 
 
 async def provide_posts(db_session: AsyncSession, state: State) -> AsyncGenerator[PostService, None]:
@@ -90,11 +88,12 @@ class PostController(Controller):
         )
         return await posts.list(filters, sort, limit, offset, request.user)
 
-    @post(guards=[requires_login], summary="Post an idea or a critique")
+    @post(guards=[requires_login], response_headers=[LOCATION], summary="Post an idea or a critique")
     async def create_post(
         self, request: Request[User, object, object], data: PostCreate, posts: PostService
-    ) -> PostOut:
-        return await posts.create(request.user, data)
+    ) -> Response[PostOut]:
+        post = await posts.create(request.user, data)
+        return created(post, f"/api/posts/{post.id}")
 
     @get("/{post_id:uuid}", summary="One post")
     async def get_post(
@@ -117,11 +116,11 @@ class PostController(Controller):
         await posts.soft_delete(post_id, request.user)
 
     @put("/{post_id:uuid}/vote", guards=[requires_login], summary="Vote for a post (idempotent)")
-    async def vote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+    async def vote_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
         return await posts.vote(post_id, request.user)
 
     @delete("/{post_id:uuid}/vote", guards=[requires_login], status_code=200, summary="Remove your vote")
-    async def unvote(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+    async def unvote_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
         return await posts.unvote(post_id, request.user)
 
     @post(
@@ -130,7 +129,7 @@ class PostController(Controller):
         status_code=200,
         summary="Change status (product team)",
     )
-    async def change_status(
+    async def change_post_status(
         self,
         request: Request[User, object, object],
         post_id: UUID,
@@ -140,10 +139,15 @@ class PostController(Controller):
         return await posts.change_status(post_id, request.user, data.status, data.note)
 
     @get("/{post_id:uuid}/history", summary="Status history: who, when, from, to, note")
-    async def history(
-        self, request: Request[User | None, object, object], post_id: UUID, posts: PostService
-    ) -> list[StatusChangeOut]:
-        return await posts.history(post_id, request.user)
+    async def list_post_history(
+        self,
+        request: Request[User | None, object, object],
+        post_id: UUID,
+        posts: PostService,
+        limit: Limit = 20,
+        offset: Offset = 0,
+    ) -> Page[StatusChangeOut]:
+        return Page.of(await posts.history(post_id, request.user), limit, offset)
 
     @get("/{post_id:uuid}/comments", summary="Comments, oldest first (internal notes only for employees)")
     async def list_comments(
@@ -156,11 +160,17 @@ class PostController(Controller):
     ) -> Page[CommentOut]:
         return await posts.list_comments(post_id, request.user, limit, offset)
 
-    @post("/{post_id:uuid}/comments", guards=[requires_login], summary="Comment, or add an internal note")
-    async def add_comment(
+    @post(
+        "/{post_id:uuid}/comments",
+        guards=[requires_login],
+        response_headers=[LOCATION],
+        summary="Comment, or add an internal note",
+    )
+    async def create_comment(
         self, request: Request[User, object, object], post_id: UUID, data: CommentCreate, posts: PostService
-    ) -> CommentOut:
-        return await posts.add_comment(post_id, request.user, data)
+    ) -> Response[CommentOut]:
+        comment = await posts.add_comment(post_id, request.user, data)
+        return created(comment, f"/api/posts/{post_id}/comments/{comment.id}")
 
     @delete("/{post_id:uuid}/comments/{comment_id:uuid}", guards=[requires_login], summary="Delete a comment")
     async def delete_comment(

@@ -9,16 +9,22 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import PostKind, PostStatus, Visibility
-from forum.schemas import NO_NUL, clean_text
+from forum.schemas import BLANK, NO_NUL, clean_text, trimmed
 
 TITLE_MIN, TITLE_MAX, BODY_MAX, TAGS_MAX, TAG_MAX = 3, 160, 10_000, 10, 40
 
-RawTitle = Annotated[str, msgspec.Meta(max_length=1_000, pattern=NO_NUL)]
+TITLE_RAW_MAX, COMMENT_MAX = 1_000, 5_000
+
+Title = Annotated[str, trimmed(TITLE_MIN, TITLE_MAX, raw_max=TITLE_RAW_MAX)]
 Body = Annotated[str, msgspec.Meta(max_length=BODY_MAX, pattern=NO_NUL)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=TAG_MAX, pattern=NO_NUL)]
+Tag = Annotated[
+    str,
+    # Not blank and no NUL, checked by normalise_tags (a msgspec pattern would hide this one from the schema).
+    msgspec.Meta(min_length=1, max_length=TAG_MAX, extra_json_schema={"pattern": rf"^[^\x00]*[^{BLANK}\x00][^\x00]*$"}),
+]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=TAGS_MAX)]
 Note = Annotated[str, msgspec.Meta(max_length=2_000, pattern=NO_NUL)]
-CommentBody = Annotated[str, msgspec.Meta(min_length=1, max_length=5_000, pattern=NO_NUL)]
+CommentBody = Annotated[str, trimmed(1, COMMENT_MAX)]
 
 
 class PostLanguage(enum.StrEnum):
@@ -46,6 +52,8 @@ class PostSort(enum.StrEnum):
 def normalise_tags(tags: list[str]) -> list[str]:
     seen: dict[str, None] = {}
     for tag in tags:
+        if "\x00" in tag:
+            raise ValueError("tags: must not contain NUL characters")
         clean = " ".join(tag.split()).lower()
         if not clean:
             raise ValueError("tags: a tag must not be blank")
@@ -55,7 +63,7 @@ def normalise_tags(tags: list[str]) -> list[str]:
 
 class PostCreate(msgspec.Struct, forbid_unknown_fields=True):
     kind: PostKind
-    title: RawTitle
+    title: Title
     body: Body = ""
     tags: Tags = msgspec.field(default_factory=list)
     visibility: Visibility = Visibility.PUBLIC
@@ -69,7 +77,7 @@ class PostCreate(msgspec.Struct, forbid_unknown_fields=True):
 class PostUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """Authors change title, body and tags; the product team may change tags and visibility."""
 
-    title: RawTitle | msgspec.UnsetType = msgspec.UNSET
+    title: Title | msgspec.UnsetType = msgspec.UNSET
     body: Body | msgspec.UnsetType = msgspec.UNSET
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
     visibility: Visibility | msgspec.UnsetType = msgspec.UNSET
@@ -138,7 +146,7 @@ class CommentCreate(msgspec.Struct, forbid_unknown_fields=True):
     """An internal note: only employees and the product team can write or read it."""
 
     def __post_init__(self) -> None:
-        self.body = clean_text(self.body, "body", min_len=1, max_len=5_000)
+        self.body = clean_text(self.body, "body", min_len=1, max_len=COMMENT_MAX)
 
 
 class CommentOut(msgspec.Struct):

@@ -52,7 +52,7 @@ from forum.posts.schemas import (
     VoteCounts,
     VoteState,
 )
-from forum.schemas import Page
+from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit
 
@@ -121,7 +121,7 @@ def webhook_post(post: PostOut) -> dict[str, Any]:
         "status": post.status,
         "visibility": post.visibility,
         "author": {"id": str(post.author.id), "display_name": post.author.display_name, "kind": post.author.kind},
-        "created_at": post.created_at.isoformat(),
+        "created_at": timestamp(post.created_at),
     }
 
 

@@ -7,6 +7,8 @@ from uuid import UUID
 
 import msgspec
 
+from forum.schemas import BLANK
+
 
 class WebhookEvent(enum.StrEnum):
     POST_CREATED = "post.created"
@@ -17,7 +19,7 @@ class WebhookEvent(enum.StrEnum):
 
 
 class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
-    url: Annotated[str, msgspec.Meta(min_length=8, max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
+    url: Annotated[str, msgspec.Meta(min_length=8, max_length=2000, pattern=f"^https?://[^{BLANK}" r"\x00]+$")]
     events: Annotated[list[WebhookEvent], msgspec.Meta(min_length=1, max_length=10)]
     secret: Annotated[str, msgspec.Meta(min_length=16, max_length=200, pattern=r"^[^\x00]*$")] | None = None
     """Signing key; generated when omitted. It is shown only in this response."""

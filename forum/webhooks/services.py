@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forum.jobs import enqueue
 from forum.models import User, Webhook, WebhookDelivery
-from forum.schemas import Page
+from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookEvent, WebhookOut
 
 DELIVER_WEBHOOK = "webhook.deliver"
@@ -47,7 +47,7 @@ async def emit(session: AsyncSession, event: WebhookEvent, payload: dict[str, An
     )
     if not hooks:
         return 0
-    body = {"event": event.value, "occurred_at": datetime.now(UTC).isoformat(), "data": payload}
+    body = {"event": event.value, "occurred_at": timestamp(datetime.now(UTC)), "data": payload}
     deliveries = [WebhookDelivery(webhook_id=h.id, event=event.value, payload=body) for h in hooks]
     session.add_all(deliveries)
     await session.flush()

@@ -1,0 +1,93 @@
+"""The OpenAPI document reads well in generated clients: camelCase operation ids from handler names, and
+pages named after what they hold (``PostPage``, not ``Page_forum.posts.schemas.PostOut_``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+from litestar.openapi.spec import OpenAPI, Reference
+
+SCHEMA_REF = "#/components/schemas/"
+_GENERIC_PAGE = re.compile(r"^Page_(?:\w+\.)*(\w+)_$")
+
+
+def operation_id(route_handler: Any, http_method: Any, path_components: Any) -> str:
+    """The handler's name in camelCase: ``list_posts`` is ``listPosts``, ``vote_post`` is ``votePost``.
+    Handler names are unique across controllers (tests/test_api_shape.py checks it)."""
+    first, *rest = route_handler.handler_name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def page_name(item_schema: str) -> str:
+    return item_schema.removesuffix("Out") + "Page"
+
+
+def name_pages(openapi: OpenAPI) -> None:
+    """Rename the components of ``Page[X]`` to ``XPage`` and every reference to them."""
+    schemas = openapi.components.schemas or {}
+    renames = {name: page_name(m.group(1)) for name in schemas if (m := _GENERIC_PAGE.match(name))}
+    if not renames:
+        return
+    openapi.components.schemas = {renames.get(name, name): schema for name, schema in schemas.items()}
+    for new in renames.values():
+        openapi.components.schemas[new].title = new  # generated clients name their classes after it
+    refs = {SCHEMA_REF + old: SCHEMA_REF + new for old, new in renames.items()}
+    _rewrite_refs(openapi, refs, set())
+
+
+def _rewrite_refs(node: Any, refs: dict[str, str], seen: set[int]) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, Reference):
+        node.ref = refs.get(node.ref, node.ref)
+    elif dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _rewrite_refs(getattr(node, f.name), refs, seen)
+    elif isinstance(node, dict):
+        for value in node.values():
+            _rewrite_refs(value, refs, seen)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _rewrite_refs(value, refs, seen)
+
+
+def exact_request_bodies(openapi: OpenAPI, route_handlers: Iterable[Any]) -> None:
+    """Describe each JSON request body with msgspec's own schema of the struct that decodes it: it states
+    exactly what is enforced (``additionalProperties: false`` for ``forbid_unknown_fields``, the constraints
+    of list items, ``extra_json_schema`` such as trimmed lengths), which Litestar's generator leaves out."""
+    bodies = sorted(
+        {
+            field.annotation
+            for handler in route_handlers
+            if (field := handler.parsed_fn_signature.parameters.get("data")) is not None
+            and isinstance(field.annotation, type)
+            and issubclass(field.annotation, msgspec.Struct)
+        },
+        key=lambda struct: struct.__name__,
+    )
+    schemas = openapi.components.schemas
+    _, exact = msgspec.json.schema_components(bodies, ref_template=SCHEMA_REF + "{name}")
+    for struct in bodies:
+        name = struct.__name__
+        if name not in schemas:
+            raise LookupError(f"request body {name} is not a component of the OpenAPI document")
+        schemas[name] = exact[name]
+    missing = {ref for name in exact for ref in _refs(exact[name])} - set(schemas)
+    if missing:
+        raise LookupError(f"request bodies refer to schemas the document does not have: {sorted(missing)}")
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(ref := node.get("$ref"), str):
+            yield ref.removeprefix(SCHEMA_REF)
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
