@@ -61,7 +61,7 @@ class World:
         idea, hook = self.idea["id"], self.hook.json()["id"]
         admin = self.admin.headers
         return {
-            "listPosts": ("/api/posts", {}),
+            "listPosts": ("/api/posts?status=shipped", {}),  # the world shipped its one idea
             "listUsers": ("/api/users", admin),
             "listPostHistory": (f"/api/posts/{idea}/history", {}),
             "listComments": (f"/api/posts/{idea}/comments", {}),
