@@ -19,9 +19,6 @@ from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +34,7 @@ from forum.grouping.controllers import ClusterController, SimilarController
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.notifications.controllers import InboxController, SubscriptionController
+from forum.openapi import build_openapi_config, schema_assets
 from forum.posts.controllers import PostController
 from forum.settings import Settings
 from forum.webhooks.controllers import WebhookController
@@ -138,19 +136,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
-    openapi = OpenAPIConfig(
-        title="forum",
-        version=__version__,
-        description="Ideas, critiques, votes and comments from customers and employees.",
-        path="/schema",
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        components=Components(
-            security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
-        ),
-    )
     app = Litestar(
         route_handlers=[
             health,
+            schema_assets,
             AuthController,
             MeController,
             UserController,
@@ -172,7 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,
-        openapi_config=openapi,
+        openapi_config=build_openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         state=State(
             {
