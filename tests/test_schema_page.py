@@ -18,7 +18,9 @@ def test_schema_page_references_no_external_host_and_its_assets_are_served(api: 
             assert asset.startswith("/schema/assets/"), asset
             r = api.client.get(asset)
             assert r.status_code == 200 and len(r.content) > 500, asset
-    assert api.client.get("/schema/assets/swagger-ui-bundle.js").headers["content-type"].startswith(
-        ("text/javascript", "application/javascript")
+    assert (
+        api.client.get("/schema/assets/swagger-ui-bundle.js")
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
     )
     assert api.client.get("/schema/assets/../../app.py").status_code == 404
