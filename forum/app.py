@@ -37,11 +37,12 @@ from forum.notifications.controllers import InboxController, SubscriptionControl
 from forum.openapi import build_openapi_config, schema_assets
 from forum.posts.controllers import PostController
 from forum.settings import Settings
+from forum.web.plugin import WebPlugin
 from forum.webhooks.controllers import WebhookController
 
 logger = logging.getLogger("forum")
 
-AUTH_PATHS = ("/api/auth/login", "/api/auth/register")
+AUTH_PATHS = ("/api/auth/login", "/api/auth/register", "/login", "/signup")
 READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it changes nothing
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -123,7 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database_url = resolve_database_url(settings)
     alchemy = SQLAlchemyAsyncConfig(
         connection_string=database_url,
-        before_send_handler="autocommit",
+        before_send_handler="autocommit_include_redirects",  # page forms answer 303
         session_config=AsyncSessionConfig(expire_on_commit=False),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookController,
         ],
         lifespan=[_background_lifespan(settings, database_url)],
-        plugins=[SQLAlchemyPlugin(config=alchemy)],
+        plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],
         on_app_init=[jwt_auth.on_app_init],
         middleware=_rate_limits(settings),
         exception_handlers=exception_handlers,
