@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e import Server, forum_cli, free_port, stop_leftover_postgres
@@ -57,6 +58,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     server = Server(env, free_port(), root / "server.log")
     server.start()
+    # The models load in the background at start-up: wait for them, so no page waits on them.
+    warm = httpx.post(f"{server.url}/api/posts/similar", json={"title": "warm up"}, timeout=300)
+    assert warm.status_code == 200, warm.text
     yield server
     if server.proc and server.proc.poll() is None:
         server.stop()
@@ -104,7 +108,7 @@ def open_page(browser: Any, site: Server, _signed_in: dict[str, Any]) -> Iterato
         if as_ is not None and as_ in _signed_in:
             options["storage_state"] = _signed_in[as_]
         context = browser.new_context(**options)
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(20_000)  # two shared cores
         contexts.append(context)
         page = context.new_page()
         if as_ is not None and as_ not in _signed_in:
@@ -115,3 +119,37 @@ def open_page(browser: Any, site: Server, _signed_in: dict[str, Any]) -> Iterato
     yield open_
     for context in contexts:
         context.close()
+
+
+class Api:
+    """The JSON API of the same server, to look things up and check what a page did (never to act)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = httpx.Client(base_url=url, timeout=15)
+        self.tokens: dict[str, dict[str, str]] = {}
+
+    def auth(self, email: str) -> dict[str, str]:
+        if email not in self.tokens:
+            r = self.client.post("/api/auth/login", json={"email": email, "password": DEMO_PASSWORD})
+            assert r.status_code == 200, r.text
+            self.tokens[email] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        return self.tokens[email]
+
+    def get(self, path: str, as_: str | None = PRODUCT, **params: Any) -> Any:
+        r = self.client.get(path, params=params, headers=self.auth(as_) if as_ else {})
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    def post_titled(self, title: str, as_: str | None = PRODUCT) -> dict[str, Any]:
+        """The post with exactly this title (what the demo or a test wrote)."""
+        items = self.get("/api/posts", as_=as_, q=title, limit=20, sort="relevance")["items"]
+        found = [p for p in items if p["title"] == title]
+        assert found, f"no post titled {title!r}"
+        return found[0]
+
+
+@pytest.fixture(scope="session")
+def api(site: Server) -> Iterator[Api]:
+    client = Api(site.url)
+    yield client
+    client.client.close()
