@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.response import Redirect, Template
 
 from forum.web import i18n
+from forum.web.views import Nav
 
 ExceptionHandler = Callable[[Request[Any, Any, Any], Exception], Response[Any]]
 
@@ -29,7 +30,7 @@ def error_page(request: Request[Any, Any, Any], status: int) -> Response[Any]:
         target = request.url.path if request.method == "GET" else "/"
         return Redirect(f"/login?next={quote(target)}", status_code=303)
     template = "404.html" if status == 404 else "500.html" if status >= 500 else "error.html"
-    context = {"status": status, "nav": None}
+    context = {"status": status, "nav": Nav(user=request.scope.get("user"))}  # no query in an error handler
     return Template(template_name=template, context=context, status_code=status)
 
 
