@@ -12,7 +12,6 @@ per user and the session cookie is reused (``storage_state``).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,9 +85,9 @@ def _signed_in(browser: Any, site: Server) -> dict[str, Any]:
 def sign_in(page: Any, email: str, password: str = DEMO_PASSWORD) -> None:
     """Through the real login form, like a person."""
     page.goto("/login")
-    page.get_by_label(re.compile("^(email|correo)", re.I)).fill(email)
-    page.get_by_label(re.compile("^(password|contraseña)", re.I)).fill(password)
-    page.locator("form[data-testid=login-form] [type=submit]").click()
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(password)
+    page.get_by_test_id("login-submit").click()
     page.wait_for_load_state()
     assert "/login" not in page.url, f"login as {email} failed: {page.url}"
 
