@@ -34,6 +34,7 @@ def _customer_pages(api: Api, public: dict, employee_id: str) -> dict[str, str]:
         "board top": client.get("/?sort=top").text,
         "search": client.get("/?q=zeppelin").text,
         "search internal words": client.get("/?q=reorganisation").text,
+        "visibility filter": client.get("/?visibility=internal").text,
         "public post": client.get(f"/posts/{public['id']}").text,
         "profile": client.get(f"/users/{employee_id}").text,
         "roadmap": client.get("/roadmap").text,
@@ -52,7 +53,7 @@ def test_a_customer_never_sees_an_internal_post_or_note(api: Api, drain) -> None
         assert internal["id"] not in html, name
         assert 'data-testid="internal-badge"' not in html, name
     assert "1 post<" in pages["board"] and "1 post<" in pages["search"]  # the total leaves it out
-    assert "0 posts<" in pages["search internal words"]
+    assert "0 posts<" in pages["search internal words"] and "0 posts<" in pages["visibility filter"]
     assert "(1)" not in pages["public post"].split("Comments")[1][:40]  # the note is not counted either
     assert "(0)" in pages["profile"]  # the employee's internal post is not counted on their profile
 
@@ -79,6 +80,8 @@ def test_employees_see_internal_posts_and_notes_clearly_marked(api: Api, drain) 
     browser_login(api.client, employee)
     board = api.client.get("/?q=zeppelin").text
     assert SECRET in board and 'data-testid="internal-badge"' in board and ">2 posts<" in board.replace(" ", " ")
+    only_internal = api.client.get("/?visibility=internal").text
+    assert SECRET in only_internal and "Zeppelin rides" not in only_internal
     post = api.client.get(f"/posts/{internal['id']}").text
     assert 'data-testid="internal-banner"' in post and "Only employees and the product team can see this post." in post
     notes = api.client.get(f"/posts/{public['id']}").text

@@ -27,7 +27,7 @@ from forum.grouping.controllers import provide_grouping
 from forum.grouping.schemas import SimilarRequest
 from forum.grouping.services import GroupingService
 from forum.grouping.similar import similar_posts
-from forum.models import PostKind, PostStatus, User
+from forum.models import PostKind, PostStatus, User, Visibility
 from forum.notifications.services import InboxService, subscribe, unsubscribe
 from forum.posts.schemas import PostLanguage, PostSort
 from forum.posts.services import PostFilters, PostService
@@ -93,6 +93,7 @@ class BoardPages(Controller):
         status: str = "",
         tag: Annotated[str, Parameter(max_length=40)] = "",
         language: str = "",
+        visibility: str = "",
         page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
     ) -> Template:
         q = q.replace("\x00", "").strip()
@@ -102,12 +103,13 @@ class BoardPages(Controller):
             status=[s.value] if (s := _choice(PostStatus, status)) else None,
             tags=[tag.strip().lower()] if tag.strip() else None,
             language=[lang.value] if (lang := _choice(PostLanguage, language)) else None,
+            visibility=getattr(_choice(Visibility, visibility), "value", None),
             q=q or None,
         )
         offset = (page_number - 1) * PAGE_SIZE
         result = await posts.list(filters, chosen_sort, PAGE_SIZE, offset, request.user)
         query = {"q": q, "sort": chosen_sort.value if chosen_sort else "", "kind": kind, "status": status}
-        query |= {"tag": tag.strip(), "language": language}
+        query |= {"tag": tag.strip(), "language": language, "visibility": visibility}
         return page(
             "board.html",
             nav,
