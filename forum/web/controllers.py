@@ -28,7 +28,7 @@ from forum.grouping.schemas import SimilarRequest
 from forum.grouping.services import GroupingService
 from forum.grouping.similar import similar_posts
 from forum.models import PostKind, PostStatus, User, Visibility
-from forum.notifications.services import InboxService, subscribe, unsubscribe
+from forum.notifications.services import InboxService
 from forum.posts.schemas import PostLanguage, PostSort
 from forum.posts.services import PostFilters, PostService
 from forum.web import forms, views
@@ -198,12 +198,7 @@ class PostActions(Controller):
     @post("/posts/{post_id:uuid}/follow", name="follow")
     async def follow(self, request: AnyRequest, posts: PostService, post_id: UUID) -> Response[Any]:
         values = await forms.read_form(request)
-        await posts.get_visible(post_id, request.user)
-        following = values.get("follow") != "stop"
-        if following:
-            await subscribe(posts.session, request.user.id, post_id, explicit=True)
-        else:
-            await unsubscribe(posts.session, request.user.id, post_id)
+        following = await views.follow(posts, request.user, post_id, values.get("follow") != "stop")
         if _is_htmx(request):
             return fragment("_follow.html", post_id=post_id, following=following)
         return _back(request, values, f"/posts/{post_id}")

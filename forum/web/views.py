@@ -21,7 +21,7 @@ from forum.merges.schemas import MergedPost
 from forum.merges.services import MergeService
 from forum.models import PostStatus, User
 from forum.notifications.schemas import NotificationOut
-from forum.notifications.services import InboxService, is_subscribed
+from forum.notifications.services import InboxService, is_subscribed, subscribe, unsubscribe
 from forum.posts.schemas import CommentOut, PostOut, PostSort, StatusChangeOut
 from forum.posts.services import PostFilters, PostService
 from forum.schemas import Page
@@ -88,6 +88,16 @@ async def post_page(posts: PostService, post_id: UUID, viewer: User | None) -> P
         credits=await CreditReports(session).post_credits(post_id, viewer) if shipped else [],
         following=bool(viewer) and await is_subscribed(session, viewer.id, post_id),
     )
+
+
+async def follow(posts: PostService, user: User, post_id: UUID, following: bool) -> bool:
+    """Follow a post or stop, as ``PUT``/``DELETE /api/posts/{id}/subscription`` do."""
+    await posts.get_visible(post_id, user)  # 404 for a post the user may not see
+    if following:
+        await subscribe(posts.session, user.id, post_id, explicit=True)
+    else:
+        await unsubscribe(posts.session, user.id, post_id)
+    return following
 
 
 # Roadmap, profile, inbox ---------------------------------------------------------------------------
