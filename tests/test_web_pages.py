@@ -345,3 +345,15 @@ def test_a_shipped_post_credits_its_contributors_pioneer_first(api: Api) -> None
     browser_login(api.client, pioneer)
     inbox = api.client.get("/inbox").text
     assert 'data-kind="credit_awarded"' in inbox and "Offline maps" in inbox
+
+
+def test_pages_only_run_the_sites_own_scripts(client: TestClient) -> None:
+    page = client.get("/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text and " style=" not in page.text  # nothing inline for the policy to block
+    assert client.get("/no-such-page").headers["content-security-policy"]  # error pages too
+    assert "content-security-policy" not in client.get("/api/posts").headers  # the API is left as it was
+    js = client.get("/static/htmx-2.0.11.min.js")
+    assert js.status_code == 200 and "htmx" in js.text

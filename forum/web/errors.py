@@ -20,11 +20,6 @@ from forum.web.views import Nav
 ExceptionHandler = Callable[[Request[Any, Any, Any], Exception], Response[Any]]
 
 
-def is_page(request: Request[Any, Any, Any], not_pages: tuple[str, ...]) -> bool:
-    path = request.url.path
-    return not any(path == prefix.rstrip("/") or path.startswith(prefix) for prefix in not_pages)
-
-
 def error_page(request: Request[Any, Any, Any], status: int) -> Response[Any]:
     if status == 401:
         target = request.url.path if request.method == "GET" else "/"
@@ -34,13 +29,13 @@ def error_page(request: Request[Any, Any, Any], status: int) -> Response[Any]:
     return Template(template_name=template, context=context, status_code=status)
 
 
-def html_for_pages(handlers: dict[Any, Any], not_pages: tuple[str, ...]) -> dict[Any, Any]:
+def html_for_pages(handlers: dict[Any, Any], is_page: Callable[[str], bool]) -> dict[Any, Any]:
     """Wrap every exception handler: the same status, as a page, when the request was for a page."""
 
     def wrap(handler: ExceptionHandler) -> ExceptionHandler:
         def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             response = handler(request, exc)
-            if not is_page(request, not_pages):
+            if not is_page(request.url.path):
                 return response
             i18n.activate(i18n.locale_of(request))  # unknown paths never reach the locale middleware
             if request.headers.get("hx-request"):  # an in-place update failed: say so where it happened

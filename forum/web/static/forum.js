@@ -2,12 +2,7 @@
 document.documentElement.classList.add("js");
 document.addEventListener("DOMContentLoaded", function () {
   if (!window.htmx) return;
-  // Show our short error fragments in place instead of silently ignoring 4xx/5xx answers.
-  htmx.config.responseHandling = [
-    { code: "204", swap: false },
-    { code: "[23]..", swap: true },
-    { code: "[45]..", swap: true, error: true },
-  ];
+  // htmx's settings are in <meta name="htmx-config"> (base.html): no eval, and error fragments swap in.
   // Keep keyboard focus on the button that was just replaced (vote, follow).
   var focusKey = null;
   document.body.addEventListener("htmx:beforeSwap", function () {
