@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from axe_playwright_python.base import AXE_SCRIPT
 
-from tests.browser.conftest import CUSTOMER, PRODUCT, Api
+from tests.browser.site import CUSTOMER, PRODUCT, Api
 
 SHIPPED = "Facturas con CIF para cuentas de empresa"  # shipped: credits, history
 BLOCKING = ("serious", "critical")

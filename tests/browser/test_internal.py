@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.browser.conftest import CUSTOMER, EMPLOYEE, Api
+from tests.browser.site import CUSTOMER, EMPLOYEE, Api
 
 DEMO_INTERNAL = "Admin tool: bulk refund for failed-unlock incidents"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.browser.conftest import PRODUCT
+from tests.browser.site import PRODUCT
 
 
 def test_spanish_for_accept_language_es(open_page: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.browser.conftest import Api
+from tests.browser.site import Api
 
 DARK_MODE = {"Please add a dark theme", "Dark colours would save my battery at night", "Quiero modo oscuro en la app"}
 TO_FOLLOW = "Reserve a car a day in advance"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.browser.conftest import CUSTOMER, PRODUCT, Api
+from tests.browser.site import CUSTOMER, PRODUCT, Api
 
 REWARDS = "Los puntos caducan demasiado rápido"
 WRONG_MEMBER = "Ver el saldo de puntos en la pantalla principal"
