@@ -265,8 +265,13 @@ def test_composer_suggests_similar_posts_and_votes_instead(api: Api, drain) -> N
     )
     assert r.status_code == 200 and f'data-post-id="{similar["id"]}"' in r.text
     assert api.client.get("/api/posts").json()["total"] == 2
-    r = form_post(api.client, f"/posts/{similar['id']}/vote", {"next": f"/posts/{similar['id']}"}, from_page="/new")
-    assert r.status_code == 303
+    # "Vote for this instead" submits the composer's own form (forms cannot nest) to the vote route.
+    assert f'formaction="/posts/{similar["id"]}/vote"' in r.text
+    composer = {"kind": "idea", "title": "dark mode mobile app", "body": "", "tags": "", "action": "post"}
+    r = form_post(
+        api.client, f"/posts/{similar['id']}/vote", {**composer, "next": f"/posts/{similar['id']}"}, from_page="/new"
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/posts/{similar['id']}"
     assert api.client.get(f"/api/posts/{similar['id']}").json()["votes"]["total"] == 1
 
 
