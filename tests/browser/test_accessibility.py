@@ -61,3 +61,20 @@ def test_main_pages_have_no_serious_accessibility_violations(open_page: Any, api
         assert product.goto(path).status == 200, path
         problems += axe_problems(product)
     assert not problems, "\n".join(problems)
+
+
+def test_main_pages_fit_a_375px_phone(open_page: Any, api: Api) -> None:
+    shipped = api.post_titled(SHIPPED, as_=None)
+    cluster_id = api.post_titled("Pause scooter rental during a quick stop")["cluster_id"]
+    too_wide = []
+    for who, paths in (
+        (CUSTOMER, ["/", f"/posts/{shipped['id']}", "/new", "/inbox", "/roadmap", "/leaderboard"]),
+        (PRODUCT, ["/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}"]),
+    ):
+        page = open_page(who, width=375, height=740)
+        for path in paths:
+            page.goto(path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > 375:
+                too_wide.append(f"{path}: {width}px")
+    assert too_wide == []
