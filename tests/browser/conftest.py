@@ -59,12 +59,13 @@ def _signed_in(browser: Any, site: Server) -> dict[str, Any]:
 
 @pytest.fixture
 def open_page(browser: Any, site: Server, _signed_in: dict[str, Any]) -> Iterator[Callable[..., Any]]:
-    """``open_page(as_=email or None, lang="en", width=1280)`` → a page in a fresh browser context."""
+    """``open_page(as_=email or None, lang="en", width=1280, js=True)`` → a page in a fresh browser context."""
     contexts: list[Any] = []
 
-    def open_(as_: str | None = None, lang: str = "en", width: int = 1280, height: int = 900) -> Any:
+    def open_(as_: str | None = None, lang: str = "en", width: int = 1280, height: int = 900, js: bool = True) -> Any:
         options: dict[str, Any] = dict(
             base_url=site.url,
+            java_script_enabled=js,
             locale=lang,
             extra_http_headers={"Accept-Language": lang},
             viewport={"width": width, "height": height},

@@ -151,6 +151,19 @@ def test_link_a_suggested_critique_to_an_idea(open_page: Any, api: Api) -> None:
     assert api.get(f"/api/posts/{idea['id']}/critiques") == []
 
 
+def test_the_desk_works_without_javascript_from_the_keyboard(open_page: Any, api: Api) -> None:
+    chat = api.post_titled("El chat de soporte tarda muchísimo")
+    page = open_page(PRODUCT, js=False)
+    page.goto(f"/triage/clusters/{chat['cluster_id']}")
+    other = "Nadie responde cuando tienes un problema en pleno viaje"
+    member(page, other).get_by_test_id("reject").focus()
+    page.keyboard.press("Enter")
+    page.get_by_test_id("triage-done").wait_for()
+    assert other not in page.get_by_test_id("member-title").all_inner_texts()
+    assert other in page.get_by_test_id("rejected").inner_text()
+    assert other not in [m["title"] for m in api.get(f"/api/clusters/{chat['cluster_id']}")["members"]]
+
+
 def test_only_the_product_team_reaches_the_desk(open_page: Any, api: Api) -> None:
     cluster_id = api.post_titled(REWARDS)["cluster_id"]
     customer = open_page(CUSTOMER)
