@@ -56,7 +56,7 @@ def _is_htmx(request: AnyRequest) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-def _back(request: AnyRequest, values: dict[str, str], default: str) -> Redirect:
+def _back(values: dict[str, str], default: str) -> Redirect:
     return Redirect(forms.safe_next(values.get("next"), default), status_code=303)
 
 
@@ -193,7 +193,7 @@ class PostActions(Controller):
             return fragment(
                 "_vote.html", post_id=post_id, votes=state.votes, has_voted=state.has_voted, next=values.get("next")
             )
-        return _back(request, values, f"/posts/{post_id}")
+        return _back(values, f"/posts/{post_id}")
 
     @post("/posts/{post_id:uuid}/follow", name="follow")
     async def follow(self, request: AnyRequest, posts: PostService, post_id: UUID) -> Response[Any]:
@@ -201,7 +201,7 @@ class PostActions(Controller):
         following = await views.follow(posts, request.user, post_id, values.get("follow") != "stop")
         if _is_htmx(request):
             return fragment("_follow.html", post_id=post_id, following=following)
-        return _back(request, values, f"/posts/{post_id}")
+        return _back(values, f"/posts/{post_id}")
 
     @post("/posts/{post_id:uuid}/comments", name="comment")
     async def comment(self, request: AnyRequest, posts: PostService, nav: Nav, post_id: UUID) -> Response[Any]:
@@ -333,7 +333,7 @@ class AccountPages(Controller):
                 await InboxService(posts.session).mark_read(request.user.id, UUID(chosen))
             except ValueError:
                 pass  # not an id: nothing to mark
-        return _back(request, values, "/inbox")
+        return _back(values, "/inbox")
 
 
 PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController]
