@@ -23,6 +23,13 @@ from tests.browser.site import CHROMIUM_ARGS, Api, demo_site, sign_in
 from tests.e2e import Server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: while the shared browser is open, Playwright's sync API keeps an event loop
+    running in the main thread, and the other tests start loops of their own (``asyncio.run``)."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: item.path.is_relative_to(here))  # stable: each group keeps its order
+
+
 def _chromium() -> str:
     path = os.environ.get("FORUM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if Path(path).exists():
