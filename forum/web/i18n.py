@@ -5,8 +5,13 @@ of ``Accept-Language``, else English. It is held in a context variable for the r
 (``{% trans %}``, ``_()``), filters (``date``, ``number``) and Python code (``gettext``) all agree.
 
 The ``.po`` catalogs are compiled in memory the first time a language is used: nothing to build at install
-time, and a catalog can never be stale. Extract new strings with
-``pybabel extract -F forum/web/babel.cfg -o /tmp/messages.pot forum/web`` then ``pybabel update``.
+time, and a catalog can never be stale. After adding texts::
+
+    pybabel extract -F forum/web/babel.cfg -k _ -k gettext -k ngettext:1,2 -o /tmp/messages.pot .
+    pybabel update -i /tmp/messages.pot -d forum/web/locale --no-fuzzy-matching
+
+then write the Spanish in ``locale/es/LC_MESSAGES/messages.po`` (``tests/test_web_i18n.py`` lists any
+text still missing it).
 """
 
 from __future__ import annotations
