@@ -25,7 +25,7 @@ from forum.auth import requires_product_team
 from forum.critiques.services import CritiqueLinkService
 from forum.grouping.controllers import provide_grouping, provide_reports
 from forum.grouping.reports import ClusterReports
-from forum.grouping.schemas import ClusterDetail, ClusterSort, ClusterSummary, SimilarPost
+from forum.grouping.schemas import ClusterDetail, ClusterMember, ClusterSort, ClusterSummary, SimilarPost
 from forum.grouping.services import GroupingService
 from forum.merges.services import MergeService
 from forum.models import PostKind, PostStatus, User
@@ -122,7 +122,7 @@ class DeskPage:
 class ClusterPage:
     cluster: ClusterDetail
     move_targets: list[ClusterSummary]
-    merge_targets: dict[UUID, list[Any]]
+    merge_targets: dict[UUID, list[ClusterMember]]
     """For each member that may be merged: the other live members it may be merged into."""
     titles: dict[UUID, str]
     """Titles of the posts members were merged into (members or not)."""
