@@ -19,9 +19,6 @@ from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,15 +35,16 @@ from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.notifications.controllers import InboxController, SubscriptionController
-from forum.openapi import exact_request_bodies, name_pages, operation_id
+from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
 from forum.posts.controllers import PostController
 from forum.settings import Settings
 from forum.surveys.controllers import SurveyController, VoiceController
+from forum.web.plugin import WebPlugin
 from forum.webhooks.controllers import WebhookController
 
 logger = logging.getLogger("forum")
 
-AUTH_PATHS = ("/api/auth/login", "/api/auth/register")
+AUTH_PATHS = ("/api/auth/login", "/api/auth/register", "/login", "/signup")
 READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it changes nothing
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -128,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database_url = resolve_database_url(settings)
     alchemy = SQLAlchemyAsyncConfig(
         connection_string=database_url,
-        before_send_handler="autocommit",
+        before_send_handler="autocommit_include_redirects",  # page forms answer 303
         session_config=AsyncSessionConfig(expire_on_commit=False),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
@@ -141,21 +139,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
-    openapi = OpenAPIConfig(
-        title="forum",
-        version=__version__,
-        description="Ideas, critiques, votes and comments from customers and employees.",
-        path="/schema",
-        operation_id_creator=operation_id,
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        components=Components(
-            security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
-        ),
-    )
     app = Litestar(
         route_handlers=[
             health,
             problem_page,
+            schema_assets,
             AuthController,
             MeController,
             UserController,
@@ -172,7 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             VoiceController,
         ],
         lifespan=[_background_lifespan(settings, database_url)],
-        plugins=[SQLAlchemyPlugin(config=alchemy)],
+        plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],
         on_app_init=[jwt_auth.on_app_init],
         middleware=_rate_limits(settings),
         exception_handlers=exception_handlers,
@@ -180,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,
-        openapi_config=openapi,
+        openapi_config=build_openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         state=State(
             {

@@ -3,6 +3,10 @@
 Authentication is optional at the middleware level: a request without ``Authorization`` is anonymous
 (``request.user`` is None) and may read public content; a request with a bad or expired token gets 401.
 Guards (``requires_*``) decide what each route needs.
+
+The web pages (everything outside ``/api``) also accept the same JWT from the browser session cookie
+``SESSION_COOKIE``: it goes through the same ``retrieve_user``, and a bad or expired cookie just makes the
+request anonymous. The API never reads the cookie, so it needs no CSRF protection.
 """
 
 from __future__ import annotations
@@ -45,17 +49,30 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
     return await anyio.to_thread.run_sync(_verify)
 
 
+SESSION_COOKIE = "forum_session"
+API_PREFIX = "/api/"
+
+
 class OptionalJWTAuthenticationMiddleware(JWTAuthenticationMiddleware):
     """Like Litestar's JWT middleware, but a request with no token is anonymous instead of 401."""
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get(self.auth_header)
         if not header:
-            return AuthenticationResult(user=None, auth=None)
+            return await self._authenticate_cookie(connection)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("Authorization header must be 'Bearer <token>'")
         return await self.authenticate_token(encoded_token=token.strip(), connection=connection)
+
+    async def _authenticate_cookie(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        cookie = connection.cookies.get(SESSION_COOKIE)
+        if not cookie or connection.scope["path"].startswith(API_PREFIX):
+            return AuthenticationResult(user=None, auth=None)
+        try:
+            return await self.authenticate_token(encoded_token=cookie, connection=connection)
+        except NotAuthorizedException:  # expired, revoked or forged: the page is read anonymously
+            return AuthenticationResult(user=None, auth=None)
 
 
 async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
@@ -78,7 +95,7 @@ def build_jwt_auth(secret: str, ttl_minutes: int) -> JWTAuth[User]:
         token_secret=secret,
         default_token_expiration=timedelta(minutes=ttl_minutes),
         authentication_middleware_class=OptionalJWTAuthenticationMiddleware,
-        exclude=["/schema", "/health"],
+        exclude=["/schema", "/health", "/static/"],
         description="Bearer token from POST /api/auth/login",
     )
 

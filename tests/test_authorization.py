@@ -499,12 +499,12 @@ CASES: list[Case] = [
 
 
 def _app_routes(api: Api) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves, in OpenAPI spelling, without the documentation pages
-    (the schema, and the pages behind the problem types)."""
+    """(method, path) of every API route the app serves, in OpenAPI spelling: without the schema pages and
+    the web pages (forum/web, HTML, tested in tests/test_web_*.py)."""
     routes = set()
     for route in api.client.app.routes:
         path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
-        if path.startswith(("/schema", "/problems/")):
+        if not (path.startswith("/api/") or path == "/health"):
             continue
         for method in getattr(route, "methods", ()):
             if method not in ("HEAD", "OPTIONS"):

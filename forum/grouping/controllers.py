@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_product_team
-from forum.encoding import PostEmbedder, post_text
+from forum.encoding import PostEmbedder
 from forum.grouping.reports import ClusterReports
 from forum.grouping.schemas import (
     ClusterDetail,
@@ -23,10 +23,10 @@ from forum.grouping.schemas import (
     SimilarRequest,
     SplitRequest,
 )
-from forum.grouping.services import GroupingService, visible_neighbours_filter
+from forum.grouping.services import GroupingService
+from forum.grouping.similar import similar_posts
 from forum.http import LOCATION, created
 from forum.models import User
-from forum.posts.services import PostService
 from forum.schemas import Limit, Offset, Page
 
 
@@ -49,21 +49,7 @@ class SimilarController(Controller):
     async def find_similar_posts(
         self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
     ) -> Page[SimilarPost]:
-        query = await grouping.embedder.encode_query(post_text(data.title, data.body))
-        neighbours = await grouping.nearest(
-            query,
-            limit=data.limit,
-            viewer_filter=visible_neighbours_filter(request.user),
-            skip_duplicates=True,
-            kind=data.kind.value if data.kind else None,
-        )
-        neighbours = [n for n in neighbours if n.similarity >= data.min_similarity]
-        posts = await PostService(grouping.session).get_many_out([n.post_id for n in neighbours], request.user)
-        items = [
-            SimilarPost(similarity=round(n.similarity, 4), post=posts[n.post_id])
-            for n in neighbours
-            if n.post_id in posts
-        ]
+        items = await similar_posts(grouping, data, request.user)
         return Page(items=items, total=len(items), limit=data.limit, offset=0)
 
     @post(
