@@ -5,11 +5,15 @@ Runs on a clone without the shared DEV data: the labelled idea-forum set ships i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bench import forum_grouping as fg
 from embeddings.encoder import HashingEncoder
@@ -222,3 +226,30 @@ def test_the_report_runs_on_a_clone_without_the_shared_data(tmp_path, monkeypatc
     assert "bug_corpus skipped" in printed.err and "## demo" in printed.out and "Hard cases" in printed.out
     results = json.loads(out.read_text())
     assert set(results) == {"forum ideas, dev split", "forum ideas, test split", "demo"}
+
+
+# --------------------------------------------------------------------------- the index (migration 0008)
+
+
+@pytest.mark.parametrize("dim", [384, 512])
+def test_the_search_still_uses_the_hnsw_index_that_leaves_title_views_out(database_url: str, dim: int) -> None:
+    from forum.grouping.services import TITLE_VIEWS_EXCLUDED
+
+    vector = "[" + ",".join(["0.1"] * dim) + "]"
+    where = f"e.model = 'm' AND {TITLE_VIEWS_EXCLUDED} AND vector_dims(e.embedding) = {dim}"
+    sql = (
+        f"SELECT e.post_id FROM post_embedding e WHERE {where} "
+        f"ORDER BY (e.embedding::vector({dim}) <=> CAST('{vector}' AS vector({dim}))) LIMIT 5"
+    )
+
+    async def explain() -> list[str]:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))  # as on a large table
+                return [row[0] for row in await conn.execute(text(f"EXPLAIN {sql}"))]
+        finally:
+            await engine.dispose()
+
+    plan = asyncio.run(explain())
+    assert any(f"ix_post_embedding_hnsw_{dim}" in line for line in plan), plan
