@@ -55,6 +55,7 @@ from numpy.typing import NDArray
 from embeddings import evaluate_corpus, evaluate_file, evaluate_pairs, format_json_line, load_encoder
 from embeddings.encoder import Encoder, text_for_embedding
 from embeddings.evaluation import read_jsonl
+from embeddings.multilingual import MultilingualEncoder
 from embeddings.similarity import paired_cosine
 
 DEFAULT_DATA = "../shared/data/dupes"
@@ -804,7 +805,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_DATA
 
     started = time.perf_counter()
-    encoder = CachingEncoder(load_encoder(args.model))
+    loaded = load_encoder(args.model)
+    if isinstance(loaded, MultilingualEncoder):
+        return multilingual_main(loaded, data, files, args.grouping_only, args.limit)
+    encoder = CachingEncoder(loaded)
     report: dict[str, Any] = {
         "encoder": encoder.name,
         "data": str(data),
@@ -871,6 +875,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(_round(report), indent=1, ensure_ascii=False) + "\n")
         log(f"wrote {args.out}")
+    return 0
+
+
+def multilingual_main(
+    multi: MultilingualEncoder, data: Path, files: Sequence[Path], grouping_only: bool, limit: int | None
+) -> int:
+    """``--model multilingual``: two vectors per post and a scorer, not one cosine, so the single-vector
+    rules above do not apply. Per-file lines by its combined score (``forum eval duplicates``), then the
+    application's rule on bug_corpus as ``bench.forum_grouping`` replays it (the default rule and issue
+    6's route score, next to all-MiniLM-L6-v2 alone)."""
+    from bench.forum_grouping import build_boards, caching_multilingual, read_bug_corpus, report
+
+    if limit is not None:
+        log("--limit is ignored with --model multilingual")
+    if not grouping_only:
+        print("# per-file evaluation (embeddings.evaluation.evaluate_file, combined score)")
+        for path in files:
+            print(format_json_line(evaluate_file(path, multi)), flush=True)
+    if not (data / CORPUS_FILE).exists():
+        log(f"{CORPUS_FILE} not found: clustering simulation skipped")
+        return 0
+    cached = caching_multilingual(CACHE_DIR)  # the same models, vectors kept between runs
+    report({"bug_corpus": build_boards(read_bug_corpus(data), cached)}, 5, 5, do_sweep=False)
     return 0
 
 

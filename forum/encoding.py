@@ -17,19 +17,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_encoder, text_for_embedding
+from embeddings.encoder import MULTILINGUAL_SPEC
+from embeddings.grouping import TITLE_SUFFIX, GroupingRule
 from embeddings.language import ENGLISH, LANGUAGES, UNDETERMINED, detect_language, is_english_route
 from forum.batching import Coalescer
 
 _encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
 
+#: What an unset ``FORUM_EMBEDDING_MODEL`` means: Spanish, English and mixed boards, offline (docs/duplicates.md).
+DEFAULT_SPEC = MULTILINGUAL_SPEC
+
 
 def get_encoder(spec: str | None) -> Encoder | MultilingualEncoder:
-    """One encoder per configuration per process (the model is loaded once, lazily)."""
-    key = spec or ""
+    """One encoder per configuration per process (the model is loaded once, lazily); unset = the default."""
+    key = (spec or "").strip() or DEFAULT_SPEC
     with _lock:
         if key not in _encoders:
-            _encoders[key] = load_encoder(spec)
+            _encoders[key] = load_encoder(key)
         return _encoders[key]
 
 
@@ -139,8 +144,11 @@ class PostEmbedder:
     Each encoder has its own :class:`EncodeBatcher` (create the embedder on the loop that uses it).
     """
 
-    def __init__(self, loaded: Encoder | MultilingualEncoder) -> None:
+    def __init__(self, loaded: Encoder | MultilingualEncoder, rule: GroupingRule | None = None) -> None:
         self.multilingual = loaded if isinstance(loaded, MultilingualEncoder) else None
+        # The default configuration re-scores candidates against their background; a single encoder keeps
+        # the plain NN + average-link rule on its cosine (thresholds are compared by GroupingService).
+        self.rule = rule or (GroupingRule() if self.multilingual is not None else GroupingRule(1.0, 1.0, None))
         self.encoders: dict[str, Encoder] = (
             dict(loaded.encoders) if isinstance(loaded, MultilingualEncoder) else {loaded.name: loaded}
         )
@@ -161,8 +169,36 @@ class PostEmbedder:
 
     @property
     def models(self) -> list[str]:
-        """Names of the encoders whose vectors every post needs (``post_embedding.model``)."""
+        """Names of the vectors every post needs (``post_embedding.model``): each encoder's, and with the
+        default configuration each one's title view (``"<model>:title"``, never searched, re-scoring only)."""
         return list(self.encoders)
+
+    def complete(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """A stored post's vectors for re-scoring, or None when an encoder's vector is missing. A missing
+        title view (a post embedded before title views existed) is stood in for by the whole-text vector."""
+        out = {}
+        for model in self.models:
+            if model in vectors:
+                out[model] = vectors[model]
+            elif model.endswith(TITLE_SUFFIX) and model.removesuffix(TITLE_SUFFIX) in vectors:
+                out[model] = vectors[model.removesuffix(TITLE_SUFFIX)]
+            else:
+                return None
+        return out
+
+    def grouping_scores(self, query: PostVectors, candidates: Sequence[PostVectors]) -> np.ndarray:
+        """Scores of a post against candidate posts on the grouping scale (``embeddings.grouping``): the
+        default configuration's re-scoring, or a single encoder's cosine. Candidates: :meth:`complete` vectors."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        if self.multilingual is None:
+            (model,) = self.encoders
+            return np.stack([c.vectors[model] for c in candidates]) @ query.vectors[model]
+        names = self.multilingual.grouping.names
+        vectors = {name: np.stack([c.vectors[name] for c in candidates]) for name in names}
+        return self.multilingual.grouping.score(
+            query.language, query.vectors, [c.language for c in candidates], vectors
+        )
 
     def load(self) -> dict[str, int]:
         """Load the models (blocking: call off the event loop) and return each one's dimension."""

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import platformdirs
 
-from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD
+from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD
+
+#: The threshold of a single-encoder configuration (``FORUM_EMBEDDING_MODEL=all-MiniLM-L6-v2``): its cosine,
+#: calibrated on bug_pairs (docs/duplicates.md).
+SINGLE_ENCODER_THRESHOLD = 0.66
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -81,9 +85,10 @@ class Settings:
     db_max_overflow: int = 10
     debug: bool = False
     embedding_model: str | None = None
-    duplicate_threshold: float = 0.66
-    """Calibrated for all-MiniLM-L6-v2 on the dev data (docs/duplicates.md); other models need their own.
-    Defaults to 0.44 with ``FORUM_EMBEDDING_MODEL=multilingual`` (docs/multilingual.md)."""
+    """None: the default configuration (all-MiniLM-L6-v2 + USE multilingual, as ``multilingual``)."""
+    duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    """The "sure" threshold of the grouping score (embeddings.grouping; docs/duplicates.md). A single-encoder
+    ``FORUM_EMBEDDING_MODEL`` (e.g. ``all-MiniLM-L6-v2``) defaults to 0.66 on its cosine instead."""
     run_worker_in_server: bool = True
     credit_voters: int = 10
     """How many of the earliest unique voters are credited when a post ships."""
@@ -98,7 +103,8 @@ class Settings:
     def from_env(cls) -> Settings:
         origins = _env("FORUM_CORS_ORIGINS", "") or ""
         model = _env("FORUM_EMBEDDING_MODEL")
-        threshold = DEFAULT_MULTILINGUAL_THRESHOLD if (model or "").startswith("multilingual") else 0.66
+        default_config = model is None or model.strip().startswith("multilingual")
+        threshold = DEFAULT_DUPLICATE_THRESHOLD if default_config else SINGLE_ENCODER_THRESHOLD
         return cls(
             data_dir=Path(_env("FORUM_DATA_DIR") or default_data_dir()).expanduser(),
             database_url=_env("FORUM_DATABASE_URL"),

@@ -276,7 +276,8 @@ def test_calibrations() -> None:
 def test_load_encoder_multilingual_is_lazy_and_named() -> None:
     multi = load_encoder("multilingual")
     assert isinstance(multi, MultilingualEncoder)
-    assert list(multi.encoders) == [DEFAULT_MODEL_NAME, USE_MODEL_NAME]
+    titles = [f"{DEFAULT_MODEL_NAME}:title", f"{USE_MODEL_NAME}:title"]  # re-scoring views (embeddings.grouping)
+    assert list(multi.encoders) == [DEFAULT_MODEL_NAME, USE_MODEL_NAME, *titles]
     assert isinstance(multi.english, SentenceTransformerEncoder) and not multi.english.is_loaded
     assert isinstance(multi.multilingual, UniversalSentenceEncoder) and not multi.multilingual.is_loaded
     assert multi.name == "multilingual:all-MiniLM-L6-v2+use-multilingual-v3"
@@ -286,7 +287,12 @@ def test_load_encoder_multilingual_is_lazy_and_named() -> None:
 def test_multilingual_hashing_embed_and_score() -> None:
     multi = load_encoder("multilingual-hashing")
     assert isinstance(multi, MultilingualEncoder)
-    assert multi.dims == {"hashing-test": 384, "hashing-multilingual-test": 512}
+    assert multi.dims == {
+        "hashing-test": 384,
+        "hashing-multilingual-test": 512,
+        "hashing-test:title": 384,
+        "hashing-multilingual-test:title": 512,
+    }
     texts = [DARK_EN, DARK_ES, PDF_EN]
     posts = multi.embed(texts)
     # "Export invoices as PDF" is English with confidence 0.48 only: undetermined (English route).

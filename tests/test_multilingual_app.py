@@ -17,6 +17,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD
 from embeddings.multilingual import USE_CROSS_LANGUAGE, USE_SAME_LANGUAGE
 from forum.app import create_app
 from forum.encoding import get_encoder
@@ -69,7 +70,14 @@ def test_each_post_gets_a_vector_per_encoder_and_its_language(multi_api: Api, dr
         "SELECT model, vector_dims(embedding) AS dims FROM post_embedding WHERE post_id = :id ORDER BY model",
         id=post["id"],
     )
-    assert sorted((r.model, r.dims) for r in rows) == sorted([(ENGLISH_MODEL, 384), (MULTI_MODEL, 512)])
+    # Each encoder's vector of the whole text, and of the title alone (re-scoring only, embeddings.grouping).
+    expected = [
+        (ENGLISH_MODEL, 384),
+        (MULTI_MODEL, 512),
+        (f"{ENGLISH_MODEL}:title", 384),
+        (f"{MULTI_MODEL}:title", 512),
+    ]
+    assert sorted((r.model, r.dims) for r in rows) == sorted(expected)
     assert drain_multi(drain)["embedded"] == 0  # idempotent: nothing is stale
 
 
@@ -123,7 +131,8 @@ def test_switching_to_multilingual_adds_the_missing_vectors_only(api: Api, drain
     # the English vectors are kept as they are and only the multilingual encoder's are added.
     assert drain_multi(drain)["embedded"] == 1
     after = embedded_at()
-    assert set(after) == {ENGLISH_MODEL, MULTI_MODEL} and after[ENGLISH_MODEL] == before[ENGLISH_MODEL]
+    assert set(after) == {ENGLISH_MODEL, MULTI_MODEL, f"{ENGLISH_MODEL}:title", f"{MULTI_MODEL}:title"}
+    assert after[ENGLISH_MODEL] == before[ENGLISH_MODEL]
 
 
 def test_posts_written_before_languages_were_recorded_get_one(api: Api, drain, database_url: str) -> None:
@@ -196,8 +205,8 @@ def test_spanish_and_english_dark_mode_share_a_cluster_only_with_multilingual_on
     assert posts["en"]["id"] in ids("es") and posts["es"]["id"] in ids("en")
     assert ids("es")[1] == posts["en"]["id"]  # first itself (same text), then its translation
 
-    english_env = {**env, "FORUM_DATA_DIR": str(tmp_path / "english")}
-    english_env.pop("FORUM_EMBEDDING_MODEL")  # the default: all-MiniLM-L6-v2 alone
+    # all-MiniLM-L6-v2 alone (the default before issue 15)
+    english_env = {**env, "FORUM_DATA_DIR": str(tmp_path / "english"), "FORUM_EMBEDDING_MODEL": "all-MiniLM-L6-v2"}
     english_posts, english_similar = _dark_mode_forum(english_env, tmp_path, "english")
     # English-only, Spanish does not meet English (all-MiniLM-L6-v2 is English-only) ...
     assert english_posts["es"]["cluster_id"] != english_posts["en"]["cluster_id"]
@@ -215,9 +224,11 @@ def test_spanish_and_english_dark_mode_share_a_cluster_only_with_multilingual_on
 
 def test_the_multilingual_setting_has_its_own_default_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FORUM_DUPLICATE_THRESHOLD", raising=False)
-    monkeypatch.setenv("FORUM_EMBEDDING_MODEL", "multilingual")
-    assert Settings.from_env().duplicate_threshold == pytest.approx(0.44)  # combined scale (docs/multilingual.md)
-    monkeypatch.delenv("FORUM_EMBEDDING_MODEL")
+    monkeypatch.delenv("FORUM_EMBEDDING_MODEL", raising=False)
+    assert Settings.from_env().duplicate_threshold == pytest.approx(DEFAULT_DUPLICATE_THRESHOLD)  # the default rule
+    monkeypatch.setenv("FORUM_EMBEDDING_MODEL", "multilingual")  # the same configuration, by name
+    assert Settings.from_env().duplicate_threshold == pytest.approx(DEFAULT_DUPLICATE_THRESHOLD)
+    monkeypatch.setenv("FORUM_EMBEDDING_MODEL", "all-MiniLM-L6-v2")  # one encoder: its cosine, as calibrated
     assert Settings.from_env().duplicate_threshold == pytest.approx(0.66)
     monkeypatch.setenv("FORUM_DUPLICATE_THRESHOLD", "0.7")
     assert Settings.from_env().duplicate_threshold == pytest.approx(0.7)

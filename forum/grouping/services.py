@@ -1,11 +1,13 @@
 """Duplicate grouping: post vectors, nearest neighbours, clusters and the product team's decisions.
 
-How a post is grouped: once embedded, it joins the cluster of its nearest embedded neighbour when the
-similarity to that neighbour, *and* the mean similarity to all current members of that cluster, are
-at least the threshold (``FORUM_DUPLICATE_THRESHOLD``); otherwise it starts a cluster of its own. The
-mean ("average link") stops chains of near neighbours from drifting across needs (docs/duplicates.md).
-Similarity is the encoder's cosine, or with ``FORUM_EMBEDDING_MODEL=multilingual`` the combined score of
-the pair's route (English pairs by all-MiniLM-L6-v2, other pairs by USE multilingual; docs/multilingual.md).
+How a post is grouped (``best_cluster``): once embedded, its ten nearest grouped posts are found by the
+route score (HNSW) and re-scored (``embeddings.grouping``: with the default configuration, both encoders'
+agreement on whole texts and on titles); it joins the best one's cluster when the score to that post,
+*and* the mean score to all current members of that cluster, reach the threshold
+(``FORUM_DUPLICATE_THRESHOLD``) and the candidate stands out from the post's background (its tenth
+candidate); otherwise it starts a cluster of its own. The mean ("average link") stops chains of near
+neighbours from drifting across needs (docs/duplicates.md). With a single encoder
+(``FORUM_EMBEDDING_MODEL=all-MiniLM-L6-v2``, ``hashing``) the score is its cosine and the rule plain.
 Assignments are serialised by an advisory lock so that two near-identical posts embedded at the same
 moment still meet. Memberships a person decided (``manual``) are never changed by
 automatic grouping, and a rejected membership is remembered so the post is never put back there.
@@ -25,6 +27,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from embeddings.grouping import TITLE_SUFFIX
 from forum.encoding import PostEmbedder, PostVectors, Route
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import (
@@ -43,6 +46,8 @@ CLUSTER_LOCK_KEY = 0x464F52554D  # "FORUM": one lock for all cluster assignments
 # hnsw.max_scan_tuples entries before it gives up (docs/multilingual.md, "As-you-type latency").
 EXACT_SCAN_MAX_POSTS = 3000
 GROUP_SIZE_TTL_SECONDS = 60.0
+# The HNSW indexes' predicate (migration 0008): title-view rows ("<model>:title") are re-scoring only.
+TITLE_VIEWS_EXCLUDED = "e.model NOT LIKE '%" + TITLE_SUFFIX.replace(":", "\\:") + "'"  # "\\:": not a bind
 
 
 def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
@@ -58,6 +63,17 @@ class Neighbour:
     post_id: UUID
     similarity: float
     cluster_id: UUID | None
+
+
+@dataclass
+class ClusterFit:
+    """How well a post fits its best cluster: ``score`` is what the thresholds are compared with
+    (``GroupingRule.cluster_score``); ``similarity`` is the re-scored similarity to ``nearest_post_id``."""
+
+    cluster_id: UUID
+    nearest_post_id: UUID
+    similarity: float
+    score: float
 
 
 class GroupingService:
@@ -134,7 +150,8 @@ class GroupingService:
             )
         )
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
-        conditions = ["e.model = :model", "p.deleted_at IS NULL"]
+        # Title views are never searched; the literal predicate lets the planner use the HNSW indexes (0008).
+        conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL"]
         params: dict[str, Any] = {"limit": limit}
         if exclude_post is not None:
             conditions.append("e.post_id <> :exclude_post")
@@ -208,16 +225,9 @@ class GroupingService:
                 )
             )
         )
-        found = await self.nearest(query, limit=1, exclude_post=post_id, exclude_clusters=rejected, grouped_only=True)
-        best = found[0] if found and found[0].similarity >= self.threshold else None
-        if best is not None and best.cluster_id is not None:
-            # Average link: close to its nearest neighbour is not enough, the post must be close to the
-            # cluster as a whole; otherwise chains of near neighbours drift from one need to another.
-            mean = await self._mean_similarity(query, best.cluster_id, exclude_post=post_id)
-            if mean is not None and mean < self.threshold:
-                best = None
-        if best is not None:
-            target, similarity = best.cluster_id, best.similarity
+        fit = await self.best_cluster(post_id, query, exclude_clusters=rejected)
+        if fit is not None and fit.score >= self.threshold:
+            target, similarity = fit.cluster_id, fit.similarity
         elif current is not None and not await self._has_other_members(current.cluster_id, post_id):
             target, similarity = current.cluster_id, 1.0  # alone already: keep its cluster
         else:
@@ -237,6 +247,68 @@ class GroupingService:
             current.similarity = similarity
         await self.session.flush()
         return target
+
+    async def best_cluster(
+        self, post_id: UUID, query: PostVectors, *, exclude_clusters: Sequence[UUID] = ()
+    ) -> ClusterFit | None:
+        """The scoring step of assignment: the cluster a post fits best and its score against it.
+
+        The ``rule.candidates`` nearest grouped posts (route score, HNSW) are re-scored on the grouping
+        scale (``PostEmbedder.grouping_scores``: both encoders, whole text and title); the best one's
+        cluster is scored by ``GroupingRule.cluster_score`` (NN score, mean score to all its current
+        members, checked against the post's background). Compare the result with the thresholds.
+        """
+        rule = self.embedder.rule
+        found = await self.nearest(
+            query, limit=rule.candidates, exclude_post=post_id, exclude_clusters=exclude_clusters, grouped_only=True
+        )
+        candidates = await self._comparable([n.post_id for n in found if n.cluster_id is not None])
+        found = [n for n in found if n.post_id in candidates]
+        if not found:
+            return None
+        query = PostVectors(query.language, self.embedder.complete(query.vectors) or query.vectors)
+        scores = self.embedder.grouping_scores(query, [candidates[n.post_id] for n in found])
+        k = int(np.argmax(scores))
+        cluster_id = found[k].cluster_id
+        assert cluster_id is not None
+        members = await self._comparable(await self._member_ids(cluster_id, exclude_post=post_id))
+        mean = float(np.mean(self.embedder.grouping_scores(query, list(members.values())))) if members else None
+        score = rule.cluster_score(float(scores[k]), mean, scores)
+        return ClusterFit(cluster_id, found[k].post_id, float(scores[k]), score)
+
+    async def _member_ids(self, cluster_id: UUID, *, exclude_post: UUID) -> list[UUID]:
+        return list(
+            await self.session.scalars(
+                select(ClusterMembership.post_id)
+                .join(Post, Post.id == ClusterMembership.post_id)
+                .where(
+                    ClusterMembership.cluster_id == cluster_id,
+                    ClusterMembership.state != MembershipState.REJECTED.value,
+                    ClusterMembership.post_id != exclude_post,
+                    Post.deleted_at.is_(None),
+                )
+            )
+        )
+
+    async def _comparable(self, post_ids: Sequence[UUID]) -> dict[UUID, PostVectors]:
+        """Languages and re-scoring vectors of these posts (one query), leaving out any without them."""
+        if not post_ids:
+            return {}
+        rows = await self.session.execute(
+            select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.embedding, Post.language)
+            .join(Post, Post.id == PostEmbedding.post_id)
+            .where(PostEmbedding.post_id.in_(list(post_ids)), PostEmbedding.model.in_(self.embedder.models))
+        )
+        stored: dict[UUID, PostVectors] = {}
+        for row in rows:
+            post = stored.setdefault(row.post_id, PostVectors(row.language or "und"))
+            post.vectors[row.model] = np.asarray(row.embedding, dtype=np.float32)
+        out = {}
+        for post_id, post in stored.items():
+            vectors = self.embedder.complete(post.vectors)
+            if vectors is not None:
+                out[post_id] = PostVectors(post.language, vectors)
+        return out
 
     async def _member_similarities(
         self, query: PostVectors, cluster_id: UUID, exclude_post: UUID
@@ -269,14 +341,6 @@ class GroupingService:
             if row.n:
                 out.append((route, float(row.mean), float(row.best), int(row.n)))
         return out
-
-    async def _mean_similarity(self, query: PostVectors, cluster_id: UUID, *, exclude_post: UUID) -> float | None:
-        # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
-        parts = await self._member_similarities(query, cluster_id, exclude_post)
-        total = sum(n for *_, n in parts)
-        if not total:
-            return None
-        return sum(_calibrated(route, mean) * n for route, mean, _, n in parts) / total
 
     async def _current_membership(self, post_id: UUID) -> ClusterMembership | None:
         return await self.session.scalar(

@@ -19,7 +19,7 @@ sa.DateTimeUTC = DateTimeUTC
 sa.VECTOR = VECTOR
 
 revision: str = "0011"
-down_revision: str | None = "0006"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

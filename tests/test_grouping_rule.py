@@ -1,0 +1,255 @@
+"""The grouping score and decision rule (embeddings.grouping) and their evaluation (bench.forum_grouping).
+
+Runs on a clone without the shared DEV data: the labelled idea-forum set ships in bench/data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from bench import forum_grouping as fg
+from embeddings.encoder import HashingEncoder
+from embeddings.grouping import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_SUGGEST_THRESHOLD,
+    GroupingRule,
+    GroupingScorer,
+    TitleView,
+    simulate_online,
+    title_of,
+)
+from embeddings.multilingual import USE_CROSS_LANGUAGE, USE_SAME_LANGUAGE, MultilingualEncoder, MultilingualScorer
+
+EN, USE = "minilm", "use"
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _posts(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    names = (EN, USE, f"{EN}:title", f"{USE}:title")
+    return {name: np.stack([r[k] for r in rows]) for k, name in enumerate(names)}
+
+
+# --------------------------------------------------------------------------- the score
+
+
+def test_english_pairs_average_both_encoders_and_other_pairs_use_the_multilingual_one() -> None:
+    scorer = GroupingScorer(MultilingualScorer(EN, USE), titles=False)
+    a = {EN: [_unit(1, 0, 0)], USE: [_unit(1, 0, 0)]}
+    b = {EN: [_unit(1, 1, 0)], USE: [_unit(1, 0, 1)]}
+    m, u = float(_unit(1, 0, 0) @ _unit(1, 1, 0)), float(_unit(1, 0, 0) @ _unit(1, 0, 1))
+    assert scorer.score_matrix(["en"], a, ["und"], b)[0, 0] == pytest.approx((m + USE_SAME_LANGUAGE(u)) / 2)
+    assert scorer.score_matrix(["en"], a, ["es"], b)[0, 0] == pytest.approx(float(USE_CROSS_LANGUAGE(u)))
+    assert scorer.score_matrix(["es"], a, ["es"], b)[0, 0] == pytest.approx(float(USE_SAME_LANGUAGE(u)))
+    # MiniLM's vector of a Spanish post is never read.
+    no_minilm = {USE: b[USE], EN: [np.full(3, np.nan, dtype=np.float32)]}
+    assert np.isfinite(scorer.score_matrix(["en"], a, ["es"], no_minilm)).all()
+
+
+def test_a_pair_scores_the_better_of_its_whole_texts_and_its_titles() -> None:
+    scorer = GroupingScorer(MultilingualScorer(EN, USE))
+    x, y, z = _unit(1, 0, 0), _unit(0, 1, 0), _unit(1, 0.2, 0)
+    query = _posts([(x, x, y, y)])  # long body pulls the whole text away from the title
+    candidates = _posts([(y, y, x, x), (z, z, y, y)])
+    whole = scorer._view(["en"], query, ["en", "en"], candidates, "")
+    titles = scorer._view(["en"], query, ["en", "en"], candidates, ":title")
+    scores = scorer.score_matrix(["en"], query, ["en", "en"], candidates)
+    np.testing.assert_allclose(scores, np.maximum(whole, titles))
+    assert scores[0, 1] > whole[0, 1]  # the titles match where the bodies do not
+    one = scorer.score("en", {k: v[0] for k, v in query.items()}, ["en", "en"], candidates)
+    np.testing.assert_allclose(one, scores[0])
+
+
+def test_title_view_encodes_the_first_line() -> None:
+    inner = HashingEncoder()
+    view = TitleView(inner)
+    assert view.name == "hashing-test:title" and view.dim == inner.dim
+    assert title_of("Dark mode\nThe app is too bright") == "Dark mode"
+    np.testing.assert_allclose(view.encode(["Dark mode\nThe app is too bright"]), inner.encode(["Dark mode"]))
+    with pytest.raises(TypeError):
+        view.encode("Dark mode")
+
+
+def test_the_default_configuration_stores_title_views() -> None:
+    multi = MultilingualEncoder.from_spec("multilingual-hashing")
+    assert list(multi.encoders) == [
+        "hashing-test",
+        "hashing-multilingual-test",
+        "hashing-test:title",
+        "hashing-multilingual-test:title",
+    ]
+    posts = multi.embed(["Quiero modo oscuro\nPor la noche molesta", "Please add a dark theme"])
+    assert set(posts.vectors) == set(multi.grouping.names)
+    assert multi.grouping_matrix(posts).shape == (2, 2)
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def test_cluster_score_is_the_weaker_link_capped_by_how_far_it_stands_out() -> None:
+    rule = GroupingRule(0.44, 0.38, stand_out=0.29, candidates=3)
+    assert rule.cluster_score(0.60, 0.50, [0.60, 0.2, 0.1]) == pytest.approx(0.50)  # idea board: no cap
+    assert rule.cluster_score(0.60, None, [0.60]) == pytest.approx(0.60)  # fewer candidates: background 0
+    # Everything on the board looks alike: the tenth (here third) candidate already scores 0.58.
+    capped = rule.cluster_score(0.70, 0.66, [0.70, 0.69, 0.58])
+    assert capped == pytest.approx(0.29 + 0.66 - 0.58) and rule.band(capped) is None
+    assert GroupingRule(stand_out=None).cluster_score(0.7, 0.66, [0.7, 0.69, 0.68]) == pytest.approx(0.66)
+
+
+def test_bands() -> None:
+    rule = GroupingRule()
+    assert (rule.duplicate_threshold, rule.suggest_threshold) == (
+        DEFAULT_DUPLICATE_THRESHOLD,
+        DEFAULT_SUGGEST_THRESHOLD,
+    )
+    assert rule.band(DEFAULT_DUPLICATE_THRESHOLD) == "sure"
+    assert rule.band(DEFAULT_SUGGEST_THRESHOLD) == "maybe"
+    assert rule.band(DEFAULT_SUGGEST_THRESHOLD - 0.01) is None
+    with pytest.raises(ValueError):
+        GroupingRule(0.4, 0.5)
+    with pytest.raises(ValueError):
+        GroupingRule(candidates=0)
+
+
+def _brute_force(s: np.ndarray, r: np.ndarray, t: float, rule: GroupingRule, order: list[int]) -> dict[int, int]:
+    """The rule as the application states it, one post at a time, no shortcuts."""
+    cluster: dict[int, int] = {}
+    for pos, i in enumerate(order):
+        earlier = order[:pos]
+        near = sorted(earlier, key=lambda j: (-r[i, j], earlier.index(j)))[: rule.candidates]
+        if near:
+            nn = max(near, key=lambda j: (s[i, j], -near.index(j)))
+            members = [j for j in earlier if cluster[j] == cluster[nn]]
+            mean = float(np.mean([s[i, j] for j in members]))
+            if rule.cluster_score(float(s[i, nn]), mean, [s[i, j] for j in near]) >= t:
+                cluster[i] = cluster[nn]
+                continue
+        cluster[i] = i
+    return cluster
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_simulate_online_is_the_rule_replayed(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 30
+    base = rng.random((n, n))
+    s = (base + base.T) / 2
+    r = s + rng.normal(0, 0.05, (n, n))  # retrieval ranks slightly differently from re-scoring
+    rule = GroupingRule(0.6, 0.5, stand_out=0.2, candidates=4)
+    order = rng.permutation(n).tolist()
+    labels = simulate_online(s, 0.55, rule, retrieval=r, order=order)
+    expected = _brute_force(s, r, 0.55, rule, order)
+    assert all(labels[i] == expected[i] for i in range(n))
+    assert len(set(labels.tolist())) < n  # it did group something
+
+
+# --------------------------------------------------------------------------- the labelled set
+
+
+def test_the_idea_forum_set_is_what_docs_duplicates_describes() -> None:
+    rows = fg.read_ideas()
+    assert len(rows) == len({r["id"] for r in rows}) >= 200
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["group"] is not None:
+            groups[r["group"]].append(r)
+    assert len(groups) >= 40
+    assert all(3 <= len(posts) <= 5 for posts in groups.values())
+    assert all(len({p["split"] for p in posts}) == 1 for posts in groups.values()), "a need is in one split only"
+    assert {r["board"] for r in rows} == {"saas", "mobility"}
+    languages = Counter(r["language"] for r in rows)
+    assert languages["es"] >= 60 and languages["en"] >= 60 and languages["mixed"] >= 5
+    assert sum(1 for posts in groups.values() if {"es", "en"} <= {p["language"] for p in posts}) >= 40
+    assert sum(not r["body"] for r in rows) >= 30 and sum(r["group"] is None for r in rows) >= 30  # near-topic
+    splits = Counter(r["split"] for r in rows)
+    assert splits["test"] >= 40 and splits["dev"] >= 120
+
+
+@pytest.fixture(scope="module")
+def hashing_boards() -> dict[str, list[fg.Board]]:
+    multi = MultilingualEncoder.from_spec("multilingual-hashing")
+    return {
+        "dev": fg.build_boards(fg.read_ideas(split="dev"), multi),
+        "demo": fg.build_boards(fg.read_demo(), multi),
+    }
+
+
+def test_boards_and_scores(hashing_boards) -> None:
+    dev, demo = hashing_boards["dev"], hashing_boards["demo"]
+    assert sorted(b.name for b in dev) == ["mobility", "saas"] and [b.name for b in demo] == ["demo"]
+    for board in dev + demo:
+        n = len(board.posts)
+        assert board.route.shape == board.grouping.shape == board.title_route.shape == (n, n)
+        assert board.duplicate_pairs > 0
+    assert sum(b.duplicate_pairs for b in demo) == 48  # the demo's 12 labelled groups
+
+
+def test_evaluate_scores_every_configuration_over_arrival_orders(hashing_boards) -> None:
+    boards = hashing_boards["dev"]
+    orders = fg.orders_of(boards, 3)
+    assert len(orders) == 3 and all(len(o) == len(boards) for o in orders)
+    for config in fg.configs():
+        result = fg.evaluate(boards, config, orders)
+        for key in ("precision", "recall", "f1"):
+            assert 0.0 <= result[key]["min"] <= result[key]["mean"] <= result[key]["max"] <= 1.0
+    # A threshold no score reaches groups nothing; one every score reaches puts each board in one cluster.
+    nothing = fg.evaluate(boards, ("none", "grouping", 9.0, GroupingRule(stand_out=None)), orders)
+    assert nothing["recall"]["max"] == 0.0 and nothing["precision"]["mean"] == 1.0
+    everything = fg.evaluate(boards, ("all", "grouping", -9.0, GroupingRule(stand_out=None)), orders)
+    assert everything["recall"]["min"] == 1.0
+    assert 0.0 < fg.recall_at(boards, 3) <= 1.0
+
+
+def test_hard_cases_are_found_on_the_demo(hashing_boards) -> None:
+    demo = hashing_boards["demo"][0]
+    cases = fg.hard_cases(demo, fg.configs()[2], fg.orders_of([demo], 2))
+    assert len(cases) == len(fg.HARD_CASES) and all(c["orders"] == 2 for c in cases)
+    assert cases[0]["a"] == "Quiero modo oscuro en la app" and cases[0]["should_group"]
+
+
+def test_the_report_runs_on_a_clone_without_the_shared_data(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(fg, "caching_multilingual", lambda _: MultilingualEncoder.from_spec("multilingual-hashing"))
+    out = tmp_path / "out.json"
+    assert fg.main(["--data", str(tmp_path / "missing"), "--orders", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "bug_corpus skipped" in printed.err and "## demo" in printed.out and "Hard cases" in printed.out
+    results = json.loads(out.read_text())
+    assert set(results) == {"forum ideas, dev split", "forum ideas, test split", "demo"}
+
+
+# --------------------------------------------------------------------------- the index (migration 0008)
+
+
+@pytest.mark.parametrize("dim", [384, 512])
+def test_the_search_still_uses_the_hnsw_index_that_leaves_title_views_out(database_url: str, dim: int) -> None:
+    from forum.grouping.services import TITLE_VIEWS_EXCLUDED
+
+    vector = "[" + ",".join(["0.1"] * dim) + "]"
+    where = f"e.model = 'm' AND {TITLE_VIEWS_EXCLUDED} AND vector_dims(e.embedding) = {dim}"
+    sql = (
+        f"SELECT e.post_id FROM post_embedding e WHERE {where} "
+        f"ORDER BY (e.embedding::vector({dim}) <=> CAST('{vector}' AS vector({dim}))) LIMIT 5"
+    )
+
+    async def explain() -> list[str]:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))  # as on a large table
+                return [row[0] for row in await conn.execute(text(f"EXPLAIN {sql}"))]
+        finally:
+            await engine.dispose()
+
+    plan = asyncio.run(explain())
+    assert any(f"ix_post_embedding_hnsw_{dim}" in line for line in plan), plan
