@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 
 from forum.models import UserKind, UserRole
-from forum.schemas import NO_NUL, clean_text
+from forum.schemas import NO_NUL, clean_text, normalise_email
 
 Email = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -22,10 +22,10 @@ class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
     display_name: DisplayName
 
     def __post_init__(self) -> None:
-        self.email = self.email.strip().lower()
+        self.email = normalise_email(self.email)
         if len(self.email) > 254 or not EMAIL_RE.match(self.email):
             raise ValueError("email: not a valid email address")
-        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)
+        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80, single_line=True)
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,4 +77,4 @@ class MeUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.display_name is not msgspec.UNSET:
-            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80)
+            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=80, single_line=True)
