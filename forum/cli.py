@@ -176,7 +176,13 @@ def worker(batch_size: int) -> None:
     settings = Settings.from_env()
     url = _prepared_database(settings)
     embedder = PostEmbedder.from_spec(settings.embedding_model)
-    embedding_worker = BackgroundWorker(url, embedder, settings.duplicate_threshold, batch_size=batch_size)
+    embedding_worker = BackgroundWorker(
+        url,
+        embedder,
+        settings.duplicate_threshold,
+        batch_size=batch_size,
+        webhook_allowed_hosts=settings.webhook_allowed_hosts,
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

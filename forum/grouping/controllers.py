@@ -39,6 +39,9 @@ async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterRep
     yield ClusterReports(db_session)
 
 
+SIMILAR_BODY_CHARS = 2_000
+
+
 class SimilarController(Controller):
     path = "/api/posts"
     tags = ["grouping"]
@@ -48,7 +51,9 @@ class SimilarController(Controller):
     async def similar(
         self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
     ) -> list[SimilarPost]:
-        query = await grouping.embedder.encode_query(post_text(data.title, data.body))
+        # The schema caps what is accepted; only the start of a long draft is encoded (the models read
+        # 256 word pieces anyway), so a request costs the same bounded model time whatever it sends.
+        query = await grouping.embedder.encode_query(post_text(data.title, data.body[:SIMILAR_BODY_CHARS]))
         neighbours = await grouping.nearest(
             query,
             limit=data.limit,

@@ -23,7 +23,8 @@ class WebhookController(Controller):
     async def create(
         self, request: Request[User, Any, Any], db_session: AsyncSession, data: WebhookCreate
     ) -> WebhookCreated:
-        return await WebhookService(db_session).create(data, request.user)
+        allowed = request.app.state["forum_settings"].webhook_allowed_hosts
+        return await WebhookService(db_session, allowed).create(data, request.user)
 
     @get(summary="Registered webhooks (admin)")
     async def list_webhooks(self, db_session: AsyncSession) -> list[WebhookOut]:
