@@ -97,9 +97,11 @@ def release_embedded_postgres() -> None:
     """Give up this process's handle on the embedded servers it joined (the last one out stops it).
 
     ``atexit`` does this for a plain process; uvicorn's worker processes never run ``atexit``, so the
-    app calls this when it shuts down. Calling it twice is harmless.
+    app calls this when it shuts down, and ``forum serve`` when uvicorn returns, after its workers (the
+    ones that died without a word included). Calling it twice is harmless.
     """
     for pgdata, server in list(_embedded_servers.items()):
+        _forget_dead_handles(pgdata)  # e.g. a worker uvicorn killed when it was slow to answer its ping
         server._cleanup()  # type: ignore[attr-defined]
         _embedded_servers.pop(pgdata, None)
 
