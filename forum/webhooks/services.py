@@ -49,6 +49,10 @@ class DestinationRefused(Exception):
     """The webhook URL points where webhooks may not go."""
 
 
+class HostDoesNotResolve(DestinationRefused):
+    """Refused when a webhook is registered; at delivery, a failure like any other (retried)."""
+
+
 def _public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -77,7 +81,7 @@ async def check_destination(url: str, allowed_hosts: list[str]) -> list[str]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise DestinationRefused(f"the host {host} does not resolve") from exc
+        raise HostDoesNotResolve(f"the host {host} does not resolve") from exc
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:
         if not _public(address) and not _allowed(host, address, allowed_hosts):
@@ -136,23 +140,24 @@ async def deliver(
             "X-Forum-Signature": "sha256=" + sign(hook.secret, timestamp, body),
         }
         delivery.attempts += 1
-        try:
-            addresses = await check_destination(hook.url, allowed_hosts or [])
-        except DestinationRefused as exc:
-            delivery.status, delivery.last_error = "failed", f"refused: {exc}"[:1000]
-            await session.commit()
-            return "refused"
         url = httpx.URL(hook.url)
         headers["Host"] = url.netloc.decode("ascii")
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         error: str | None = None
         try:
+            addresses = await check_destination(hook.url, allowed_hosts or [])
             async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
                 pinned = url.copy_with(host=addresses[0])  # the address just checked, not a new lookup
                 response = await client.post(pinned, content=body, headers=headers, extensions=extensions)
             delivery.last_status_code = response.status_code
             if not response.is_success:
                 error = f"HTTP {response.status_code}"
+        except HostDoesNotResolve as exc:
+            error = str(exc)
+        except DestinationRefused as exc:
+            delivery.status, delivery.last_error = "failed", f"refused: {exc}"[:1000]
+            await session.commit()
+            return "refused"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
         delivery.last_error = error
@@ -183,7 +188,7 @@ class WebhookService:
         try:
             await check_destination(data.url, self.allowed_hosts)
         except DestinationRefused as exc:
-            raise UnprocessableError(f"url: {exc}", field="url") from exc
+            raise UnprocessableError(str(exc), field="url") from exc
         hook = Webhook(
             url=data.url,
             secret=data.secret or secrets.token_urlsafe(32),
