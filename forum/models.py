@@ -370,6 +370,7 @@ class RateLimitWindow(DefaultBase):
     """Requests counted per client and fixed window, shared by every API process of a deployment."""
 
     __tablename__ = "rate_limit_window"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}  # counters of the last minutes: no WAL (migration 0005)
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True, index=True)
