@@ -190,14 +190,14 @@ exception_handlers: dict[Any, Any] = {
 
 PROBLEM_STATUSES = {
     400: "The body could not be read (malformed JSON, not UTF-8, nested too deeply)",
-    401: "Missing, malformed or expired bearer token, or this needs a logged-in user",
+    401: "This needs a logged-in user, or the token is invalid, expired or revoked (detail says which)",
     403: "Logged in, but not allowed to do this",
     404: "Not found, or not visible to you",
     409: "Conflicts with the current state (already exists, already in that state, merged…)",
     413: "The request body is too large",
     422: "Validation failed: see `errors`, one entry per field",
     429: "Too many requests: wait for `Retry-After` seconds",
-    503: "The database is unavailable: retry after `Retry-After` seconds",
+    503: "The database is unavailable or shutting down: retry after `Retry-After` seconds",
 }
 
 
