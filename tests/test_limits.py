@@ -131,6 +131,9 @@ WEBHOOK_TARGETS_REFUSED = [
     "http://[fd00:ec2::254]/hook",  # fc00::/7, AWS's IPv6 metadata address
     "https://224.0.0.1/hook",
     "http://no-such-host.invalid/hook",
+    "http://xn--/hook",  # not a valid IDNA name
+    "http://[zz]/hook",
+    "http://\u0660/hook",
 ]
 
 

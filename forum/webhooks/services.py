@@ -73,14 +73,17 @@ def _allowed(host: str, address: IPAddress, allowed_hosts: list[str]) -> bool:
 
 async def check_destination(url: str, allowed_hosts: list[str]) -> list[str]:
     """The addresses ``url`` resolves to, all of them allowed; raises DestinationRefused otherwise."""
-    parsed = httpx.URL(url)
-    host = parsed.host.lower()
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.host.lower()  # decoded lazily: an invalid IDNA name raises here
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+        raise DestinationRefused(f"not a valid URL: {exc}") from exc
     if not host:
         raise DestinationRefused("the URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # socket.gaierror is an OSError; IDNA errors are ValueErrors
         raise HostDoesNotResolve(f"the host {host} does not resolve") from exc
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     for address in addresses:
@@ -140,12 +143,12 @@ async def deliver(
             "X-Forum-Signature": "sha256=" + sign(hook.secret, timestamp, body),
         }
         delivery.attempts += 1
-        url = httpx.URL(hook.url)
-        headers["Host"] = url.netloc.decode("ascii")
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         error: str | None = None
         try:
-            addresses = await check_destination(hook.url, allowed_hosts or [])
+            addresses = await check_destination(hook.url, allowed_hosts or [])  # parses the URL first
+            url = httpx.URL(hook.url)
+            headers["Host"] = url.netloc.decode("ascii")
+            extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
             async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
                 pinned = url.copy_with(host=addresses[0])  # the address just checked, not a new lookup
                 response = await client.post(pinned, content=body, headers=headers, extensions=extensions)
