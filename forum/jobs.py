@@ -229,7 +229,9 @@ class BackgroundWorker:
         batch_size: int = 32,
         max_attempts: int = MAX_ATTEMPTS,
         initial_delay: timedelta = timedelta(seconds=1),
+        webhook_allowed_hosts: list[str] | None = None,
     ) -> None:
+        self.webhook_allowed_hosts = webhook_allowed_hosts or []
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
         self.database_url = database_url
@@ -271,7 +273,7 @@ class BackgroundWorker:
             assert job.payload is not None
             delivery_id = UUID(job.payload.decode())
             try:
-                outcome = await deliver(self.session_maker, delivery_id)
+                outcome = await deliver(self.session_maker, delivery_id, self.webhook_allowed_hosts)
             except Exception:
                 if job.attempts >= self.max_attempts:
                     await mark_failed(self.session_maker, delivery_id)

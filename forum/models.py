@@ -99,6 +99,8 @@ class User(UUIDv7AuditBase):
     kind: Mapped[str] = mapped_column(String(16), default=UserKind.EXTERNAL.value)
     role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER.value)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """Tokens issued before this instant are revoked (logout, password change, deactivation)."""
 
     @property
     def is_internal(self) -> bool:
@@ -394,6 +396,17 @@ class CreditEntry(UUIDv7AuditBase):
     contributed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     """When they asked, voted or complained: what the rank is based on."""
     revokes_id: Mapped[UUID | None] = mapped_column(ForeignKey("credit_entry.id", ondelete="RESTRICT"), nullable=True)
+
+
+class RateLimitWindow(DefaultBase):
+    """Requests counted per client and fixed window, shared by every API process of a deployment."""
+
+    __tablename__ = "rate_limit_window"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}  # counters of the last minutes: no WAL (migration 0005)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True, index=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Webhook(UUIDv7AuditBase):

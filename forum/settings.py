@@ -58,6 +58,10 @@ def _env_ints(name: str, default: list[int]) -> list[int]:
     return values
 
 
+def _env_list(name: str) -> list[str]:
+    return [part.strip() for part in (_env(name, "") or "").split(",") if part.strip()]
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name)
     if raw is None:
@@ -81,6 +85,10 @@ class Settings:
     rate_limit_enabled: bool = True
     rate_limit_writes_per_minute: int = 120
     rate_limit_auth_per_minute: int = 20
+    rate_limit_similar_per_minute: int = 60
+    """``POST /api/posts/similar`` runs the model: its own budget per client address."""
+    webhook_allowed_hosts: list[str] = field(default_factory=list)
+    """Host names and CIDRs webhooks may target although they are loopback, private or link-local."""
     db_pool_size: int = 10
     db_max_overflow: int = 10
     debug: bool = False
@@ -101,7 +109,6 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        origins = _env("FORUM_CORS_ORIGINS", "") or ""
         model = _env("FORUM_EMBEDDING_MODEL")
         default_config = model is None or model.strip().startswith("multilingual")
         threshold = DEFAULT_DUPLICATE_THRESHOLD if default_config else SINGLE_ENCODER_THRESHOLD
@@ -110,11 +117,13 @@ class Settings:
             database_url=_env("FORUM_DATABASE_URL"),
             secret_key=_env("FORUM_SECRET_KEY"),
             token_ttl_minutes=_env_int("FORUM_TOKEN_TTL_MINUTES", 60 * 24),
-            cors_origins=[o.strip() for o in origins.split(",") if o.strip()],
+            cors_origins=_env_list("FORUM_CORS_ORIGINS"),
             max_body_bytes=_env_int("FORUM_MAX_BODY_BYTES", 1_048_576),
             rate_limit_enabled=_env_bool("FORUM_RATE_LIMIT_ENABLED", True),
             rate_limit_writes_per_minute=_env_int("FORUM_RATE_LIMIT_WRITES_PER_MINUTE", 120),
             rate_limit_auth_per_minute=_env_int("FORUM_RATE_LIMIT_AUTH_PER_MINUTE", 20),
+            rate_limit_similar_per_minute=_env_int("FORUM_RATE_LIMIT_SIMILAR_PER_MINUTE", 60),
+            webhook_allowed_hosts=_env_list("FORUM_WEBHOOK_ALLOWED_HOSTS"),
             db_pool_size=_env_int("FORUM_DB_POOL_SIZE", 10),
             db_max_overflow=_env_int("FORUM_DB_MAX_OVERFLOW", 10),
             debug=_env_bool("FORUM_DEBUG", False),

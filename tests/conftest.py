@@ -68,6 +68,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         embedding_model="hashing",  # a deterministic stand-in; the real model has tests of its own
         duplicate_threshold=0.45,  # calibrated for the hashing encoder's scale, not MiniLM's
         run_worker_in_server=False,  # tests drain the queue explicitly with the `drain` fixture
+        webhook_allowed_hosts=["127.0.0.1"],  # the tests' webhook receivers listen on loopback
     )
 
 
@@ -181,6 +182,7 @@ def drain(database_url: str, settings: Settings):
     def run(**kwargs: Any) -> dict[str, int]:
         encoder = kwargs.pop("encoder", None) or get_encoder(settings.embedding_model)
         threshold = kwargs.pop("threshold", settings.duplicate_threshold)
+        kwargs.setdefault("webhook_allowed_hosts", settings.webhook_allowed_hosts)
         worker = BackgroundWorker(database_url, PostEmbedder(encoder), threshold, **kwargs)
         _run(worker.run(drain=True))
         return worker.processed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -33,17 +34,18 @@ def forum_cli(*args: str, env: dict[str, str], timeout: float = 120, **kwargs) -
 
 
 class Server:
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
+    def __init__(self, env: dict[str, str], port: int, log: Path, args: tuple[str, ...] = ()) -> None:
+        self.env, self.port, self.log, self.args = env, port, log, args
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forum.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "forum.cli", "serve", "--port", str(self.port), *self.args],
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so `interrupt` reaches it as Ctrl-C does
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -60,6 +62,12 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
+
+    def interrupt(self) -> int:
+        """Ctrl-C in the terminal: SIGINT to the whole process group (the server and its workers)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.proc.wait(timeout=60)
 
 
 def login(client: httpx.Client, email: str) -> dict[str, str]:

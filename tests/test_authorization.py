@@ -497,6 +497,11 @@ CASES: list[Case] = [
     ),
 ]
 
+# Last, whatever is added above: logging out ends the actor's sessions for every case after it.
+CASES.append(
+    _c("POST", "/api/auth/logout", "end own sessions", LOGGED_IN)(lambda w, a, x: ("POST", "/api/auth/logout", None))
+)
+
 
 def _app_routes(api: Api) -> set[tuple[str, str]]:
     """(method, path) of every API route the app serves, in OpenAPI spelling: without the schema pages and

@@ -16,7 +16,7 @@ from forum.accounts.schemas import (
     UserUpdate,
 )
 from forum.accounts.services import UserService
-from forum.auth import requires_admin, requires_login
+from forum.auth import issue_token, requires_admin, requires_login
 from forum.http import LOCATION, created
 from forum.models import User
 from forum.schemas import Limit, Offset, Page
@@ -50,8 +50,17 @@ class AuthController(Controller):
     async def login(self, request: Request, data: LoginRequest, users: UserService) -> AccessToken:
         user = await users.authenticate(data.email, data.password)
         jwt_auth = request.app.state["forum_jwt_auth"]
-        token = jwt_auth.create_token(identifier=str(user.id), token_extras={"role": user.role})
+        token = issue_token(jwt_auth, user)
         return AccessToken(access_token=token, expires_in=int(jwt_auth.default_token_expiration.total_seconds()))
+
+    @post(
+        "/logout",
+        status_code=204,
+        guards=[requires_login],
+        summary="Log out everywhere: every token of yours issued until now stops working",
+    )
+    async def logout(self, request: Request[User, object, object], users: UserService) -> None:
+        await users.log_out(request.user)
 
 
 class MeController(Controller):

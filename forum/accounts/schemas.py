@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 
 from forum.models import UserKind, UserRole
-from forum.schemas import BLANK, NO_NUL, clean_text, trimmed
+from forum.schemas import BLANK, NO_NUL, clean_text, normalise_email, trimmed
 
 EMAIL_MAX, DISPLAY_NAME_MAX = 254, 80
 _ADDRESS_PART = f"[^@{BLANK}" r"\x00]+"
@@ -31,10 +31,12 @@ class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
     display_name: DisplayName
 
     def __post_init__(self) -> None:
-        self.email = self.email.strip().lower()
+        self.email = normalise_email(self.email)
         if len(self.email) > EMAIL_MAX or not EMAIL_RE.match(self.email):
             raise ValueError("email: not a valid email address")
-        self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX)
+        self.display_name = clean_text(
+            self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX, single_line=True
+        )
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,4 +88,6 @@ class MeUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.display_name is not msgspec.UNSET:
-            self.display_name = clean_text(self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX)
+            self.display_name = clean_text(
+                self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX, single_line=True
+            )

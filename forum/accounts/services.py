@@ -10,9 +10,10 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy import func, select, update
 
-from forum.auth import UNCLAIMED_PASSWORD_HASH, hash_password, verify_password
+from forum.auth import UNCLAIMED_PASSWORD_HASH, hash_password, revoke_tokens, verify_password
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import Post, User, UserKind, UserRole, Vote
+from forum.schemas import normalise_email
 
 
 class UserRepository(SQLAlchemyAsyncRepository[User]):
@@ -23,7 +24,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     repository_type = UserRepository
 
     async def get_by_email(self, email: str) -> User | None:
-        return await self.repository.get_one_or_none(email=email.strip().lower())
+        return await self.repository.get_one_or_none(email=normalise_email(email))
 
     async def register(
         self,
@@ -34,7 +35,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         kind: UserKind = UserKind.EXTERNAL,
         role: UserRole = UserRole.MEMBER,
     ) -> User:
-        email = email.strip().lower()
+        email = normalise_email(email)
         existing = await self.get_by_email(email)
         if existing is not None and existing.password_hash == UNCLAIMED_PASSWORD_HASH:
             return await self._claim(existing, password, display_name)
@@ -84,7 +85,12 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             if current_password is msgspec.UNSET or not await verify_password(user.password_hash, current_password):
                 raise UnprocessableError("current_password is wrong or missing", field="current_password")
             user.password_hash = await hash_password(password)
+            revoke_tokens(user)  # every session, this one included: log in again with the new password
         return await self.repository.update(user, auto_refresh=True)
+
+    async def log_out(self, user: User) -> None:
+        revoke_tokens(user)
+        await self.repository.update(user)
 
     async def update_by_admin(
         self,
@@ -104,8 +110,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 raise ConflictError(detail="The last active admin cannot be demoted or deactivated")
         if role is not msgspec.UNSET:
             user.role = role.value
-        if is_active is not msgspec.UNSET:
+        if is_active is not msgspec.UNSET and is_active != user.is_active:
             user.is_active = is_active
+            revoke_tokens(user)  # a reactivated user logs in again: tokens from before stay dead
         if kind is not msgspec.UNSET and kind.value != user.kind:
             await self._move_votes_to_kind(user.id, kind.value)
             user.kind = kind.value

@@ -25,7 +25,7 @@ class SimilarRequest(msgspec.Struct, forbid_unknown_fields=True):
     min_similarity: Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)] = 0.3
 
     def __post_init__(self) -> None:
-        self.title = clean_text(self.title, "title", min_len=1, max_len=TITLE_MAX)
+        self.title = clean_text(self.title, "title", min_len=1, max_len=TITLE_MAX, single_line=True)
         self.body = self.body.strip()
 
 

@@ -9,10 +9,14 @@ from forum.grouping.services import GroupingService, visible_neighbours_filter
 from forum.models import User
 from forum.posts.services import PostService
 
+SIMILAR_BODY_CHARS = 2_000
+"""The schema caps what is accepted; only the start of a long draft is encoded (the models read 256 word
+pieces anyway), so a request costs the same bounded model time whatever it sends."""
+
 
 async def similar_posts(grouping: GroupingService, data: SimilarRequest, viewer: User | None) -> list[SimilarPost]:
     """The nearest existing posts the viewer may see (duplicates left out), most similar first."""
-    query = await grouping.embedder.encode_query(post_text(data.title, data.body))
+    query = await grouping.embedder.encode_query(post_text(data.title, data.body[:SIMILAR_BODY_CHARS]))
     neighbours = await grouping.nearest(
         query,
         limit=data.limit,

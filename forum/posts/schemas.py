@@ -9,7 +9,7 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import PostKind, PostStatus, Visibility
-from forum.schemas import BLANK, NO_NUL, clean_text, trimmed
+from forum.schemas import BLANK, NO_NUL, clean_text, is_visible, trimmed
 
 TITLE_MIN, TITLE_MAX, BODY_MAX, TAGS_MAX, TAG_MAX = 3, 160, 10_000, 10, 40
 
@@ -55,7 +55,7 @@ def normalise_tags(tags: list[str]) -> list[str]:
         if "\x00" in tag:
             raise ValueError("tags: must not contain NUL characters")
         clean = " ".join(tag.split()).lower()
-        if not clean:
+        if not any(is_visible(char) for char in clean):
             raise ValueError("tags: a tag must not be blank")
         seen.setdefault(clean, None)
     return list(seen)
@@ -69,7 +69,7 @@ class PostCreate(msgspec.Struct, forbid_unknown_fields=True):
     visibility: Visibility = Visibility.PUBLIC
 
     def __post_init__(self) -> None:
-        self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX)
+        self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX, single_line=True)
         self.body = self.body.strip()
         self.tags = normalise_tags(self.tags)
 
@@ -84,7 +84,7 @@ class PostUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.title is not msgspec.UNSET:
-            self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX)
+            self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX, single_line=True)
         if self.body is not msgspec.UNSET:
             self.body = self.body.strip()
         if self.tags is not msgspec.UNSET:

@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 
 from forum.accounts.controllers import provide_users
 from forum.accounts.services import UserService
-from forum.auth import SESSION_COOKIE, requires_login
+from forum.auth import SESSION_COOKIE, issue_token, requires_login
 from forum.credits.reports import CreditReports
 from forum.credits.schemas import Segment
 from forum.grouping.controllers import provide_grouping
@@ -63,7 +63,7 @@ def _back(values: dict[str, str], default: str) -> Redirect:
 def _session_cookie(request: AnyRequest, user: User) -> Cookie:
     """The browser session: the same JWT the API hands out, in an HttpOnly cookie."""
     jwt_auth = request.app.state["forum_jwt_auth"]
-    token = jwt_auth.create_token(identifier=str(user.id), token_extras={"role": user.role})
+    token = issue_token(jwt_auth, user)  # microsecond issue time: revocation (logout, password) is exact
     return Cookie(
         key=SESSION_COOKIE,
         value=token,

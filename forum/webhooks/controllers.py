@@ -23,7 +23,8 @@ class WebhookController(Controller):
     async def create_webhook(
         self, request: Request[User, Any, Any], db_session: AsyncSession, data: WebhookCreate
     ) -> Response[WebhookCreated]:
-        hook = await WebhookService(db_session).create(data, request.user)
+        allowed = request.app.state["forum_settings"].webhook_allowed_hosts
+        hook = await WebhookService(db_session, allowed).create(data, request.user)
         return created(hook, f"/api/webhooks/{hook.id}")
 
     @get(summary="Registered webhooks (admin)")
