@@ -59,6 +59,8 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
 
 SESSION_COOKIE = "forum_session"
 API_PREFIX = "/api/"
+
+
 def now_us() -> int:
     """Microseconds since the epoch: the resolution of token issue times and of ``tokens_valid_after``."""
     return time.time_ns() // 1_000

@@ -43,7 +43,9 @@ class ProblemType(NamedTuple):
 
 PROBLEM_TYPES: dict[str, ProblemType] = {
     "bad-request": ProblemType(400, "Bad Request", "The body could not be read: malformed JSON, not UTF-8, too deep."),
-    "unauthorized": ProblemType(401, "Unauthorized", "Log in first: the token is missing, invalid, expired or revoked (the detail says which)."),
+    "unauthorized": ProblemType(
+        401, "Unauthorized", "Log in first: the token is missing, invalid, expired or revoked (the detail says which)."
+    ),
     "forbidden": ProblemType(403, "Forbidden", "You are logged in, but may not do this."),
     "not-found": ProblemType(404, "Not Found", "Nothing is here, or nothing you may see: both answer the same."),
     "method-not-allowed": ProblemType(405, "Method Not Allowed", "The path exists, the method does not: see `Allow`."),
@@ -63,7 +65,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "rate-limited": ProblemType(429, "Too Many Requests", "Too many requests from your address: wait `Retry-After`."),
     "internal": ProblemType(500, "Internal Server Error", "An unexpected error; it was logged."),
-    "unavailable": ProblemType(503, "Service Unavailable", "The database is unavailable or shutting down: retry after `Retry-After`."),
+    "unavailable": ProblemType(
+        503, "Service Unavailable", "The database is unavailable or shutting down: retry after `Retry-After`."
+    ),
 }
 TYPE_OF_STATUS = {kind.status: slug for slug, kind in reversed(PROBLEM_TYPES.items())}
 """The type a status gets unless the error says otherwise (422 is ``validation`` unless a domain rule)."""

@@ -19,7 +19,10 @@ BLANK = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\
 """What trimming removes, as the body of a regex character class: exactly the characters of ``str.isspace()``
 (``str.strip()``). Spelled out because ``\\s`` differs between Python and the ECMA regexes of JSON Schema."""
 
-INVISIBLE_EDGE = r"\x01-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0"
+INVISIBLE_EDGE = (
+    r"\x01-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0"
+)
 """Zero-width, format and filler characters that ``clean_text`` also trims from both ends (besides ``BLANK``),
 as the body of a regex character class: the schema's patterns say a trimmed text starts and ends with neither."""
 

@@ -40,7 +40,6 @@ async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterRep
     yield ClusterReports(db_session)
 
 
-
 class SimilarController(Controller):
     path = "/api/posts"
     tags = ["grouping"]
