@@ -26,6 +26,8 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from forum.schemas import is_rule_message
+
 logger = logging.getLogger("forum.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -135,6 +137,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         if not errors or any(e["field"] is None and "malformed" in str(e["message"]).lower() for e in errors):
             # The body could not be parsed at all: a syntax problem, not a field problem.
             return problem(400, exc.detail or "Malformed request", errors=errors or None)
+        if all(is_rule_message(str(e["message"])) for e in errors):
+            return problem(422, "A rule the schema cannot state", problem_type="domain-rule", errors=errors)
         return problem(422, "Validation failed", errors=errors)
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     if status == 429 and "Retry-After" not in headers:

@@ -94,6 +94,21 @@ def _strip_invisible(value: str) -> str:
     return value[start:end]
 
 
+_RULE_MESSAGES: set[str] = set()
+
+
+def rule_error(field: str, message: str) -> ValueError:
+    """The ``ValueError`` a struct's ``__post_init__`` raises for a rule its JSON Schema cannot state (text
+    that must hold visible characters, one of two fields): answered ``422`` with ``type: /problems/domain-rule``
+    rather than ``validation``, because the request does match the schema."""
+    _RULE_MESSAGES.add(message)
+    return ValueError(f"{field}: {message}")
+
+
+def is_rule_message(message: str) -> bool:
+    return message in _RULE_MESSAGES
+
+
 def clean_text(
     value: str,
     field: str,
@@ -116,7 +131,7 @@ def clean_text(
         value = _strip_invisible(value)
     if min_len and sum(1 for char in value if is_visible(char)) < min_len:
         what = "a visible character" if min_len == 1 else f"{min_len} visible characters"
-        raise ValueError(f"{field}: must contain at least {what}")
+        raise rule_error(field, f"must contain at least {what}")
     if max_len is not None and len(value) > max_len:
         raise ValueError(f"{field}: must be at most {max_len} characters")
     return value

@@ -150,7 +150,7 @@ def test_webhooks_to_internal_addresses_are_refused_unless_allowed(settings: Set
             headers=admin.headers,
         )
         assert public.status_code == 201, public.text
-        assert [h["url"] for h in client.get("/api/webhooks", headers=admin.headers).json()] == [
+        assert [h["url"] for h in client.get("/api/webhooks", headers=admin.headers).json()["items"]] == [
             "https://93.184.215.14/hook"
         ]
     for client in _client(settings, webhook_allowed_hosts=["10.0.0.0/8", "localhost", "fd00::/8"]):

@@ -9,7 +9,7 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import PostKind, PostStatus, Visibility
-from forum.schemas import BLANK, NO_NUL, clean_text, is_visible, trimmed
+from forum.schemas import BLANK, NO_NUL, clean_text, is_visible, rule_error, trimmed
 
 TITLE_MIN, TITLE_MAX, BODY_MAX, TAGS_MAX, TAG_MAX = 3, 160, 10_000, 10, 40
 
@@ -56,7 +56,7 @@ def normalise_tags(tags: list[str]) -> list[str]:
             raise ValueError("tags: must not contain NUL characters")
         clean = " ".join(tag.split()).lower()
         if not any(is_visible(char) for char in clean):
-            raise ValueError("tags: a tag must not be blank")
+            raise rule_error("tags", "a tag must not be blank")
         seen.setdefault(clean, None)
     return list(seen)
 

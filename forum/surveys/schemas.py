@@ -11,7 +11,7 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import SurveyAudience, SurveyKind, UserKind
-from forum.schemas import NO_NUL, clean_text
+from forum.schemas import NO_NUL, clean_text, rule_error
 
 Question = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 AnswerComment = Annotated[str, msgspec.Meta(max_length=5_000, pattern=NO_NUL)]
@@ -46,7 +46,7 @@ class SurveyCreate(msgspec.Struct, forbid_unknown_fields=True):
         for field in ("question_en", "question_es", "follow_up_en", "follow_up_es"):
             setattr(self, field, _clean_optional(getattr(self, field), field))
         if self.question_en is None and self.question_es is None:
-            raise ValueError("question_en: give the question in English (question_en), Spanish (question_es) or both")
+            raise rule_error("question_en", "give the question in English (question_en), Spanish (question_es) or both")
 
 
 class SurveyUpdate(msgspec.Struct, forbid_unknown_fields=True):
