@@ -34,6 +34,7 @@ from forum.database import resolve_database_url
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem
 from forum.grouping.controllers import ClusterController, SimilarController
+from forum.grouping.thresholds import Thresholds
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.notifications.controllers import InboxController, SubscriptionController
@@ -92,7 +93,12 @@ def _background_lifespan(settings: Settings, database_url: str):
         warm_up = asyncio.create_task(_warm_up(embedder))
         worker = task = None
         if settings.run_worker_in_server:
-            worker = BackgroundWorker(database_url, embedder, settings.duplicate_threshold)
+            worker = BackgroundWorker(
+                database_url,
+                embedder,
+                Thresholds.from_settings(settings),
+                consolidate_seconds=settings.consolidate_seconds,
+            )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
         try:

@@ -171,12 +171,19 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
 def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
     from forum.encoding import PostEmbedder
+    from forum.grouping.thresholds import Thresholds
     from forum.jobs import BackgroundWorker
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
     embedder = PostEmbedder.from_spec(settings.embedding_model)
-    embedding_worker = BackgroundWorker(url, embedder, settings.duplicate_threshold, batch_size=batch_size)
+    embedding_worker = BackgroundWorker(
+        url,
+        embedder,
+        Thresholds.from_settings(settings),
+        batch_size=batch_size,
+        consolidate_seconds=settings.consolidate_seconds,
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -247,6 +254,7 @@ def embeddings() -> None:
 def embeddings_rebuild(batch_size: int) -> None:
     """Embed every post that has no vector from the configured model, or a stale one, and group it."""
     from forum.encoding import PostEmbedder
+    from forum.grouping.thresholds import Thresholds
     from forum.jobs import embed_stale_now
 
     settings = Settings.from_env()
@@ -254,7 +262,7 @@ def embeddings_rebuild(batch_size: int) -> None:
     embedder = PostEmbedder.from_spec(settings.embedding_model)
     with click.progressbar(length=0, label=f"embedding with {embedder.name}", show_pos=True) as bar:
         count = asyncio.run(
-            embed_stale_now(url, embedder, settings.duplicate_threshold, batch_size=batch_size, progress=bar)
+            embed_stale_now(url, embedder, Thresholds.from_settings(settings), batch_size=batch_size, progress=bar)
         )
     click.echo(f"embedded {count} post(s) with {embedder.name}")
 
@@ -385,11 +393,12 @@ def demo_load(password: str, embed: bool) -> None:
         click.echo("the demo is already loaded")
     if embed:
         from forum.encoding import PostEmbedder
+        from forum.grouping.thresholds import Thresholds
         from forum.jobs import embed_stale_now
 
         embedder = PostEmbedder.from_spec(settings.embedding_model)
         with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
-            count = asyncio.run(embed_stale_now(url, embedder, settings.duplicate_threshold, progress=bar))
+            count = asyncio.run(embed_stale_now(url, embedder, Thresholds.from_settings(settings), progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
 
 

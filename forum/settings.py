@@ -41,6 +41,17 @@ def _env_float(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_optional_float(name: str) -> float | None:
+    return None if _env(name) is None else _env_float(name, 0.0)
+
+
+def _env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (_env(name, default) or default).strip().lower()
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _env_ints(name: str, default: list[int]) -> list[int]:
     raw = _env(name)
     if raw is None:
@@ -84,6 +95,13 @@ class Settings:
     duplicate_threshold: float = 0.66
     """Calibrated for all-MiniLM-L6-v2 on the dev data (docs/duplicates.md); other models need their own.
     Defaults to 0.44 with ``FORUM_EMBEDDING_MODEL=multilingual`` (docs/multilingual.md)."""
+    suggest_threshold: float | None = None
+    """Scores from here up to ``duplicate_threshold`` become suggestions in the review queue ("maybe");
+    None: ``duplicate_threshold - SUGGEST_MARGIN``."""
+    grouping_mode: str = "auto"
+    """``auto``: sure groupings are applied, maybes suggested; ``suggest``: every grouping is a suggestion."""
+    consolidate_seconds: float = 300.0
+    """How often the worker's consolidation pass runs (also soon after a burst of new posts)."""
     run_worker_in_server: bool = True
     credit_voters: int = 10
     """How many of the earliest unique voters are credited when a post ships."""
@@ -112,6 +130,9 @@ class Settings:
             debug=_env_bool("FORUM_DEBUG", False),
             embedding_model=model,
             duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", threshold),
+            suggest_threshold=_env_optional_float("FORUM_SUGGEST_THRESHOLD"),
+            grouping_mode=_env_choice("FORUM_GROUPING_MODE", ("auto", "suggest"), "auto"),
+            consolidate_seconds=_env_float("FORUM_CONSOLIDATE_SECONDS", 300.0),
             run_worker_in_server=_env_bool("FORUM_WORKER_IN_SERVER", True),
             credit_voters=_env_int("FORUM_CREDIT_VOTERS", 10),
             credit_author_points=_env_ints("FORUM_CREDIT_AUTHOR_POINTS", [100, 80, 60, 40, 20, 10]),

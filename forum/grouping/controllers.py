@@ -35,8 +35,12 @@ async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGener
     yield GroupingService(db_session, embedder, state["forum_settings"].duplicate_threshold)
 
 
-async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterReports, None]:
-    yield ClusterReports(db_session)
+async def provide_reports(
+    db_session: AsyncSession, state: State, request: Request[User | None, Any, Any]
+) -> AsyncGenerator[ClusterReports, None]:
+    embedder: PostEmbedder = state["forum_embedder"]
+    await embedder.ready()
+    yield ClusterReports(db_session, embedder, request.user)
 
 
 class SimilarController(Controller):

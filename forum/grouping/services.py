@@ -24,16 +24,22 @@ from litestar.exceptions import NotFoundException
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from forum.encoding import PostEmbedder, PostVectors, Route
 from forum.errors import ConflictError, UnprocessableError
+from forum.grouping import labels
+from forum.grouping.thresholds import Thresholds
 from forum.models import (
     Cluster,
     ClusterMembership,
+    ClusterSuggestion,
+    LabelSource,
     MembershipState,
     Post,
     PostEmbedding,
     PostStatus,
+    SuggestionState,
     User,
 )
 
@@ -54,6 +60,17 @@ def _calibrated(route: Route, cosine: float) -> float:
 
 
 @dataclass
+class Candidate:
+    """A cluster a post may join: its score (the grouping rule's), its similarity to the closest member
+    and, when known, which member that is."""
+
+    cluster_id: UUID
+    score: float
+    similarity: float
+    nearest_post_id: UUID | None
+
+
+@dataclass
 class Neighbour:
     post_id: UUID
     similarity: float
@@ -68,10 +85,11 @@ class GroupingService:
     each mapped by its calibration, merged by score).
     """
 
-    def __init__(self, session: AsyncSession, embedder: PostEmbedder, threshold: float) -> None:
+    def __init__(self, session: AsyncSession, embedder: PostEmbedder, threshold: float | Thresholds) -> None:
         self.session = session
         self.embedder = embedder
-        self.threshold = threshold
+        self.thresholds = Thresholds.of(threshold)
+        self.threshold = self.thresholds.sure
 
     # Vectors ----------------------------------------------------------------------------------
 
@@ -195,34 +213,28 @@ class GroupingService:
     # Automatic grouping -----------------------------------------------------------------------
 
     async def assign(self, post_id: UUID, query: PostVectors) -> UUID:
-        """Put a freshly embedded post in its cluster; returns the cluster id."""
+        """Put a freshly embedded post in its cluster; returns the cluster id.
+
+        The best candidate cluster's score decides (forum/grouping/thresholds.py): ``sure`` joins it (in
+        ``auto`` mode), ``maybe`` (or ``sure`` in ``suggest`` mode) leaves the post apart with a pending
+        suggestion for the product team, lower leaves it apart.
+        """
         await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
         current = await self._current_membership(post_id)
         if current is not None and current.manual:
             return current.cluster_id  # a person decided: never undone automatically
-        rejected = list(
-            await self.session.scalars(
-                select(ClusterMembership.cluster_id).where(
-                    ClusterMembership.post_id == post_id,
-                    ClusterMembership.state == MembershipState.REJECTED.value,
-                )
+        await self.session.execute(
+            delete(ClusterSuggestion).where(
+                ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.PENDING.value
             )
         )
-        found = await self.nearest(query, limit=1, exclude_post=post_id, exclude_clusters=rejected, grouped_only=True)
-        best = found[0] if found and found[0].similarity >= self.threshold else None
-        if best is not None and best.cluster_id is not None:
-            # Average link: close to its nearest neighbour is not enough, the post must be close to the
-            # cluster as a whole; otherwise chains of near neighbours drift from one need to another.
-            mean = await self._mean_similarity(query, best.cluster_id, exclude_post=post_id)
-            if mean is not None and mean < self.threshold:
-                best = None
-        if best is not None:
-            target, similarity = best.cluster_id, best.similarity
+        candidate = await self.best_candidate(post_id, query, await self.excluded_clusters(post_id))
+        if candidate is not None and self.thresholds.applies(candidate.score):
+            target, similarity = candidate.cluster_id, candidate.similarity
         elif current is not None and not await self._has_other_members(current.cluster_id, post_id):
             target, similarity = current.cluster_id, 1.0  # alone already: keep its cluster
         else:
             target, similarity = await self._new_cluster(), 1.0
-        assert target is not None
         if current is not None and current.cluster_id != target:
             await self.session.delete(current)
             await self.session.flush()
@@ -236,7 +248,64 @@ class GroupingService:
         else:
             current.similarity = similarity
         await self.session.flush()
+        if candidate is not None and candidate.cluster_id != target and self.thresholds.band(candidate.score):
+            await self.suggest(post_id, candidate)
         return target
+
+    async def best_candidate(self, post_id: UUID, query: PostVectors, excluded: Sequence[UUID]) -> Candidate | None:
+        """The cluster a post would join, with its score: the cluster of its nearest grouped neighbour,
+        scored by the lower of that similarity and the mean similarity to the cluster's members."""
+        found = await self.nearest(query, limit=1, exclude_post=post_id, exclude_clusters=excluded, grouped_only=True)
+        if not found or found[0].cluster_id is None:
+            return None
+        best = found[0]
+        if best.similarity < self.thresholds.maybe:  # no band: the mean cannot raise it
+            return Candidate(best.cluster_id, best.similarity, best.similarity, best.post_id)
+        scored = await self.cluster_score(query, best.cluster_id, exclude_post=post_id)
+        if scored is None:
+            return Candidate(best.cluster_id, best.similarity, best.similarity, best.post_id)
+        return Candidate(best.cluster_id, min(best.similarity, scored.score), best.similarity, best.post_id)
+
+    async def cluster_score(self, query: PostVectors, cluster_id: UUID, *, exclude_post: UUID) -> Candidate | None:
+        """A post's score against one cluster: the lower of its best and its mean similarity to the members
+        (average link: close to one member is not enough, or chains of near neighbours drift across needs)."""
+        parts = await self._member_similarities(query, cluster_id, exclude_post)
+        total = sum(n for *_, n in parts)
+        if not total:
+            return None
+        # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
+        mean = sum(_calibrated(route, m) * n for route, m, _, n in parts) / total
+        best = max(_calibrated(route, b) for route, _, b, _ in parts)
+        return Candidate(cluster_id, min(best, mean), best, None)
+
+    async def excluded_clusters(self, post_id: UUID) -> list[UUID]:
+        """Clusters a person took this post out of, or refused to put it in (dismissed suggestions)."""
+        rejected = select(ClusterMembership.cluster_id).where(
+            ClusterMembership.post_id == post_id, ClusterMembership.state == MembershipState.REJECTED.value
+        )
+        dismissed = select(ClusterSuggestion.cluster_id).where(
+            ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.DISMISSED.value
+        )
+        return list(await self.session.scalars(rejected.union(dismissed)))
+
+    async def suggest(self, post_id: UUID, candidate: Candidate) -> None:
+        """A pending suggestion (or a new score for it); a decided one is never reopened."""
+        stmt = insert(ClusterSuggestion).values(
+            id=uuid7(),
+            post_id=post_id,
+            cluster_id=candidate.cluster_id,
+            score=candidate.score,
+            state=SuggestionState.PENDING.value,
+            created_at=func.now(),
+            updated_at=func.now(),
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ClusterSuggestion.post_id, ClusterSuggestion.cluster_id],
+                set_={"score": stmt.excluded.score, "updated_at": func.now()},
+                where=ClusterSuggestion.state == SuggestionState.PENDING.value,
+            )
+        )
 
     async def _member_similarities(
         self, query: PostVectors, cluster_id: UUID, exclude_post: UUID
@@ -269,14 +338,6 @@ class GroupingService:
             if row.n:
                 out.append((route, float(row.mean), float(row.best), int(row.n)))
         return out
-
-    async def _mean_similarity(self, query: PostVectors, cluster_id: UUID, *, exclude_post: UUID) -> float | None:
-        # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
-        parts = await self._member_similarities(query, cluster_id, exclude_post)
-        total = sum(n for *_, n in parts)
-        if not total:
-            return None
-        return sum(_calibrated(route, mean) * n for route, mean, _, n in parts) / total
 
     async def _current_membership(self, post_id: UUID) -> ClusterMembership | None:
         return await self.session.scalar(
@@ -323,6 +384,10 @@ class GroupingService:
         membership.manual = True
         membership.decided_by_id = actor.id
         await self.session.flush()
+        others = await labels.cluster_members(self.session, cluster_id, exclude=[post_id])
+        await labels.record_post_against(
+            self.session, post_id, others, duplicate=True, source=LabelSource.CONFIRM, actor_id=actor.id
+        )
 
     async def reject(self, cluster_id: UUID, post_id: UUID, actor: User) -> UUID:
         """The post does not belong here: it leaves (remembered as rejected) and stands alone."""
@@ -332,6 +397,10 @@ class GroupingService:
         membership.manual = True
         membership.decided_by_id = actor.id
         await self.session.flush()
+        others = await labels.cluster_members(self.session, cluster_id, exclude=[post_id])
+        await labels.record_post_against(
+            self.session, post_id, others, duplicate=False, source=LabelSource.REJECT, actor_id=actor.id
+        )
         new_cluster = await self._new_cluster()
         self.session.add(
             ClusterMembership(
@@ -350,7 +419,20 @@ class GroupingService:
         current = await self._current_membership(post_id)
         if current is not None and current.cluster_id == cluster_id:
             raise ConflictError(detail="The post is already in this cluster")
+        await self.join_by_hand(post_id, cluster_id, actor, LabelSource.MOVE)
+        if current is not None:  # "not with those": the members it was taken away from
+            left = await labels.cluster_members(self.session, current.cluster_id, exclude=[post_id])
+            await labels.record_post_against(
+                self.session, post_id, left, duplicate=False, source=LabelSource.MOVE, actor_id=actor.id
+            )
+
+    async def join_by_hand(self, post_id: UUID, cluster_id: UUID, actor: User, source: LabelSource) -> None:
+        """A person puts the post in this cluster: labelled a duplicate of each member, confirmed."""
+        members = await labels.cluster_members(self.session, cluster_id, exclude=[post_id])
         await self._place_by_hand(post_id, cluster_id, actor)
+        await labels.record_post_against(
+            self.session, post_id, members, duplicate=True, source=source, actor_id=actor.id
+        )
 
     async def split(self, cluster_id: UUID, post_ids: Sequence[UUID], actor: User) -> UUID:
         """Move some members of a cluster into a new cluster of their own."""
@@ -373,6 +455,21 @@ class GroupingService:
         new_cluster = await self._new_cluster()
         for post_id in post_ids:
             await self._place_by_hand(post_id, new_cluster, actor)
+        moved, remaining = sorted(wanted), sorted(members - wanted)
+        await labels.record_pairs(
+            self.session,
+            ((a, b) for a in moved for b in moved if a < b),
+            duplicate=True,
+            source=LabelSource.SPLIT,
+            actor_id=actor.id,
+        )
+        await labels.record_pairs(
+            self.session,
+            ((a, b) for a in moved for b in remaining[: labels.MAX_MEMBERS_LABELLED]),
+            duplicate=False,
+            source=LabelSource.SPLIT,
+            actor_id=actor.id,
+        )
         return new_cluster
 
     async def _place_by_hand(self, post_id: UUID, cluster_id: UUID, actor: User) -> None:
