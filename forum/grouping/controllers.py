@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.auth import requires_product_team
 from forum.encoding import PostEmbedder, post_text
 from forum.grouping.reports import ClusterReports
+from forum.grouping.review import ReviewQueue
 from forum.grouping.schemas import (
     ClusterDetail,
     ClusterRef,
@@ -22,8 +23,11 @@ from forum.grouping.schemas import (
     SimilarPost,
     SimilarRequest,
     SplitRequest,
+    Suggestion,
+    SuggestionOutcome,
 )
 from forum.grouping.services import GroupingService, visible_neighbours_filter
+from forum.grouping.thresholds import Thresholds, effective_thresholds
 from forum.models import User
 from forum.posts.services import PostService
 from forum.schemas import Page
@@ -32,7 +36,14 @@ from forum.schemas import Page
 async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
     embedder: PostEmbedder = state["forum_embedder"]
     await embedder.ready()  # the models load once, off the event loop (at start-up, normally)
-    yield GroupingService(db_session, embedder, state["forum_settings"].duplicate_threshold)
+    defaults = Thresholds.from_settings(state["forum_settings"])
+    yield GroupingService(db_session, embedder, await effective_thresholds(db_session, embedder.name, defaults))
+
+
+async def provide_review(
+    grouping: GroupingService, request: Request[User, Any, Any]
+) -> AsyncGenerator[ReviewQueue, None]:
+    yield ReviewQueue(grouping, request.user)
 
 
 async def provide_reports(
@@ -85,7 +96,11 @@ class ClusterController(Controller):
     path = "/api/clusters"
     tags = ["grouping"]
     guards = [requires_product_team]
-    dependencies = {"grouping": Provide(provide_grouping), "reports": Provide(provide_reports)}
+    dependencies = {
+        "grouping": Provide(provide_grouping),
+        "reports": Provide(provide_reports),
+        "review": Provide(provide_review),
+    }
 
     @get(summary="Clusters ranked by demand: unique voters across their posts (product team)")
     async def list_clusters(
@@ -98,7 +113,35 @@ class ClusterController(Controller):
     ) -> Page[ClusterSummary]:
         return await reports.list(sort, min_members, limit, offset)
 
-    @get("/{cluster_id:uuid}", summary="A cluster with its members and their similarity")
+    @get(
+        "/suggestions",
+        summary="The review queue: groupings to accept or dismiss, the ones that matter most first (product team)",
+    )
+    async def suggestions(
+        self,
+        review: ReviewQueue,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+    ) -> Page[Suggestion]:
+        return await review.list(limit, offset)
+
+    @post(
+        "/suggestions/{suggestion_id:uuid}/accept",
+        status_code=200,
+        summary="Accept a suggestion: the post joins the cluster, confirmed",
+    )
+    async def accept_suggestion(self, suggestion_id: UUID, review: ReviewQueue) -> SuggestionOutcome:
+        return await review.accept(suggestion_id)
+
+    @post(
+        "/suggestions/{suggestion_id:uuid}/dismiss",
+        status_code=200,
+        summary="Dismiss a suggestion: remembered like a rejection, never proposed again",
+    )
+    async def dismiss_suggestion(self, suggestion_id: UUID, review: ReviewQueue) -> SuggestionOutcome:
+        return await review.dismiss(suggestion_id)
+
+    @get("/{cluster_id:uuid}", summary="A cluster with its members, why each is there, and their similarity")
     async def get_cluster(self, cluster_id: UUID, reports: ClusterReports) -> ClusterDetail:
         return await reports.detail(cluster_id)
 
