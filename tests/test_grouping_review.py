@@ -154,3 +154,143 @@ def test_suggest_only_mode_applies_nothing(api: Api, drain, settings) -> None:
     r = api.client.post(f"/api/clusters/suggestions/{suggestion['id']}/accept", headers=product.headers)
     assert r.status_code == 200
     assert _cluster(api, pdf) == _cluster(api, files)
+
+
+ORDER_TITLES = {
+    "tunnels": "Offline maps in tunnels",
+    "underground": "Maps that work offline underground",
+    "metro": "Offline maps for the metro",
+    "pdf": "Export invoices as PDF",
+    "files": "Invoices as PDF files",
+    "please": "Export my invoices to PDF please",
+    "download": "Download my invoices",
+    "dark": "Dark mode for the app",
+    "dark2": "Please add a dark mode to the app",
+    "night": "Night theme for the mobile app",
+}
+
+
+def _consolidate(database_url: str, settings) -> dict:
+    from forum.encoding import PostEmbedder, get_encoder
+    from forum.jobs import BackgroundWorker
+
+    worker = BackgroundWorker(database_url, PostEmbedder(get_encoder("hashing")), settings.duplicate_threshold)
+
+    async def run():
+        try:
+            return await worker.consolidate()
+        finally:
+            await worker.engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _partition(api: Api, posts: dict[str, dict]) -> set[frozenset[str]]:
+    by_cluster: dict[str, set[str]] = {}
+    for key, post in posts.items():
+        by_cluster.setdefault(_cluster(api, post), set()).add(key)
+    return {frozenset(keys) for keys in by_cluster.values()}
+
+
+def _arrive(api: Api, drain, order: list[str]) -> dict[str, dict]:
+    author = api.register()
+    posts = {}
+    for key in order:
+        posts[key] = api.post(author, title=ORDER_TITLES[key])
+        drain()
+    return posts
+
+
+def test_consolidation_makes_clusters_independent_of_arrival_order(api: Api, drain, settings, database_url) -> None:
+    orders = [
+        ["underground", "metro", "tunnels", "files", "please", "pdf", "download", "night", "dark2", "dark"],
+        ["tunnels", "underground", "metro", "pdf", "download", "files", "please", "dark", "dark2", "night"],
+    ]
+    online, consolidated = [], []
+    for order in orders:
+        posts = _arrive(api, drain, order)
+        online.append(_partition(api, posts))
+        report = _consolidate(database_url, settings)
+        consolidated.append(_partition(api, posts))
+        print(order, report, online[-1], consolidated[-1], sep="\n")
+        assert _consolidate(database_url, settings).posts == 0, "the watermark: nothing new, nothing to look at"
+        run_sql(database_url, "TRUNCATE post, cluster, grouping_setting CASCADE")
+    assert online[0] != online[1], "online assignment alone depends on the order"
+    assert consolidated[0] == consolidated[1]
+    assert frozenset({"tunnels", "underground", "metro"}) in consolidated[0]
+
+
+def test_consolidation_merges_clusters_that_are_one_need(api: Api, drain, settings, database_url) -> None:
+    product = api.make_user("internal", "product")
+    author = api.register()
+    titles = {
+        "dark": "Dark mode for the app",
+        "dark2": "Please add a dark mode to the app",
+        "night": "Night theme for the mobile app",
+        "theme": "Dark theme for the app",
+    }
+    posts = {key: api.post(author, title=title) for key, title in titles.items()}
+    drain()
+    # Two clusters of one need, as an older, stricter threshold would have left them (average link 0.55).
+    first, second = _cluster(api, posts["dark"]), _cluster(api, posts["night"])
+    if first == second:
+        second = run_sql(
+            database_url,
+            "INSERT INTO cluster (id, created_at, updated_at) VALUES (gen_random_uuid(), now(), now()) RETURNING id",
+        )[0][0]
+        second = str(second)
+    for key, target in (("dark", first), ("dark2", first), ("night", second), ("theme", second)):
+        run_sql(
+            database_url,
+            "UPDATE cluster_membership SET cluster_id = :c WHERE post_id = :p",
+            c=target,
+            p=posts[key]["id"],
+        )
+    assert _partition(api, posts) == {frozenset({"dark", "dark2"}), frozenset({"night", "theme"})}
+    r = api.client.post(f"/api/clusters/{second}/members/{posts['night']['id']}/confirm", headers=product.headers)
+    assert r.status_code == 200
+
+    report = _consolidate(database_url, settings)
+    assert report.merged == 1
+    assert _partition(api, posts) == {frozenset(titles)}
+    assert _cluster(api, posts["dark"]) == second, "the cluster a person confirmed keeps its identity"
+    detail = api.client.get(f"/api/clusters/{second}", headers=product.headers).json()
+    states = {m["post_id"]: (m["state"], m["band"]) for m in detail["members"]}
+    assert states[posts["night"]["id"]] == ("confirmed", "manual")
+    assert states[posts["dark"]["id"]] == ("suggested", "sure")
+
+
+def test_consolidation_never_undoes_a_decision(api: Api, drain, settings, database_url) -> None:
+    product = api.make_user("internal", "product")
+    author = api.register()
+    h = product.headers
+    posts = _arrive(api, drain, ["dark", "dark2", "night", "tunnels", "underground", "metro"])
+    _consolidate(database_url, settings)
+    assert _partition(api, posts) == {
+        frozenset({"dark", "dark2", "night"}),
+        frozenset({"tunnels", "underground", "metro"}),
+    }
+    dark, maps = _cluster(api, posts["dark"]), _cluster(api, posts["tunnels"])
+    split = api.client.post(f"/api/clusters/{dark}/split", json={"post_ids": [posts["night"]["id"]]}, headers=h)
+    assert split.status_code == 200
+    assert (
+        api.client.post(f"/api/clusters/{maps}/members/{posts['underground']['id']}/reject", headers=h).status_code
+        == 200
+    )
+    assert api.client.post(f"/api/clusters/{dark}/members/{posts['dark2']['id']}/confirm", headers=h).status_code == 200
+    decided = _partition(api, posts)
+
+    # Everything is re-embedded (so the pass looks at every post again) and consolidated twice.
+    for post in posts.values():
+        api.client.patch(f"/api/posts/{post['id']}", json={"body": "more detail"}, headers=author.headers)
+    drain()
+    for _ in range(2):
+        _consolidate(database_url, settings)
+    assert _partition(api, posts) == decided
+    assert _cluster(api, posts["underground"]) != maps
+    assert _cluster(api, posts["night"]) == split.json()["cluster_id"]
+    assert _labels(database_url) >= {
+        _pair(posts["night"], posts["dark"], False, "split"),
+        _pair(posts["underground"], posts["metro"], False, "reject"),
+        _pair(posts["dark2"], posts["dark"], True, "confirm"),
+    }
