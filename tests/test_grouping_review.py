@@ -294,3 +294,118 @@ def test_consolidation_never_undoes_a_decision(api: Api, drain, settings, databa
         _pair(posts["underground"], posts["metro"], False, "reject"),
         _pair(posts["dark2"], posts["dark"], True, "confirm"),
     }
+
+
+def _cli_env(database_url: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_")}
+    env |= {
+        "FORUM_DATABASE_URL": database_url,
+        "FORUM_EMBEDDING_MODEL": "hashing",
+        "FORUM_DUPLICATE_THRESHOLD": "0.45",
+    }
+    return env
+
+
+def _expected(database_url: str, sure: float, maybe: float) -> tuple[float, float, float]:
+    """Precision and recall at ``sure``, recall at ``maybe``, recomputed here from the post titles."""
+    import numpy as np
+
+    from forum.encoding import get_encoder
+
+    rows = run_sql(
+        database_url,
+        "SELECT a.title, b.title, l.duplicate FROM grouping_label l "
+        "JOIN post a ON a.id = l.post_a_id JOIN post b ON b.id = l.post_b_id",
+    )
+    encoder = get_encoder("hashing")
+    va, vb = encoder.encode([r[0] for r in rows]), encoder.encode([r[1] for r in rows])
+    scores = np.sum(va * vb, axis=1)
+    labels = np.array([r[2] for r in rows])
+    hits = labels & (scores >= sure)
+    return (
+        hits.sum() / (scores >= sure).sum(),
+        hits.sum() / labels.sum(),
+        (labels & (scores >= maybe)).sum() / labels.sum(),
+    )
+
+
+def test_calibrate_fits_thresholds_to_the_boards_decisions(api: Api, drain, database_url: str) -> None:
+    import re
+
+    from tests.e2e import forum_cli
+
+    product = api.make_user("internal", "product")
+    h = product.headers
+    posts = _arrive(api, drain, list(ORDER_TITLES))
+    env = _cli_env(database_url)
+    r = forum_cli("grouping", "calibrate", env=env)
+    assert r.returncode != 0 and "not enough decisions yet" in r.stderr
+
+    clusters = {key: _cluster(api, post) for key, post in posts.items()}
+    assert clusters["pdf"] == clusters["files"] == clusters["please"] != clusters["download"]
+    decisions = [
+        (
+            "POST",
+            f"/api/posts/{posts['download']['id']}/cluster",
+            {"cluster_id": clusters["pdf"]},
+        ),  # a duplicate missed
+        ("POST", f"/api/clusters/{clusters['pdf']}/members/{posts['files']['id']}/confirm", None),
+        ("POST", f"/api/clusters/{clusters['dark']}/members/{posts['dark2']['id']}/confirm", None),
+        ("POST", f"/api/clusters/{clusters['dark']}/split", {"post_ids": [posts["night"]["id"]]}),
+        ("POST", f"/api/clusters/{clusters['tunnels']}/members/{posts['metro']['id']}/reject", None),
+    ]
+    for method, url, body in decisions:
+        assert api.client.request(method, url, json=body, headers=h).status_code == 200, url
+
+    r = forum_cli("grouping", "calibrate", env=env)
+    assert r.returncode == 0, r.stderr
+    print(r.stdout)
+    counts = re.search(r"labelled pairs: (\d+) \((\d+) duplicates, (\d+) not\)", r.stdout)
+    assert counts is not None
+    pairs, positives, negatives = map(int, counts.groups())
+    stored = run_sql(database_url, "SELECT count(*), count(*) FILTER (WHERE duplicate) FROM grouping_label")[0]
+    assert (pairs, positives, negatives) == (stored[0], stored[1], stored[0] - stored[1])
+    assert "confirm" in r.stdout and "split" in r.stdout and "move" in r.stdout and "reject" in r.stdout
+
+    def line(name: str) -> list[float]:
+        found = re.search(rf"^{name}\s+(.*)$", r.stdout, re.MULTILINE)
+        assert found is not None, name
+        return [float(x) for x in found.group(1).split()]
+
+    sure, maybe, precision, recall, _, queue_recall = line("current")
+    assert (sure, maybe) == (0.45, 0.37)
+    expected = _expected(database_url, sure, maybe)
+    assert (precision, recall, queue_recall) == tuple(round(float(x), 3) for x in expected)
+    new_sure, new_maybe, new_precision, new_recall, _, new_queue_recall = line("proposed")
+    assert new_precision >= 0.9 > precision, "the proposal meets the wanted precision, today's does not"
+    assert (new_precision, new_recall, new_queue_recall) == tuple(
+        round(float(x), 3) for x in _expected(database_url, new_sure, new_maybe)
+    )
+    assert new_queue_recall >= 0.95
+    assert run_sql(database_url, "SELECT count(*) FROM grouping_setting WHERE key LIKE 'thresholds:%'")[0][0] == 0
+
+    r = forum_cli("grouping", "calibrate", "--apply", env=env)
+    assert r.returncode == 0, r.stderr
+    (value,) = run_sql(database_url, "SELECT value FROM grouping_setting WHERE key = 'thresholds:hashing-test'")[0]
+    assert (round(value["sure"], 3), round(value["maybe"], 3)) == (new_sure, new_maybe)
+    assert value["pairs"] == pairs
+    again = forum_cli("grouping", "calibrate", env=env)
+    assert re.search(rf"^current\s+{new_sure:.3f}\s+{new_maybe:.3f}", again.stdout, re.MULTILINE), again.stdout
+
+    # Every process uses it: the worker (0.45 by its settings) now only suggests a 0.54 match.
+    author = api.register()
+    maps = api.post(author, title="Offline maps please")  # 0.58 to "tunnels", 0.50 to "underground"
+    drain()
+    assert _cluster(api, maps) != clusters["tunnels"]
+    (suggestion,) = api.client.get("/api/clusters/suggestions", headers=h).json()["items"]
+    assert (suggestion["post"]["post_id"], suggestion["cluster"]["id"]) == (maps["id"], clusters["tunnels"])
+    assert new_maybe <= suggestion["score"] < new_sure and suggestion["band"] == "maybe"
+
+    r = forum_cli("eval", "duplicates", "--board", env=env)
+    assert r.returncode == 0, r.stderr
+    board = json.loads(r.stdout)
+    assert board["pairs"] == pairs and board["applied"] is True
+    assert round(board["sure"], 3) == new_sure and round(board["at_precision"], 3) == new_precision
+    assert 0.0 <= board["roc_auc"] <= 1.0
