@@ -57,7 +57,7 @@ def _pair(a: dict, b: dict, duplicate: bool, source: str) -> tuple[str, str, boo
 
 
 def test_maybe_groupings_wait_in_the_review_queue(api: Api, drain, settings, database_url: str) -> None:
-    settings.duplicate_threshold = 0.5  # so that the "maybe" band is 0.42–0.5 on the hashing scale
+    settings.duplicate_threshold = 0.5  # so that the "maybe" band is 0.42 to 0.5 on the hashing scale
     author = api.register()
     product = api.make_user("internal", "product")
     voters = [api.register() for _ in range(2)]
