@@ -409,3 +409,30 @@ def test_calibrate_fits_thresholds_to_the_boards_decisions(api: Api, drain, data
     assert board["pairs"] == pairs and board["applied"] is True
     assert round(board["sure"], 3) == new_sure and round(board["at_precision"], 3) == new_precision
     assert 0.0 <= board["roc_auc"] <= 1.0
+
+
+def test_shared_and_aligned_words() -> None:
+    import numpy as np
+
+    from forum.encoding import get_encoder
+    from forum.grouping import terms
+
+    assert terms.words("Please add a Dark Mode to the app!") == ["dark", "mode", "app"]
+    shared = terms.shared_terms(
+        {"dark", "colour", "batteri"}, {"colour", "batteri", "save"}, "Dark colours, battery", ""
+    )
+    assert shared == ["colours", "battery"], "stems meet, shown as written"
+
+    # Across languages the multilingual encoder pairs the words (the real model: no network, bundled).
+    multi = get_encoder("multilingual")
+    encoder = multi.encoders[multi.scorer.multilingual_name]
+
+    def aligned(a: str, b: str) -> list[str]:
+        pa, pb = terms.candidate_phrases(a), terms.candidate_phrases(b)
+        vectors = encoder.encode(pa + pb)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return terms.aligned_terms(pa, pb, dict(zip(pa + pb, vectors, strict=True)), 0.6)
+
+    assert aligned("Quiero modo oscuro en la app", "Dark mode for the app") == ["oscuro ↔ dark", "modo ↔ mode"]
+    assert aligned("Facturas en PDF", "Export invoices as PDF") == ["facturas ↔ invoices"]
+    assert aligned("Quiero modo oscuro en la app", "La app tarda mucho en abrir") == []

@@ -24,7 +24,7 @@ from forum.grouping.pairs import scores_of, scores_within
 from forum.grouping.schemas import Explanation, NearestMember, PostRef
 from forum.models import User
 
-ALIGN_MIN_COSINE = 0.5
+ALIGN_MIN_COSINE = 0.6
 """Two words (or bigrams) of titles in different languages are paired from this cosine up (measured in
 docs/duplicates.md, "Explanations")."""
 

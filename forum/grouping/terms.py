@@ -123,7 +123,7 @@ def aligned_terms(
     pairs = []
     for a in words_a:
         for b in words_b:
-            if a in vectors and b in vectors and _fold(a) != _fold(b):
+            if a in vectors and b in vectors and not {_fold(w) for w in a.split()} & {_fold(w) for w in b.split()}:
                 pairs.append((float(vectors[a] @ vectors[b]), a, b))
     used: set[str] = set()
     out = []
