@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_product_team
 from forum.encoding import PostEmbedder, post_text
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.reports import ClusterReports
 from forum.grouping.review import ReviewQueue
 from forum.grouping.schemas import (
@@ -88,7 +89,7 @@ class SimilarController(Controller):
     async def move(
         self, request: Request[User, Any, Any], post_id: UUID, data: MoveRequest, grouping: GroupingService
     ) -> ClusterRef:
-        await grouping.move(post_id, data.cluster_id, request.user)
+        await ClusterDecisions(grouping).move(post_id, data.cluster_id, request.user)
         return ClusterRef(cluster_id=data.cluster_id)
 
 
@@ -154,7 +155,7 @@ class ClusterController(Controller):
         grouping: GroupingService,
         reports: ClusterReports,
     ) -> ClusterDetail:
-        await grouping.confirm(cluster_id, post_id, request.user)
+        await ClusterDecisions(grouping).confirm(cluster_id, post_id, request.user)
         return await reports.detail(cluster_id)
 
     @post(
@@ -165,10 +166,10 @@ class ClusterController(Controller):
     async def reject(
         self, request: Request[User, Any, Any], cluster_id: UUID, post_id: UUID, grouping: GroupingService
     ) -> ClusterRef:
-        return ClusterRef(cluster_id=await grouping.reject(cluster_id, post_id, request.user))
+        return ClusterRef(cluster_id=await ClusterDecisions(grouping).reject(cluster_id, post_id, request.user))
 
     @post("/{cluster_id:uuid}/split", status_code=200, summary="Move some members into a new cluster")
     async def split(
         self, request: Request[User, Any, Any], cluster_id: UUID, data: SplitRequest, grouping: GroupingService
     ) -> ClusterRef:
-        return ClusterRef(cluster_id=await grouping.split(cluster_id, data.post_ids, request.user))
+        return ClusterRef(cluster_id=await ClusterDecisions(grouping).split(cluster_id, data.post_ids, request.user))

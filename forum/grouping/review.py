@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError
 from forum.grouping import labels
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.explanations import Explainer
 from forum.grouping.schemas import Band, SuggestedCluster, SuggestedPost, Suggestion, SuggestionOutcome
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
@@ -165,7 +166,9 @@ class ReviewQueue:
         if not members:
             raise ConflictError(detail="The cluster has no other members any more")
         if suggestion.post_id not in await labels.cluster_members(self.session, suggestion.cluster_id):
-            await self.grouping.join_by_hand(suggestion.post_id, suggestion.cluster_id, self.viewer, LabelSource.ACCEPT)
+            await ClusterDecisions(self.grouping).join_by_hand(
+                suggestion.post_id, suggestion.cluster_id, self.viewer, LabelSource.ACCEPT
+            )
         outcome = self._decided(suggestion, SuggestionState.ACCEPTED)
         await self.session.execute(
             delete(ClusterSuggestion).where(
