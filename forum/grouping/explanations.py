@@ -60,11 +60,15 @@ SELECT NULL::uuid AS cluster_id, p.id AS post_id, p.title, p.body, coalesce(p.la
 FROM post p WHERE p.id = ANY(CAST(:posts AS uuid[]))
 """
 # How many live posts hold each stem: the rarer of two equally shared stems is the better key phrase.
-_FREQUENCY_SQL = """
-SELECT l.lexeme, (SELECT count(*) FROM post p WHERE p.deleted_at IS NULL
-                  AND p.search @@ CAST(quote_literal(l.lexeme) AS tsquery)) AS n
+# Counted up to FREQUENCY_CAP (through the GIN index on ``search``): beyond that a stem is just common.
+FREQUENCY_CAP = 1000
+_FREQUENCY_SQL = f"""
+SELECT l.lexeme, (SELECT count(*) FROM (SELECT 1 FROM post p WHERE p.deleted_at IS NULL
+                  AND p.search @@ CAST(quote_literal(l.lexeme) AS tsquery) LIMIT {FREQUENCY_CAP}) AS capped) AS n
 FROM unnest(CAST(:lexemes AS text[])) AS l(lexeme)
 """
+KEY_PHRASE_CANDIDATES = 12
+"""Per cluster, the stems shared by the most members whose board frequency is looked up."""
 
 
 def _member(row: Any) -> _Member:
@@ -108,7 +112,8 @@ class Explainer:
         shared: set[str] = set()
         for group in members.values():
             counts = Counter(lexeme for member in group for lexeme in member.lexemes)
-            shared.update(lexeme for lexeme, n in counts.items() if n >= min(2, len(group)))
+            common = [(n, lexeme) for lexeme, n in counts.items() if n >= min(2, len(group))]
+            shared.update(lexeme for _, lexeme in sorted(common, reverse=True)[:KEY_PHRASE_CANDIDATES])
         frequency: dict[str, int] = {}
         if shared:
             rows = await self.session.execute(text(_FREQUENCY_SQL), {"lexemes": sorted(shared)})

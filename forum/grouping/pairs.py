@@ -23,7 +23,7 @@ _LANGUAGE_CLASSES = (
     ("und", "(pa.language = 'und' OR pa.language IS NULL)"),
     ("es", "pa.language NOT IN ('en', 'und')"),
 )
-MAX_MEMBERS_COMPARED = 100
+MAX_MEMBERS_COMPARED = 50
 """Within a cluster, the newest this many members are compared with each other (explanations)."""
 
 EXPLICIT_PAIRS = "SELECT t.a, t.b FROM unnest(CAST(:pair_a AS uuid[]), CAST(:pair_b AS uuid[])) AS t(a, b)"

@@ -9,6 +9,7 @@ two titles are then paired by the multilingual encoder (:func:`aligned_terms`, d
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -78,7 +79,7 @@ def key_phrases(
     least = 2 if len(member_lexemes) > 1 else 1
     ranked = sorted(
         (lexeme for lexeme, n in counts.items() if n >= least),
-        key=lambda lexeme: (-counts[lexeme], document_frequency.get(lexeme, 0), lexeme),
+        key=lambda lexeme: (-counts[lexeme], document_frequency.get(lexeme, math.inf), lexeme),
     )
     phrases: list[str] = []
     for lexeme in ranked:
