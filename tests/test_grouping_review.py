@@ -436,3 +436,47 @@ def test_shared_and_aligned_words() -> None:
     assert aligned("Quiero modo oscuro en la app", "Dark mode for the app") == ["oscuro ↔ dark", "modo ↔ mode"]
     assert aligned("Facturas en PDF", "Export invoices as PDF") == ["facturas ↔ invoices"]
     assert aligned("Quiero modo oscuro en la app", "La app tarda mucho en abrir") == []
+
+
+def test_the_worker_consolidates_on_its_own(api: Api, drain, settings, database_url: str) -> None:
+    from sqlalchemy import text
+
+    from forum.encoding import PostEmbedder, get_encoder
+    from forum.jobs import BackgroundWorker
+
+    posts = _arrive(api, drain, ["underground", "metro", "tunnels"])
+    assert len(_partition(api, posts)) == 2, "online, in this order, the first phrasing is left alone"
+    worker = BackgroundWorker(
+        database_url, PostEmbedder(get_encoder("hashing")), settings.duplicate_threshold, consolidate_seconds=0.2
+    )
+
+    async def run_for_a_while() -> None:
+        task = asyncio.create_task(worker.run())
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            async with worker.session_maker() as session:
+                if await session.scalar(text("SELECT count(*) FROM grouping_setting WHERE key = 'consolidated_until'")):
+                    break
+        worker.stop()
+        await task
+
+    asyncio.run(run_for_a_while())
+    assert _partition(api, posts) == {frozenset({"underground", "metro", "tunnels"})}
+
+
+def test_grouping_settings_from_the_environment(monkeypatch) -> None:
+    import pytest
+
+    from forum.grouping.thresholds import Thresholds
+    from forum.settings import Settings
+
+    monkeypatch.setenv("FORUM_DUPLICATE_THRESHOLD", "0.7")
+    assert Thresholds.from_settings(Settings.from_env()) == Thresholds(sure=0.7, maybe=pytest.approx(0.62))
+    monkeypatch.setenv("FORUM_SUGGEST_THRESHOLD", "0.5")
+    monkeypatch.setenv("FORUM_GROUPING_MODE", "Suggest")
+    thresholds = Thresholds.from_settings(Settings.from_env())
+    assert (thresholds.sure, thresholds.maybe, thresholds.mode) == (0.7, 0.5, "suggest")
+    assert not thresholds.applies(0.9) and thresholds.band(0.9) == "sure" and thresholds.band(0.49) is None
+    monkeypatch.setenv("FORUM_GROUPING_MODE", "sometimes")
+    with pytest.raises(SystemExit, match="FORUM_GROUPING_MODE must be one of auto, suggest"):
+        Settings.from_env()

@@ -39,7 +39,8 @@ from forum.models import (
 )
 
 WATERMARK_KEY = "consolidated_until"
-MAX_POSTS_PER_PASS = 500
+MAX_POSTS_PER_PASS = 200
+"""One transaction (holding the assignment lock) looks at this many posts; passes follow until caught up."""
 REHOME_MARGIN = 0.05
 NEIGHBOURS = 10
 MAX_ROUNDS = 5
