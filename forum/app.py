@@ -31,8 +31,8 @@ from forum.database import release_embedded_postgres, resolve_database_url
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
-from forum.http import check_request, declared_query_parameters
 from forum.grouping.thresholds import Thresholds
+from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_product_team
 from forum.critiques.services import CritiqueLinkService
-from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.controllers import provide_grouping, provide_reports
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.reports import ClusterReports
 from forum.grouping.schemas import ClusterDetail, ClusterMember, ClusterSort, ClusterSummary, SimilarPost
 from forum.grouping.services import GroupingService
