@@ -208,7 +208,8 @@ def _suggestion(w: World, pair: tuple[str, str]) -> str:
     rows = run_sql(
         w.api.database_url,
         "INSERT INTO cluster_suggestion (id, post_id, cluster_id, score, state, created_at, updated_at) "
-        "VALUES (gen_random_uuid(), :post, :cluster, 0.4, 'pending', now(), now()) RETURNING id",
+        "VALUES (gen_random_uuid(), :post, :cluster, 0.4, 'pending', now(), now()) "
+        "ON CONFLICT (post_id, cluster_id) DO UPDATE SET state = 'pending' RETURNING id",
         post=pair[1],
         cluster=w.cluster_of(pair[0]),
     )
