@@ -31,6 +31,7 @@ from forum.database import release_embedded_postgres, resolve_database_url
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
+from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
@@ -95,7 +96,8 @@ def _background_lifespan(settings: Settings, database_url: str):
             worker = BackgroundWorker(
                 database_url,
                 embedder,
-                settings.duplicate_threshold,
+                Thresholds.from_settings(settings),
+                consolidate_seconds=settings.consolidate_seconds,
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
             )
             task = asyncio.create_task(worker.run())

@@ -15,16 +15,10 @@ from pathlib import Path
 import click
 
 from forum import database
+from forum.grouping.commands import grouping
 from forum.settings import Settings
 
-
-def _prepared_database(settings: Settings, *, migrate: bool = True) -> str:
-    url = database.resolve_database_url(settings)
-    if settings.uses_embedded_database:
-        settings.jwt_secret()  # generated on the first run and kept in the data dir
-        if migrate:
-            database.upgrade(url)
-    return url
+_prepared_database = database.prepare
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,6 +169,7 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
 def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
     from forum.encoding import PostEmbedder
+    from forum.grouping.thresholds import Thresholds
     from forum.jobs import BackgroundWorker
 
     settings = Settings.from_env()
@@ -183,8 +178,9 @@ def worker(batch_size: int) -> None:
     embedding_worker = BackgroundWorker(
         url,
         embedder,
-        settings.duplicate_threshold,
+        Thresholds.from_settings(settings),
         batch_size=batch_size,
+        consolidate_seconds=settings.consolidate_seconds,
         webhook_allowed_hosts=settings.webhook_allowed_hosts,
     )
 
@@ -257,6 +253,7 @@ def embeddings() -> None:
 def embeddings_rebuild(batch_size: int) -> None:
     """Embed every post that has no vector from the configured model, or a stale one, and group it."""
     from forum.encoding import PostEmbedder
+    from forum.grouping.thresholds import Thresholds
     from forum.jobs import embed_stale_now
 
     settings = Settings.from_env()
@@ -264,7 +261,7 @@ def embeddings_rebuild(batch_size: int) -> None:
     embedder = PostEmbedder.from_spec(settings.embedding_model)
     with click.progressbar(length=0, label=f"embedding with {embedder.name}", show_pos=True) as bar:
         count = asyncio.run(
-            embed_stale_now(url, embedder, settings.duplicate_threshold, batch_size=batch_size, progress=bar)
+            embed_stale_now(url, embedder, Thresholds.from_settings(settings), batch_size=batch_size, progress=bar)
         )
     click.echo(f"embedded {count} post(s) with {embedder.name}")
 
@@ -275,7 +272,12 @@ def evaluate() -> None:
 
 
 @evaluate.command("duplicates")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--board",
+    is_flag=True,
+    help="Also score this board's own decisions (the labelled pairs `forum grouping calibrate` uses).",
+)
 @click.option(
     "--model",
     default=None,
@@ -289,7 +291,7 @@ def evaluate() -> None:
     show_default=True,
     help="One JSON line per file and design, or a Markdown table.",
 )
-def eval_duplicates(files: tuple[str, ...], model: str | None, output: str) -> None:
+def eval_duplicates(files: tuple[str, ...], board: bool, model: str | None, output: str) -> None:
     """Score the encoder configuration on labelled duplicate data (JSONL files).
 
     Pair files (a, b, duplicate[, score]): roc_auc, average_precision, best_f1, threshold, precision,
@@ -300,8 +302,17 @@ def eval_duplicates(files: tuple[str, ...], model: str | None, output: str) -> N
     from embeddings.evaluation import compare_file, format_json_line
     from forum.encoding import get_encoder
 
+    if not files and not board:
+        raise click.UsageError("name labelled files, or pass --board")
     encoder = get_encoder(model if model is not None else Settings.from_env().embedding_model)
     rows = []
+    if board:
+        from forum.grouping.commands import board_evaluation
+
+        result = board_evaluation(model)
+        if output == "json":
+            click.echo(format_json_line(result))
+        rows.append(result)
     for path in files:
         try:
             results = compare_file(path, encoder)
@@ -395,11 +406,12 @@ def demo_load(password: str, embed: bool) -> None:
         click.echo("the demo is already loaded")
     if embed:
         from forum.encoding import PostEmbedder
+        from forum.grouping.thresholds import Thresholds
         from forum.jobs import embed_stale_now
 
         embedder = PostEmbedder.from_spec(settings.embedding_model)
         with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
-            count = asyncio.run(embed_stale_now(url, embedder, settings.duplicate_threshold, progress=bar))
+            count = asyncio.run(embed_stale_now(url, embedder, Thresholds.from_settings(settings), progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
         from forum.surveys.voices import place_voices_now
 
@@ -505,6 +517,8 @@ def surveys_place_voices(everything: bool) -> None:
         )
     click.echo(", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "no comments to place")
 
+
+main.add_command(grouping)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -113,6 +113,17 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir / "postgres")
 
 
+def prepare(settings: Settings, *, migrate: bool = True) -> str:
+    """The database URL for a command; on the embedded default the server is started, the secret key
+    generated and (with ``migrate``) pending migrations applied."""
+    url = resolve_database_url(settings)
+    if settings.uses_embedded_database:
+        settings.jwt_secret()  # generated on the first run and kept in the data dir
+        if migrate:
+            upgrade(url)
+    return url
+
+
 def normalise_async_url(url: str) -> str:
     """Accept ``postgres://`` and ``postgresql://`` URLs and use the asyncpg driver."""
     if url.startswith("postgres://"):

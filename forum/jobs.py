@@ -6,6 +6,9 @@
   embedded by this encoder (``content_hash``), so a retried or duplicated job embeds nothing twice.
 - A sweep at worker start (and every ``SWEEP_SECONDS``) enqueues any post whose vector is missing or
   stale: posts written before a worker ever ran, or under another model, are picked up.
+- A consolidation pass (forum/grouping/consolidation.py) runs every ``FORUM_CONSOLIDATE_SECONDS`` and a
+  few seconds after a burst of ``BURST_POSTS`` new vectors, so that clusters do not depend on the order
+  posts arrived in.
 - Failures retry with exponential backoff; after ``MAX_ATTEMPTS`` a job is held as ``failed`` and
   can be listed and re-queued with ``forum jobs failed`` / ``forum jobs retry``.
 """
@@ -31,7 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forum.batching import Coalescer
 from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, PostVectors, content_hash, post_language, post_text
+from forum.grouping.consolidation import MAX_POSTS_PER_PASS, ConsolidationReport, Consolidator
 from forum.grouping.services import GroupingService
+from forum.grouping.thresholds import Thresholds, effective_thresholds
 from forum.models import Post, PostEmbedding
 
 logger = logging.getLogger("forum.jobs")
@@ -44,6 +49,8 @@ SWEEP_SECONDS = 60.0
 # worker stalls; post.embed is idempotent, and webhook receivers dedupe on X-Forum-Delivery.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_CONCURRENCY = 8  # deliveries in flight per worker (each waits on a remote server)
+BURST_POSTS = 20  # this many new vectors since the last consolidation: consolidate once they stop coming
+BURST_QUIET_SECONDS = 5.0
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -99,7 +106,7 @@ async def embed_posts(
     session_maker: async_sessionmaker[AsyncSession],
     embedder: PostEmbedder,
     post_ids: Sequence[UUID],
-    threshold: float,
+    threshold: float | Thresholds,
 ) -> dict[UUID, str]:
     """Embed a batch of posts with every configured encoder and group them, as one unit: one read, one
     model call per encoder, one transaction (rows locked in id order, assignments in creation order).
@@ -162,7 +169,8 @@ async def embed_posts(
                     .with_for_update()
                 )
             }
-            grouping = GroupingService(session, embedder, threshold)
+            thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
+            grouping = GroupingService(session, embedder, thresholds)
             ready: list[tuple[_Pending, str]] = []
             for item in work:
                 row = current.get(item.post_id)
@@ -200,7 +208,7 @@ class EmbedCollector(Coalescer[UUID, str]):
         self,
         session_maker: async_sessionmaker[AsyncSession],
         embedder: PostEmbedder,
-        threshold: float,
+        threshold: float | Thresholds,
         max_batch: int = 64,
     ) -> None:
         # gather_first: the jobs dequeued together all arrive before the batch is taken.
@@ -223,10 +231,11 @@ class BackgroundWorker:
         self,
         database_url: str,
         embedder: PostEmbedder,
-        threshold: float,
+        threshold: float | Thresholds,
         *,
         engine: AsyncEngine | None = None,
         batch_size: int = 32,
+        consolidate_seconds: float = 300.0,
         max_attempts: int = MAX_ATTEMPTS,
         initial_delay: timedelta = timedelta(seconds=1),
         webhook_allowed_hosts: list[str] | None = None,
@@ -238,6 +247,9 @@ class BackgroundWorker:
         self.embedder = embedder
         self.threshold = threshold
         self.batch_size = batch_size
+        self.consolidate_seconds = consolidate_seconds
+        self._embedded_since_consolidation = 0
+        self._burst = asyncio.Event()
         self._own_engine = engine is None
         # Enough connections for a batch of jobs reading and writing at once (assignment itself is serialised).
         self.engine = engine or create_async_engine(database_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
@@ -263,6 +275,10 @@ class BackgroundWorker:
             assert job.payload is not None
             outcome = await self.collector.embed(UUID(job.payload.decode()))
             self.processed[outcome] += 1
+            if outcome == "embedded":
+                self._embedded_since_consolidation += 1
+                if self._embedded_since_consolidation >= BURST_POSTS:
+                    self._burst.set()
 
         from forum.webhooks.services import DELIVER_WEBHOOK, deliver, mark_failed
 
@@ -308,6 +324,35 @@ class BackgroundWorker:
             except Exception:
                 logger.warning("embedding sweep failed", exc_info=True)
 
+    async def consolidate(self) -> ConsolidationReport:
+        """Consolidation passes until every post embedded since the last one has been looked at."""
+        self._embedded_since_consolidation = 0
+        self._burst.clear()
+        return await consolidate_now(self.session_maker, self.embedder, self.threshold)
+
+    async def _consolidate_forever(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._burst.wait(), self.consolidate_seconds)
+            while self._burst.is_set() and not self._stopping.is_set():  # a burst: wait until it is over
+                seen = self._embedded_since_consolidation
+                await asyncio.sleep(BURST_QUIET_SECONDS)
+                if self._embedded_since_consolidation == seen:
+                    break
+            if self._stopping.is_set():
+                return
+            try:
+                report = await self.consolidate()
+                if report.rehomed or report.merged:
+                    logger.info(
+                        "consolidation: %d posts looked at, %d re-homed, %d clusters merged",
+                        report.posts,
+                        report.rehomed,
+                        report.merged,
+                    )
+            except Exception:
+                logger.warning("consolidation pass failed", exc_info=True)
+
     async def run(self, *, drain: bool = False) -> None:
         """Process jobs until :meth:`stop` (or, with ``drain``, until the queue is empty).
 
@@ -319,11 +364,13 @@ class BackgroundWorker:
         except Exception:
             logger.exception("the encoder failed to load or encode")
         sweeper: asyncio.Task[None] | None = None
+        consolidator: asyncio.Task[None] | None = None
         try:
             if drain:
                 await self._run_once(drain=True)
                 return
             sweeper = asyncio.create_task(self._sweep_forever())
+            consolidator = asyncio.create_task(self._consolidate_forever())
             delay = 1.0
             while not self._stopping.is_set():
                 try:
@@ -338,10 +385,11 @@ class BackgroundWorker:
                     delay = min(delay * 2, 30.0)
         finally:
             self._stopping.set()
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for task in (sweeper, consolidator):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._own_engine:
                 await self.engine.dispose()
 
@@ -393,16 +441,40 @@ async def stale_post_ids(session: AsyncSession, models: Sequence[str]) -> list[U
     return [row.id for row in rows]
 
 
+async def consolidate_now(
+    session_maker: async_sessionmaker[AsyncSession],
+    embedder: PostEmbedder,
+    threshold: float | Thresholds,
+    *,
+    everything: bool = False,
+) -> ConsolidationReport:
+    """Consolidation passes (one transaction each, ``MAX_POSTS_PER_PASS`` posts) until caught up."""
+    await embedder.ready()
+    total = ConsolidationReport()
+    while True:
+        async with session_maker() as session, session.begin():
+            thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
+            report = await Consolidator(GroupingService(session, embedder, thresholds)).run(everything=everything)
+        everything = False  # the first pass started from the beginning; the next ones follow its watermark
+        total.posts += report.posts
+        total.rehomed += report.rehomed
+        total.merged += report.merged
+        total.merges.extend(report.merges)
+        if report.posts < MAX_POSTS_PER_PASS:
+            return total
+
+
 async def embed_stale_now(
     database_url: str,
     embedder: PostEmbedder,
-    threshold: float,
+    threshold: float | Thresholds,
     *,
     batch_size: int = 64,
     progress: Any = None,
+    consolidate: bool = True,
 ) -> int:
     """Embed and group, in this process and in creation order, every post whose vectors are missing or
-    stale (``forum embeddings rebuild``, ``forum demo load``). Returns how many."""
+    stale (``forum embeddings rebuild``, ``forum demo load``), then consolidate. Returns how many."""
     engine = create_async_engine(database_url, pool_size=2)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     done = 0
@@ -418,6 +490,8 @@ async def embed_stale_now(
             done += sum(1 for outcome in outcomes.values() if outcome == "embedded")
             if progress is not None:
                 progress.update(len(chunk))
+        if consolidate and done:
+            await consolidate_now(session_maker, embedder, threshold)
         return done
     finally:
         await engine.dispose()

@@ -246,7 +246,7 @@ class PostEmbedding(DefaultBase):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(32))
     embedding: Mapped[list[float]] = mapped_column(VECTOR())
-    embedded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+    embedded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"), index=True)
 
 
 class Cluster(UUIDv7AuditBase):
@@ -279,6 +279,69 @@ class ClusterMembership(DefaultBase):
     manual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=text("now()"), onupdate=text("now()")
+    )
+
+
+class SuggestionState(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DISMISSED = "dismissed"
+
+
+class ClusterSuggestion(UUIDv7AuditBase):
+    """A "maybe": the post probably belongs in ``cluster`` (score between the suggest and the sure
+    threshold, or any score above suggest in suggest-only mode). Waits for the product team; a dismissed
+    suggestion is remembered like a rejection (the post is never proposed for, or put in, that cluster)."""
+
+    __tablename__ = "cluster_suggestion"
+    __table_args__ = (
+        _check_in("state", SuggestionState),
+        Index("uq_cluster_suggestion_post_cluster", "post_id", "cluster_id", unique=True),
+        Index("ix_cluster_suggestion_pending", "cluster_id", postgresql_where=text("state = 'pending'")),
+    )
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default=SuggestionState.PENDING.value)
+    decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class LabelSource(enum.StrEnum):
+    CONFIRM = "confirm"
+    REJECT = "reject"
+    MOVE = "move"
+    SPLIT = "split"
+    ACCEPT = "accept"
+    DISMISS = "dismiss"
+
+
+class GroupingLabel(DefaultBase):
+    """A pair of posts a person labelled, by a grouping decision: duplicates or not. One row per pair
+    (``post_a_id < post_b_id``); the latest decision wins. ``forum grouping calibrate`` fits on them."""
+
+    __tablename__ = "grouping_label"
+    __table_args__ = (_check_in("source", LabelSource), CheckConstraint("post_a_id < post_b_id", name="pair_ordered"))
+
+    post_a_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    post_b_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), primary_key=True)
+    duplicate: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))
+    decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+
+
+class GroupingSetting(DefaultBase):
+    """Board-wide grouping state shared by every process: thresholds applied by ``forum grouping
+    calibrate --apply`` (key ``thresholds:<encoder configuration>``) and the consolidation watermark."""
+
+    __tablename__ = "grouping_setting"
+
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=text("now()"), onupdate=text("now()")
     )

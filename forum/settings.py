@@ -13,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD
+from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SUGGEST_THRESHOLD
 
 #: The threshold of a single-encoder configuration (``FORUM_EMBEDDING_MODEL=all-MiniLM-L6-v2``): its cosine,
 #: calibrated on bug_pairs (docs/duplicates.md).
@@ -43,6 +43,17 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_optional_float(name: str) -> float | None:
+    return None if _env(name) is None else _env_float(name, 0.0)
+
+
+def _env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (_env(name, default) or default).strip().lower()
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _env_ints(name: str, default: list[int]) -> list[int]:
@@ -97,6 +108,13 @@ class Settings:
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
     """The "sure" threshold of the grouping score (embeddings.grouping; docs/duplicates.md). A single-encoder
     ``FORUM_EMBEDDING_MODEL`` (e.g. ``all-MiniLM-L6-v2``) defaults to 0.66 on its cosine instead."""
+    suggest_threshold: float | None = None
+    """Scores from here up to ``duplicate_threshold`` become suggestions in the review queue ("maybe");
+    None: ``duplicate_threshold - SUGGEST_MARGIN``."""
+    grouping_mode: str = "auto"
+    """``auto``: sure groupings are applied, maybes suggested; ``suggest``: every grouping is a suggestion."""
+    consolidate_seconds: float = 300.0
+    """How often the worker's consolidation pass runs (also soon after a burst of new posts)."""
     run_worker_in_server: bool = True
     credit_voters: int = 10
     """How many of the earliest unique voters are credited when a post ships."""
@@ -112,6 +130,9 @@ class Settings:
         model = _env("FORUM_EMBEDDING_MODEL")
         default_config = model is None or model.strip().startswith("multilingual")
         threshold = DEFAULT_DUPLICATE_THRESHOLD if default_config else SINGLE_ENCODER_THRESHOLD
+        suggest = _env_optional_float("FORUM_SUGGEST_THRESHOLD")
+        if suggest is None and default_config and _env("FORUM_DUPLICATE_THRESHOLD") is None:
+            suggest = DEFAULT_SUGGEST_THRESHOLD  # the maybe band measured with the default sure threshold
         return cls(
             data_dir=Path(_env("FORUM_DATA_DIR") or default_data_dir()).expanduser(),
             database_url=_env("FORUM_DATABASE_URL"),
@@ -129,6 +150,9 @@ class Settings:
             debug=_env_bool("FORUM_DEBUG", False),
             embedding_model=model,
             duplicate_threshold=_env_float("FORUM_DUPLICATE_THRESHOLD", threshold),
+            suggest_threshold=suggest,
+            grouping_mode=_env_choice("FORUM_GROUPING_MODE", ("auto", "suggest"), "auto"),
+            consolidate_seconds=_env_float("FORUM_CONSOLIDATE_SECONDS", 300.0),
             run_worker_in_server=_env_bool("FORUM_WORKER_IN_SERVER", True),
             credit_voters=_env_int("FORUM_CREDIT_VOTERS", 10),
             credit_author_points=_env_ints("FORUM_CREDIT_AUTHOR_POINTS", [100, 80, 60, 40, 20, 10]),

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.conftest import Actor, Api
+from tests.conftest import Actor, Api, run_sql
 
 ACTORS = ("anonymous", "external", "internal", "product", "admin", "other")
 OUTSIDERS = ("anonymous", "external", "other")
@@ -197,6 +197,23 @@ def _grouped_pair(w: World, actor: str) -> tuple[str, str]:
 
 def _lone_post(w: World, actor: str) -> str:
     return w.public_post(title=f"Lone qk{next(_unique)}w pj{next(_unique)}v")
+
+
+def _lone_pair(w: World, actor: str) -> tuple[str, str]:
+    return _lone_post(w, actor), _lone_post(w, actor)
+
+
+def _suggestion(w: World, pair: tuple[str, str]) -> str:
+    """A pending suggestion that the second post joins the first's cluster (as a "maybe" would leave)."""
+    rows = run_sql(
+        w.api.database_url,
+        "INSERT INTO cluster_suggestion (id, post_id, cluster_id, score, state, created_at, updated_at) "
+        "VALUES (gen_random_uuid(), :post, :cluster, 0.4, 'pending', now(), now()) "
+        "ON CONFLICT (post_id, cluster_id) DO UPDATE SET state = 'pending' RETURNING id",
+        post=pair[1],
+        cluster=w.cluster_of(pair[0]),
+    )
+    return str(rows[0][0])
 
 
 CASES: list[Case] = [
@@ -375,6 +392,25 @@ CASES: list[Case] = [
     ),
     _c("POST", "/api/clusters/{cluster_id}/split", "split", PRODUCT_TEAM, prepare=_grouped_pair)(
         lambda w, a, pair: ("POST", f"/api/clusters/{w.cluster_of(pair[0])}/split", {"post_ids": [pair[1]]})
+    ),
+    _c("GET", "/api/clusters/suggestions", "review queue", PRODUCT_TEAM)(
+        lambda w, a, x: ("GET", "/api/clusters/suggestions", None)
+    ),
+    *(
+        _c(
+            "POST",
+            f"/api/clusters/suggestions/{{suggestion_id}}/{decision}",
+            decision,
+            PRODUCT_TEAM,
+            prepare=_lone_pair,
+        )(
+            lambda w, a, pair, decision=decision: (
+                "POST",
+                f"/api/clusters/suggestions/{_suggestion(w, pair)}/{decision}",
+                None,
+            )
+        )
+        for decision in ("accept", "dismiss")
     ),
     _c("POST", "/api/posts/{post_id}/cluster", "move", PRODUCT_TEAM, prepare=_lone_post)(
         lambda w, a, post: ("POST", f"/api/posts/{post}/cluster", {"cluster_id": w.cluster_of(w.ids["public"])})

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_product_team
 from forum.encoding import PostEmbedder
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.reports import ClusterReports
+from forum.grouping.review import ReviewQueue
 from forum.grouping.schemas import (
     ClusterDetail,
     ClusterRef,
@@ -22,9 +24,12 @@ from forum.grouping.schemas import (
     SimilarPost,
     SimilarRequest,
     SplitRequest,
+    Suggestion,
+    SuggestionOutcome,
 )
 from forum.grouping.services import GroupingService
 from forum.grouping.similar import similar_posts
+from forum.grouping.thresholds import Thresholds, effective_thresholds
 from forum.http import LOCATION, created
 from forum.models import User
 from forum.schemas import Limit, Offset, Page
@@ -33,11 +38,22 @@ from forum.schemas import Limit, Offset, Page
 async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
     embedder: PostEmbedder = state["forum_embedder"]
     await embedder.ready()  # the models load once, off the event loop (at start-up, normally)
-    yield GroupingService(db_session, embedder, state["forum_settings"].duplicate_threshold)
+    defaults = Thresholds.from_settings(state["forum_settings"])
+    yield GroupingService(db_session, embedder, await effective_thresholds(db_session, embedder.name, defaults))
 
 
-async def provide_reports(db_session: AsyncSession) -> AsyncGenerator[ClusterReports, None]:
-    yield ClusterReports(db_session)
+async def provide_review(
+    grouping: GroupingService, request: Request[User, Any, Any]
+) -> AsyncGenerator[ReviewQueue, None]:
+    yield ReviewQueue(grouping, request.user)
+
+
+async def provide_reports(
+    db_session: AsyncSession, state: State, request: Request[User | None, Any, Any]
+) -> AsyncGenerator[ClusterReports, None]:
+    embedder: PostEmbedder = state["forum_embedder"]
+    await embedder.ready()
+    yield ClusterReports(db_session, embedder, request.user)
 
 
 class SimilarController(Controller):
@@ -61,7 +77,7 @@ class SimilarController(Controller):
     async def move_post_to_cluster(
         self, request: Request[User, Any, Any], post_id: UUID, data: MoveRequest, grouping: GroupingService
     ) -> ClusterRef:
-        await grouping.move(post_id, data.cluster_id, request.user)
+        await ClusterDecisions(grouping).move(post_id, data.cluster_id, request.user)
         return ClusterRef(cluster_id=data.cluster_id)
 
 
@@ -69,7 +85,11 @@ class ClusterController(Controller):
     path = "/api/clusters"
     tags = ["grouping"]
     guards = [requires_product_team]
-    dependencies = {"grouping": Provide(provide_grouping), "reports": Provide(provide_reports)}
+    dependencies = {
+        "grouping": Provide(provide_grouping),
+        "reports": Provide(provide_reports),
+        "review": Provide(provide_review),
+    }
 
     @get(summary="Clusters ranked by demand: unique voters across their posts (product team)")
     async def list_clusters(
@@ -82,7 +102,32 @@ class ClusterController(Controller):
     ) -> Page[ClusterSummary]:
         return await reports.list(sort, min_members, limit, offset)
 
-    @get("/{cluster_id:uuid}", summary="A cluster with its members and their similarity")
+    @get(
+        "/suggestions",
+        summary="The review queue: groupings to accept or dismiss, the ones that matter most first (product team)",
+    )
+    async def list_cluster_suggestions(
+        self, review: ReviewQueue, limit: Limit = 20, offset: Offset = 0
+    ) -> Page[Suggestion]:
+        return await review.list(limit, offset)
+
+    @post(
+        "/suggestions/{suggestion_id:uuid}/accept",
+        status_code=200,
+        summary="Accept a suggestion: the post joins the cluster, confirmed",
+    )
+    async def accept_suggestion(self, suggestion_id: UUID, review: ReviewQueue) -> SuggestionOutcome:
+        return await review.accept(suggestion_id)
+
+    @post(
+        "/suggestions/{suggestion_id:uuid}/dismiss",
+        status_code=200,
+        summary="Dismiss a suggestion: remembered like a rejection, never proposed again",
+    )
+    async def dismiss_suggestion(self, suggestion_id: UUID, review: ReviewQueue) -> SuggestionOutcome:
+        return await review.dismiss(suggestion_id)
+
+    @get("/{cluster_id:uuid}", summary="A cluster with its members, why each is there, and their similarity")
     async def get_cluster(self, cluster_id: UUID, reports: ClusterReports) -> ClusterDetail:
         return await reports.detail(cluster_id)
 
@@ -95,7 +140,7 @@ class ClusterController(Controller):
         grouping: GroupingService,
         reports: ClusterReports,
     ) -> ClusterDetail:
-        await grouping.confirm(cluster_id, post_id, request.user)
+        await ClusterDecisions(grouping).confirm(cluster_id, post_id, request.user)
         return await reports.detail(cluster_id)
 
     @post(
@@ -106,7 +151,7 @@ class ClusterController(Controller):
     async def reject_cluster_member(
         self, request: Request[User, Any, Any], cluster_id: UUID, post_id: UUID, grouping: GroupingService
     ) -> ClusterRef:
-        return ClusterRef(cluster_id=await grouping.reject(cluster_id, post_id, request.user))
+        return ClusterRef(cluster_id=await ClusterDecisions(grouping).reject(cluster_id, post_id, request.user))
 
     @post(
         "/{cluster_id:uuid}/split",
@@ -116,5 +161,5 @@ class ClusterController(Controller):
     async def split_cluster(
         self, request: Request[User, Any, Any], cluster_id: UUID, data: SplitRequest, grouping: GroupingService
     ) -> Response[ClusterRef]:
-        new_cluster = await grouping.split(cluster_id, data.post_ids, request.user)
+        new_cluster = await ClusterDecisions(grouping).split(cluster_id, data.post_ids, request.user)
         return created(ClusterRef(cluster_id=new_cluster), f"/api/clusters/{new_cluster}")

@@ -10,7 +10,10 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
+from forum.encoding import PostEmbedder
+from forum.grouping.explanations import Description, Explainer
 from forum.grouping.schemas import (
+    Band,
     ClusterDetail,
     ClusterMember,
     ClusterSort,
@@ -18,7 +21,7 @@ from forum.grouping.schemas import (
     Growth,
     VoterCounts,
 )
-from forum.models import ClusterMembership, MembershipState, Post
+from forum.models import ClusterMembership, MembershipState, Post, User
 from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
 
@@ -70,10 +73,13 @@ _ORDER = {
 }
 
 
-def _summary(row: Any) -> ClusterSummary:
+def _summary(row: Any, description: Description | None) -> ClusterSummary:
     return ClusterSummary(
         id=row.cluster_id,
         title=row.title,
+        representative=description.representative if description else None,
+        key_phrases=description.key_phrases if description else [],
+        languages=description.languages if description else {},
         member_count=row.member_count,
         idea_count=row.idea_count,
         critique_count=row.critique_count,
@@ -87,8 +93,9 @@ def _summary(row: Any) -> ClusterSummary:
 
 
 class ClusterReports:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
+        self.explainer = Explainer(session, embedder, viewer)
 
     async def list(self, sort: ClusterSort, min_members: int, limit: int, offset: int) -> Page[ClusterSummary]:
         sql = _SUMMARY_SQL.format(member_filter="", order=_ORDER[sort])
@@ -100,7 +107,10 @@ class ClusterReports:
             total = len((await self.session.execute(text(sql), {**params, "limit": None, "offset": 0})).all())
         else:
             total = 0
-        return Page(items=[_summary(r) for r in rows], total=total, limit=limit, offset=offset)
+        descriptions = await self.explainer.describe([r.cluster_id for r in rows])
+        return Page(
+            items=[_summary(r, descriptions.get(r.cluster_id)) for r in rows], total=total, limit=limit, offset=offset
+        )
 
     async def detail(self, cluster_id: UUID) -> ClusterDetail:
         sql = _SUMMARY_SQL.format(member_filter="AND m.cluster_id = :cluster_id", order=_ORDER[ClusterSort.VOTERS])
@@ -117,6 +127,8 @@ class ClusterReports:
                 .order_by(Post.created_at)
             )
         ).all()
+        explanations = await self.explainer.explain_members(cluster_id)
+        descriptions = await self.explainer.describe([cluster_id])
         members, rejected = [], []
         for membership, post in memberships:
             member = ClusterMember(
@@ -132,7 +144,9 @@ class ClusterReports:
                 similarity=membership.similarity,
                 state=membership.state,
                 manual=membership.manual,
+                band=Band.MANUAL if membership.manual else Band.SURE,
+                explanation=explanations.get(post.id),
                 merged_into=post.merged_into_id,
             )
             (rejected if membership.state == MembershipState.REJECTED.value else members).append(member)
-        return ClusterDetail(summary=_summary(row), members=members, rejected=rejected)
+        return ClusterDetail(summary=_summary(row, descriptions.get(cluster_id)), members=members, rejected=rejected)

@@ -47,10 +47,49 @@ class Growth(msgspec.Struct):
     new_voters: int
 
 
+class Band(enum.StrEnum):
+    """How sure the grouping is: applied automatically (``sure``), waiting for review (``maybe``), or
+    decided by a person (``manual``)."""
+
+    SURE = "sure"
+    MAYBE = "maybe"
+    MANUAL = "manual"
+
+
+class PostRef(msgspec.Struct):
+    post_id: UUID
+    title: str | None
+    """None when the viewer may not see the post."""
+
+
+class NearestMember(msgspec.Struct):
+    post_id: UUID
+    title: str | None
+    """None when the viewer may not see the post."""
+    similarity: float
+
+
+class Explanation(msgspec.Struct):
+    """Why a post is (or would be) in a cluster."""
+
+    nearest: NearestMember | None
+    """The member closest to it (None when it is alone)."""
+    shared_terms: list[str]
+    """Words it shares with that member, by stem in English and Spanish, as written in the post."""
+    aligned_terms: list[str]
+    """Across languages: its words paired with the member's by the multilingual encoder ("oscuro ↔ dark")."""
+
+
 class ClusterSummary(msgspec.Struct):
     id: UUID
     title: str
     """The title of its most-voted post (its best description so far)."""
+    representative: PostRef | None
+    """Its most central post: the highest mean similarity to the other members."""
+    key_phrases: list[str]
+    """Words the most members share (by stem), rarer ones on the board first among equals."""
+    languages: dict[str, int]
+    """Members per detected language (en, es, pt, fr, ca, und)."""
     member_count: int
     idea_count: int
     critique_count: int
@@ -74,6 +113,9 @@ class ClusterMember(msgspec.Struct):
     similarity: float | None
     state: MembershipState
     manual: bool
+    band: Band
+    """``sure``: grouped automatically; ``manual``: a person decided (confirmed, moved, split, accepted)."""
+    explanation: Explanation | None
     merged_into: UUID | None
 
 
@@ -100,4 +142,44 @@ class SplitRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ClusterRef(msgspec.Struct):
+    cluster_id: UUID
+
+
+class SuggestedPost(msgspec.Struct):
+    post_id: UUID
+    title: str
+    kind: PostKind
+    language: str | None
+    author: UserPublic
+    created_at: datetime
+    votes: VoteCounts
+
+
+class SuggestedCluster(msgspec.Struct):
+    id: UUID
+    title: str
+    member_count: int
+    languages: dict[str, int]
+
+
+class Suggestion(msgspec.Struct):
+    """A "maybe": this post probably asks for what this cluster asks for."""
+
+    id: UUID
+    post: SuggestedPost
+    cluster: SuggestedCluster
+    score: float
+    band: Band
+    """``maybe`` (between the two thresholds), or ``sure`` in suggest-only mode."""
+    voters: int
+    """Unique voters on the post and on the cluster's members together: what the decision affects."""
+    explanation: Explanation
+    created_at: datetime
+
+
+class SuggestionOutcome(msgspec.Struct):
+    id: UUID
+    state: str
+    """``accepted`` (the post joined the cluster, confirmed) or ``dismissed`` (never proposed again)."""
+    post_id: UUID
     cluster_id: UUID

@@ -11,6 +11,8 @@ neighbours from drifting across needs (docs/duplicates.md). With a single encode
 Assignments are serialised by an advisory lock so that two near-identical posts embedded at the same
 moment still meet. Memberships a person decided (``manual``) are never changed by
 automatic grouping, and a rejected membership is remembered so the post is never put back there.
+Between the two thresholds a grouping is a suggestion (forum/grouping/thresholds.py, review.py); the
+product team's decisions are in decisions.py, the consolidation pass in consolidation.py.
 """
 
 from __future__ import annotations
@@ -22,21 +24,23 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
-from litestar.exceptions import NotFoundException
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from embeddings.grouping import TITLE_SUFFIX
 from forum.encoding import PostEmbedder, PostVectors, Route
-from forum.errors import ConflictError, UnprocessableError
+from forum.grouping.thresholds import Thresholds
 from forum.models import (
     Cluster,
     ClusterMembership,
+    ClusterSuggestion,
     MembershipState,
     Post,
     PostEmbedding,
     PostStatus,
+    SuggestionState,
     User,
 )
 
@@ -56,6 +60,17 @@ def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
 
 def _calibrated(route: Route, cosine: float) -> float:
     return float(route.calibration.slope * float(cosine) + route.calibration.intercept)
+
+
+@dataclass
+class Candidate:
+    """A cluster a post may join: its score (the grouping rule's), its similarity to the closest member
+    and, when known, which member that is."""
+
+    cluster_id: UUID
+    score: float
+    similarity: float
+    nearest_post_id: UUID | None
 
 
 @dataclass
@@ -84,10 +99,11 @@ class GroupingService:
     each mapped by its calibration, merged by score).
     """
 
-    def __init__(self, session: AsyncSession, embedder: PostEmbedder, threshold: float) -> None:
+    def __init__(self, session: AsyncSession, embedder: PostEmbedder, threshold: float | Thresholds) -> None:
         self.session = session
         self.embedder = embedder
-        self.threshold = threshold
+        self.thresholds = Thresholds.of(threshold)
+        self.threshold = self.thresholds.sure
 
     # Vectors ----------------------------------------------------------------------------------
 
@@ -212,27 +228,28 @@ class GroupingService:
     # Automatic grouping -----------------------------------------------------------------------
 
     async def assign(self, post_id: UUID, query: PostVectors) -> UUID:
-        """Put a freshly embedded post in its cluster; returns the cluster id."""
+        """Put a freshly embedded post in its cluster; returns the cluster id.
+
+        The best candidate cluster's score decides (forum/grouping/thresholds.py): ``sure`` joins it (in
+        ``auto`` mode), ``maybe`` (or ``sure`` in ``suggest`` mode) leaves the post apart with a pending
+        suggestion for the product team, lower leaves it apart.
+        """
         await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
         current = await self._current_membership(post_id)
         if current is not None and current.manual:
             return current.cluster_id  # a person decided: never undone automatically
-        rejected = list(
-            await self.session.scalars(
-                select(ClusterMembership.cluster_id).where(
-                    ClusterMembership.post_id == post_id,
-                    ClusterMembership.state == MembershipState.REJECTED.value,
-                )
+        await self.session.execute(
+            delete(ClusterSuggestion).where(
+                ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.PENDING.value
             )
         )
-        fit = await self.best_cluster(post_id, query, exclude_clusters=rejected)
-        if fit is not None and fit.score >= self.threshold:
-            target, similarity = fit.cluster_id, fit.similarity
+        candidate = await self.best_candidate(post_id, query, await self.excluded_clusters(post_id))
+        if candidate is not None and self.thresholds.applies(candidate.score):
+            target, similarity = candidate.cluster_id, candidate.similarity
         elif current is not None and not await self._has_other_members(current.cluster_id, post_id):
             target, similarity = current.cluster_id, 1.0  # alone already: keep its cluster
         else:
             target, similarity = await self._new_cluster(), 1.0
-        assert target is not None
         if current is not None and current.cluster_id != target:
             await self.session.delete(current)
             await self.session.flush()
@@ -246,6 +263,8 @@ class GroupingService:
         else:
             current.similarity = similarity
         await self.session.flush()
+        if candidate is not None and candidate.cluster_id != target and self.thresholds.band(candidate.score):
+            await self.suggest(post_id, candidate)
         return target
 
     async def best_cluster(
@@ -310,6 +329,54 @@ class GroupingService:
                 out[post_id] = PostVectors(post.language, vectors)
         return out
 
+    async def best_candidate(self, post_id: UUID, query: PostVectors, excluded: Sequence[UUID]) -> Candidate | None:
+        """The cluster a post would join, with its score: ``best_cluster``, the grouping rule's scoring step."""
+        fit = await self.best_cluster(post_id, query, exclude_clusters=excluded)
+        if fit is None:
+            return None
+        return Candidate(fit.cluster_id, fit.score, fit.similarity, fit.nearest_post_id)
+
+    async def cluster_score(self, query: PostVectors, cluster_id: UUID, *, exclude_post: UUID) -> Candidate | None:
+        """A post's score against one cluster: the lower of its best and its mean similarity to the members
+        (average link: close to one member is not enough, or chains of near neighbours drift across needs)."""
+        parts = await self._member_similarities(query, cluster_id, exclude_post)
+        total = sum(n for *_, n in parts)
+        if not total:
+            return None
+        # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
+        mean = sum(_calibrated(route, m) * n for route, m, _, n in parts) / total
+        best = max(_calibrated(route, b) for route, _, b, _ in parts)
+        return Candidate(cluster_id, min(best, mean), best, None)
+
+    async def excluded_clusters(self, post_id: UUID) -> list[UUID]:
+        """Clusters a person took this post out of, or refused to put it in (dismissed suggestions)."""
+        rejected = select(ClusterMembership.cluster_id).where(
+            ClusterMembership.post_id == post_id, ClusterMembership.state == MembershipState.REJECTED.value
+        )
+        dismissed = select(ClusterSuggestion.cluster_id).where(
+            ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.DISMISSED.value
+        )
+        return list(await self.session.scalars(rejected.union(dismissed)))
+
+    async def suggest(self, post_id: UUID, candidate: Candidate) -> None:
+        """A pending suggestion (or a new score for it); a decided one is never reopened."""
+        stmt = insert(ClusterSuggestion).values(
+            id=uuid7(),
+            post_id=post_id,
+            cluster_id=candidate.cluster_id,
+            score=candidate.score,
+            state=SuggestionState.PENDING.value,
+            created_at=func.now(),
+            updated_at=func.now(),
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ClusterSuggestion.post_id, ClusterSuggestion.cluster_id],
+                set_={"score": stmt.excluded.score, "updated_at": func.now()},
+                where=ClusterSuggestion.state == SuggestionState.PENDING.value,
+            )
+        )
+
     async def _member_similarities(
         self, query: PostVectors, cluster_id: UUID, exclude_post: UUID
     ) -> list[tuple[Route, float, float, int]]:
@@ -365,122 +432,9 @@ class GroupingService:
         await self.session.flush()
         return cluster.id
 
-    # The product team's decisions -------------------------------------------------------------
-
-    async def _membership_in(self, cluster_id: UUID, post_id: UUID) -> ClusterMembership:
-        membership = await self.session.scalar(
-            select(ClusterMembership)
-            .where(
-                ClusterMembership.cluster_id == cluster_id,
-                ClusterMembership.post_id == post_id,
-                ClusterMembership.state != MembershipState.REJECTED.value,
-            )
-            .with_for_update()
-        )
-        if membership is None:
-            raise NotFoundException("This post is not a member of this cluster")
-        return membership
-
-    async def confirm(self, cluster_id: UUID, post_id: UUID, actor: User) -> None:
-        membership = await self._membership_in(cluster_id, post_id)
-        membership.state = MembershipState.CONFIRMED.value
-        membership.manual = True
-        membership.decided_by_id = actor.id
-        await self.session.flush()
-
-    async def reject(self, cluster_id: UUID, post_id: UUID, actor: User) -> UUID:
-        """The post does not belong here: it leaves (remembered as rejected) and stands alone."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
-        membership = await self._membership_in(cluster_id, post_id)
-        membership.state = MembershipState.REJECTED.value
-        membership.manual = True
-        membership.decided_by_id = actor.id
-        await self.session.flush()
-        new_cluster = await self._new_cluster()
-        self.session.add(
-            ClusterMembership(
-                post_id=post_id, cluster_id=new_cluster, similarity=1.0, state=MembershipState.SUGGESTED.value
-            )
-        )
-        await self.session.flush()
-        return new_cluster
-
-    async def move(self, post_id: UUID, cluster_id: UUID, actor: User) -> None:
-        """Put a post in another cluster by hand (confirmed, never undone automatically)."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
-        if await self.session.get(Cluster, cluster_id) is None:
-            raise NotFoundException("Cluster not found")
-        await self._require_post(post_id)
-        current = await self._current_membership(post_id)
-        if current is not None and current.cluster_id == cluster_id:
-            raise ConflictError(detail="The post is already in this cluster")
-        await self._place_by_hand(post_id, cluster_id, actor)
-
-    async def split(self, cluster_id: UUID, post_ids: Sequence[UUID], actor: User) -> UUID:
-        """Move some members of a cluster into a new cluster of their own."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
-        members = set(
-            await self.session.scalars(
-                select(ClusterMembership.post_id).where(
-                    ClusterMembership.cluster_id == cluster_id,
-                    ClusterMembership.state != MembershipState.REJECTED.value,
-                )
-            )
-        )
-        if not members:
-            raise NotFoundException("Cluster not found")
-        wanted = set(post_ids)
-        if not wanted <= members:
-            raise UnprocessableError("Every post to split off must be a member of this cluster", field="post_ids")
-        if wanted == members:
-            raise UnprocessableError("Leave at least one post in the cluster", field="post_ids")
-        new_cluster = await self._new_cluster()
-        for post_id in post_ids:
-            await self._place_by_hand(post_id, new_cluster, actor)
-        return new_cluster
-
-    async def _place_by_hand(self, post_id: UUID, cluster_id: UUID, actor: User) -> None:
-        await self.session.execute(
-            delete(ClusterMembership).where(
-                ClusterMembership.post_id == post_id,
-                or_current_or_target(cluster_id),
-            )
-        )
-        similarity = await self._similarity_to_cluster(post_id, cluster_id)
-        self.session.add(
-            ClusterMembership(
-                post_id=post_id,
-                cluster_id=cluster_id,
-                similarity=similarity,
-                state=MembershipState.CONFIRMED.value,
-                manual=True,
-                decided_by_id=actor.id,
-            )
-        )
-        await self.session.flush()
-
-    async def _similarity_to_cluster(self, post_id: UUID, cluster_id: UUID) -> float | None:
-        """Similarity to the closest current member, when the post has its vectors."""
-        query = await self.stored_vectors(post_id)
-        if query is None:
-            return None
-        parts = await self._member_similarities(query, cluster_id, post_id)
-        return max((_calibrated(route, best) for route, _, best, _ in parts), default=None)
-
-    async def _require_post(self, post_id: UUID) -> Post:
-        post = await self.session.scalar(select(Post).where(Post.id == post_id, Post.deleted_at.is_(None)))
-        if post is None:
-            raise NotFoundException("Post not found")
-        return post
-
     async def cluster_of(self, post_id: UUID) -> UUID | None:
         membership = await self._current_membership(post_id)
         return membership.cluster_id if membership else None
-
-
-def or_current_or_target(cluster_id: UUID):
-    """The post's current membership, and any earlier (rejected) row for the target cluster."""
-    return (ClusterMembership.state != MembershipState.REJECTED.value) | (ClusterMembership.cluster_id == cluster_id)
 
 
 def visible_neighbours_filter(viewer: User | None) -> str:

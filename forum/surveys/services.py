@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.accounts.schemas import UserPublic
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.services import GroupingService
 from forum.jobs import enqueue
 from forum.models import (
@@ -361,7 +362,7 @@ class SurveyService:
         answer.post_id = post.id
         await self.session.flush()
         if answer.cluster_id is not None:
-            await grouping.move(post.id, answer.cluster_id, actor)
+            await ClusterDecisions(grouping).move(post.id, answer.cluster_id, actor)
             post = await posts.get_out(post.id, actor)
         await notify_users(
             self.session,

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from forum.encoding import PostEmbedder, post_language
 from forum.grouping.services import GroupingService
+from forum.grouping.thresholds import Thresholds
 from forum.models import SurveyAnswer
 
 EMBED_ANSWER = "survey_answer.embed"
@@ -29,7 +30,7 @@ async def place_voice(
     session_maker: async_sessionmaker[AsyncSession],
     embedder: PostEmbedder,
     answer_id: UUID,
-    threshold: float,
+    threshold: float | Thresholds,
     *,
     force: bool = False,
 ) -> str:
@@ -48,8 +49,9 @@ async def place_voice(
         return "unchanged"
     query = await embedder.encode_query(row.comment)
     async with session_maker() as session, session.begin():
-        found = await GroupingService(session, embedder, threshold).nearest(query, limit=1, grouped_only=True)
-        best = found[0] if found and found[0].similarity >= threshold and found[0].cluster_id else None
+        grouping = GroupingService(session, embedder, threshold)
+        found = await grouping.nearest(query, limit=1, grouped_only=True)
+        best = found[0] if found and found[0].similarity >= grouping.threshold and found[0].cluster_id else None
         language = query.language if query.language != "und" else post_language(row.comment, "")
         await session.execute(
             update(SurveyAnswer)
@@ -80,7 +82,7 @@ async def answers_to_place(session: AsyncSession, embedder_name: str, *, everyth
 async def place_voices_now(
     database_url: str,
     embedder: PostEmbedder,
-    threshold: float,
+    threshold: float | Thresholds,
     *,
     everything: bool = False,
     progress: Any = None,

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.auth import requires_product_team
 from forum.critiques.services import CritiqueLinkService
 from forum.grouping.controllers import provide_grouping, provide_reports
+from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.reports import ClusterReports
 from forum.grouping.schemas import ClusterDetail, ClusterMember, ClusterSort, ClusterSummary, SimilarPost
 from forum.grouping.services import GroupingService
@@ -299,7 +300,7 @@ class TriageController(Controller):
         post_id: UUID,
     ) -> Any:
         async def action() -> None:
-            await grouping.confirm(cluster_id, post_id, request.user)
+            await ClusterDecisions(grouping).confirm(cluster_id, post_id, request.user)
 
         return await self._cluster_action(
             request, db_session, nav, reports, posts, cluster_id, "confirmed", action, f"member-{post_id}"
@@ -318,7 +319,7 @@ class TriageController(Controller):
         post_id: UUID,
     ) -> Any:
         async def action() -> None:
-            await grouping.reject(cluster_id, post_id, request.user)
+            await ClusterDecisions(grouping).reject(cluster_id, post_id, request.user)
 
         return await self._cluster_action(
             request, db_session, nav, reports, posts, cluster_id, "rejected", action, f"member-{post_id}"
@@ -341,7 +342,7 @@ class TriageController(Controller):
         async def action() -> None:
             if target is None:
                 raise HTTPException(status_code=422, detail="no target")
-            await grouping.move(post_id, target, request.user)
+            await ClusterDecisions(grouping).move(post_id, target, request.user)
 
         return await self._cluster_action(
             request, db_session, nav, reports, posts, cluster_id, "moved", action, f"member-{post_id}"
@@ -365,7 +366,7 @@ class TriageController(Controller):
         async def action() -> None:
             if not chosen:
                 raise HTTPException(status_code=422, detail="Every post to split off must be a member of this cluster")
-            new_cluster.append(await grouping.split(cluster_id, chosen, request.user))
+            new_cluster.append(await ClusterDecisions(grouping).split(cluster_id, chosen, request.user))
 
         response = await self._cluster_action(
             request, db_session, nav, reports, posts, cluster_id, "split", action, "split"
