@@ -28,9 +28,9 @@ from forum.surveys.schemas import (
     PhaseScores,
     PropertyBreakdown,
     Score,
-    Segment,
     ShipReport,
     SurveyReport,
+    SurveySegment,
     TrendPoint,
     TrendUnit,
     VoiceOut,
@@ -77,17 +77,17 @@ def _score(kind: str, row: Any) -> Score:
     return score_of(kind, row.n, row.total, row.high, row.low)
 
 
-def _segments(kind: str, values: list[tuple[str, Any]], totals: Any) -> list[Segment]:
+def _segments(kind: str, values: list[tuple[str, Any]], totals: Any) -> list[SurveySegment]:
     """One property's values, the most answered first, and (as ``None``) the answers without it:
     counts add up, so those are the overall counts minus every value's."""
     ranked = sorted(values, key=lambda pair: (-pair[1].n, pair[0]))
-    segments = [Segment(value=value, score=_score(kind, row)) for value, row in ranked[:MAX_VALUES]]
+    segments = [SurveySegment(value=value, score=_score(kind, row)) for value, row in ranked[:MAX_VALUES]]
     if totals is not None:
         missing = [
             getattr(totals, f) - sum(getattr(row, f) for _, row in values) for f in ("n", "total", "high", "low")
         ]
         if missing[0] > 0:
-            segments.append(Segment(value=None, score=score_of(kind, *missing)))
+            segments.append(SurveySegment(value=None, score=score_of(kind, *missing)))
     return segments
 
 

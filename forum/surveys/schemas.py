@@ -154,14 +154,14 @@ class Score(msgspec.Struct):
     csat_margin: float | None
 
 
-class Segment(msgspec.Struct):
+class SurveySegment(msgspec.Struct):
     value: str | None
     score: Score
 
 
 class PropertyBreakdown(msgspec.Struct):
     property: str
-    values: list[Segment]
+    values: list[SurveySegment]
 
 
 class ClusterScore(msgspec.Struct):
