@@ -170,14 +170,13 @@ class SurveyReports:
             trend=trend,
         )
 
-    async def drivers(self, survey_id: UUID, limit: int) -> list[Driver]:
+    async def drivers(self, survey_id: UUID, limit: int, offset: int) -> Page[Driver]:
         """Clusters ranked by the detractors among the current answers voiced in them."""
         survey = await self._survey(survey_id)
-        rows = sorted(await self._tallies(survey.id, "dimension = 'cluster'"), key=lambda r: (-r.low, -r.n, r.value))[
-            :limit
-        ]
+        ranked = sorted(await self._tallies(survey.id, "dimension = 'cluster'"), key=lambda r: (-r.low, -r.n, r.value))
+        rows = ranked[offset : offset + limit]
         titles = await self._cluster_titles([UUID(r.value) for r in rows])
-        return [
+        items = [
             Driver(
                 cluster_id=UUID(r.value),
                 title=titles.get(UUID(r.value)),
@@ -187,6 +186,7 @@ class SurveyReports:
             )
             for r in rows
         ]
+        return Page(items=items, total=len(ranked), limit=limit, offset=offset)
 
     async def voices(self, cluster_id: UUID, limit: int, offset: int) -> Page[VoiceOut]:
         """Every answer whose comment is a voice in the cluster, newest first, with its score."""

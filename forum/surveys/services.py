@@ -206,7 +206,7 @@ class SurveyService:
             raise PermissionDeniedException("This survey is not for you")
         return survey_out(survey)
 
-    async def pending(self, user: User) -> list[SurveyOut]:
+    async def pending(self, user: User, limit: int, offset: int) -> Page[SurveyOut]:
         """Open surveys for this person that they have neither answered nor dismissed in their period."""
         surveys = await self.session.scalars(
             select(Survey)
@@ -224,7 +224,7 @@ class SurveyService:
             )
             .order_by(Survey.created_at, Survey.id)
         )
-        return [survey_out(s) for s in surveys]
+        return Page.of([survey_out(s) for s in surveys], limit, offset)
 
     async def _answerable(self, survey_id: UUID, user: User) -> Survey:
         survey = await self._get(survey_id)
