@@ -175,7 +175,7 @@ def test_bad_answers_get_clear_problems(api: Api, product: Actor) -> None:
         r = post(survey, body)
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
-        assert r.json()["errors"][0]["field"] == "score"
+        assert r.json()["errors"][0]["field"] == "score" and r.json()["type"] == "/problems/domain-rule"
     for body in [
         {"score": "seven"},
         {"score": 7.5},
@@ -193,8 +193,11 @@ def test_bad_answers_get_clear_problems(api: Api, product: Actor) -> None:
     r = post(nps, {"score": 7})
     assert r.status_code == 409 and r.json()["detail"] == "This survey is closed"
     assert api.client.post(f"/api/surveys/{nps['id']}/dismiss", headers=customer.headers).status_code == 409
-    no_question = api.client.post("/api/surveys", json={"kind": "nps"}, headers=product.headers)
-    assert no_question.status_code == 422
+    for body in ({"kind": "nps"}, {"kind": "nps", "question_en": "  ", "question_es": None}):
+        no_question = api.client.post("/api/surveys", json=body, headers=product.headers)
+        assert no_question.status_code == 422, body
+        assert no_question.json()["type"] == "/problems/domain-rule", "the schema allows it, a survey rule refuses it"
+        assert no_question.json()["errors"][0]["field"] == "question_en"
     assert (
         api.client.post("/api/surveys", json={"kind": "stars", "question_en": "?"}, headers=product.headers).status_code
         == 422

@@ -30,7 +30,8 @@ def _clean_optional(value: str | msgspec.UnsetType | None, field: str) -> str | 
 
 
 class SurveyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """A survey needs its question in Spanish, English or both (the follow-up is optional)."""
+    """A survey needs its question in Spanish, English or both (the follow-up is optional): a domain rule,
+    checked by the service, since the schema cannot say it."""
 
     kind: SurveyKind
     question_en: Question | None = None
@@ -45,8 +46,6 @@ class SurveyCreate(msgspec.Struct, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for field in ("question_en", "question_es", "follow_up_en", "follow_up_es"):
             setattr(self, field, _clean_optional(getattr(self, field), field))
-        if self.question_en is None and self.question_es is None:
-            raise ValueError("question_en: give the question in English (question_en), Spanish (question_es) or both")
 
 
 class SurveyUpdate(msgspec.Struct, forbid_unknown_fields=True):

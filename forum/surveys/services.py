@@ -163,6 +163,10 @@ class SurveyService:
         return survey
 
     async def create(self, actor: User, data: SurveyCreate) -> SurveyOut:
+        if data.question_en is None and data.question_es is None:
+            raise UnprocessableError(
+                "Give the question in English (question_en), Spanish (question_es) or both", field="question_en"
+            )
         survey = Survey(
             kind=data.kind.value,
             question_en=data.question_en,
