@@ -137,7 +137,7 @@ async def measure(url: str, repeat: int) -> dict[str, Any]:
             return len((await SurveyReports(session).report(SURVEY_ID, TrendUnit.MONTH)).trend)
 
         async def drivers(session: AsyncSession) -> Any:
-            return len(await SurveyReports(session).drivers(SURVEY_ID, 20))
+            return len((await SurveyReports(session).drivers(SURVEY_ID, 20, 0)).items)
 
         async def answers_page(session: AsyncSession) -> Any:
             page = await SurveyService(session).answers(

@@ -16,12 +16,14 @@ def make_survey(api: Api, product: Actor, **fields: Any) -> dict[str, Any]:
     body = {"kind": "nps", "question_en": NPS_QUESTION, **fields}
     r = api.client.post("/api/surveys", json=body, headers=product.headers)
     assert r.status_code == 201, r.text
+    assert r.headers["location"] == f"/api/surveys/{r.json()['id']}"
     return r.json()
 
 
 def answer(api: Api, actor: Actor, survey: dict[str, Any], score: int, **fields: Any) -> dict[str, Any]:
     r = api.client.post(f"/api/surveys/{survey['id']}/answers", json={"score": score, **fields}, headers=actor.headers)
     assert r.status_code == 201, r.text
+    assert r.headers["location"] == f"/api/surveys/{survey['id']}/answers/{r.json()['id']}"
     return r.json()
 
 
@@ -116,9 +118,11 @@ def test_a_person_is_asked_once_per_throttle_period(api: Api, product: Actor, da
     def pending() -> list[str]:
         r = api.client.get("/api/surveys/pending", headers=customer.headers)
         assert r.status_code == 200, r.text
-        return [s["id"] for s in r.json()]
+        return [s["id"] for s in r.json()["items"]]
 
     assert pending() == [monthly["id"], other["id"]]
+    page = api.client.get("/api/surveys/pending?limit=1&offset=1", headers=customer.headers).json()
+    assert (page["total"], page["limit"], page["offset"], [s["id"] for s in page["items"]]) == (2, 1, 1, [other["id"]])
     answer(api, customer, monthly, 8)
     again = api.client.post(f"/api/surveys/{monthly['id']}/answers", json={"score": 9}, headers=customer.headers)
     assert again.status_code == 409 and "answer again from" in again.json()["detail"]
@@ -171,7 +175,7 @@ def test_bad_answers_get_clear_problems(api: Api, product: Actor) -> None:
         r = post(survey, body)
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
-        assert r.json()["errors"][0]["field"] == "score"
+        assert r.json()["errors"][0]["field"] == "score" and r.json()["type"] == "/problems/domain-rule"
     for body in [
         {"score": "seven"},
         {"score": 7.5},
@@ -189,8 +193,11 @@ def test_bad_answers_get_clear_problems(api: Api, product: Actor) -> None:
     r = post(nps, {"score": 7})
     assert r.status_code == 409 and r.json()["detail"] == "This survey is closed"
     assert api.client.post(f"/api/surveys/{nps['id']}/dismiss", headers=customer.headers).status_code == 409
-    no_question = api.client.post("/api/surveys", json={"kind": "nps"}, headers=product.headers)
-    assert no_question.status_code == 422
+    for body in ({"kind": "nps"}, {"kind": "nps", "question_en": "  ", "question_es": None}):
+        no_question = api.client.post("/api/surveys", json=body, headers=product.headers)
+        assert no_question.status_code == 422, body
+        assert no_question.json()["type"] == "/problems/domain-rule", "the schema allows it, a survey rule refuses it"
+        assert no_question.json()["errors"][0]["field"] == "question_en"
     assert (
         api.client.post("/api/surveys", json={"kind": "stars", "question_en": "?"}, headers=product.headers).status_code
         == 422
@@ -259,9 +266,11 @@ def test_comments_become_voices_in_the_cluster_of_the_same_need(api: Api, produc
     assert listed[detractor.id]["bucket"] == "detractor" and listed[detractor.id]["score"] == 3
     assert api.client.get(f"/api/clusters/{cluster}/voices", headers=detractor.headers).status_code == 403
 
-    drivers = api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=product.headers).json()
+    drivers = api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=product.headers).json()["items"]
     assert [(d["cluster_id"], d["detractors"], d["voices"]) for d in drivers] == [(cluster, 1, 2)]
     assert drivers[0]["title"].startswith("Dark mode for the app at night")
+    past = api.client.get(f"/api/surveys/{survey['id']}/drivers?offset=1", headers=product.headers).json()
+    assert (past["items"], past["total"], past["offset"]) == ([], 1, 1)
     by_cluster = report(api, product, survey)["by_cluster"]
     assert [(c["cluster_id"], c["score"]["nps"]) for c in by_cluster] == [(cluster, 0.0)]
 
@@ -269,6 +278,7 @@ def test_comments_become_voices_in_the_cluster_of_the_same_need(api: Api, produc
     made = api.client.post(f"/api/survey-answers/{voiced['id']}/post", json={}, headers=product.headers)
     assert made.status_code == 201, made.text
     critique = made.json()
+    assert made.headers["location"] == f"/api/posts/{critique['id']}"
     assert (critique["kind"], critique["author"]["id"]) == ("critique", detractor.id)
     assert critique["title"] == "Dark mode for the app at night, the screen is too bright"
     assert critique["cluster_id"] == cluster, "it joins the voice's cluster"

@@ -60,7 +60,7 @@ def test_a_spanish_detractor_comment_joins_the_english_idea_about_the_same_need(
     assert (voice["language"], voice["bucket"]) == ("es", "detractor")
     assert voice["similarity"] >= DEFAULT_MULTILINGUAL_THRESHOLD
     assert api.client.get(f"/api/clusters/{elsewhere}/voices", headers=product.headers).json()["total"] == 0
-    drivers = api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=product.headers).json()
+    drivers = api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=product.headers).json()["items"]
     assert [(d["cluster_id"], d["detractors"]) for d in drivers] == [(cluster, 1)]
 
 
@@ -98,7 +98,7 @@ def test_the_demo_shows_nps_per_cluster_and_a_ship_before_and_after(real_api: Ap
             assert c["score"]["nps"] == 100.0, "the invoice customers are promoters now"
     assert max(detractors, key=detractors.__getitem__) == "support-wait", detractors
 
-    drivers = real_api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=headers).json()
+    drivers = real_api.client.get(f"/api/surveys/{survey['id']}/drivers", headers=headers).json()["items"]
     assert group_of[drivers[0]["title"]] == "support-wait", [(d["title"], d["detractors"]) for d in drivers]
 
     # Tax IDs on invoices shipped: the three business customers who asked, before and after.

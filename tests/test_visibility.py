@@ -127,11 +127,11 @@ def test_an_internal_idea_that_ships_reaches_customers_only_through_their_own_po
         assert credited[0]["payload"]["title"] == mine["title"] and credited[0]["payload"]["points"] > 0
         ledger = api.client.get(f"/api/users/{person.id}/credits", headers=person.headers).json()
         assert ledger["total_points"] == credited[0]["payload"]["points"] > 0, person.email
-        assert {(e["post_id"], e["post_title"]) for e in ledger["entries"]} == {(mine["id"], mine["title"])}
-        assert {e["source_post_id"] for e in ledger["entries"]} == {mine["id"]}
+        assert {(e["post_id"], e["post_title"]) for e in ledger["items"]} == {(mine["id"], mine["title"])}
+        assert {e["source_post_id"] for e in ledger["items"]} == {mine["id"]}
         # Anybody else reads the same ledger, named the same way.
         assert api.client.get(f"/api/users/{person.id}/credits").json() == ledger
-    board_points = {row["user"]["id"]: row["points"] for row in api.client.get("/api/leaderboard").json()}
+    board_points = {row["user"]["id"]: row["points"] for row in api.client.get("/api/leaderboard").json()["items"]}
     assert board_points[board.dup_author.id] == 80, "the second asker (after the employee), through their duplicate"
     assert set(own) <= set(board_points)
 
@@ -141,14 +141,14 @@ def test_an_internal_idea_that_ships_reaches_customers_only_through_their_own_po
         "post_id": board.critique["id"],
         "title": board.critique["title"],
     }
-    critique_history = api.client.get(f"/api/posts/{board.critique['id']}/history").json()
+    critique_history = api.client.get(f"/api/posts/{board.critique['id']}/history").json()["items"]
     assert critique_history[-1]["note"] == "Addressed by an idea that shipped"
     assert api.client.get(f"/api/posts/{board.critique['id']}").json()["status"] == "addressed"
 
     # The duplicate says it was merged, not into what.
     dup = api.client.get(f"/api/posts/{board.dup['id']}", headers=board.dup_author.headers).json()
     assert (dup["status"], dup["merged_into"]) == ("duplicate", None)
-    dup_history = api.client.get(f"/api/posts/{board.dup['id']}/history", headers=board.voter.headers).json()
+    dup_history = api.client.get(f"/api/posts/{board.dup['id']}/history", headers=board.voter.headers).json()["items"]
     assert dup_history[-1]["note"] == "Merged into another post"
     r = api.client.put(f"/api/posts/{board.dup['id']}/vote", headers=board.critic.headers)
     assert r.status_code == 409 and "merged_into" not in r.json()
@@ -157,16 +157,18 @@ def test_an_internal_idea_that_ships_reaches_customers_only_through_their_own_po
     h = board.employee.headers
     assert api.client.get(f"/api/posts/{board.dup['id']}", headers=h).json()["merged_into"] == board.idea["id"]
     title = board.idea["title"]
-    assert api.client.get(f"/api/posts/{board.dup['id']}/history", headers=h).json()[-1]["note"] == (
+    assert api.client.get(f"/api/posts/{board.dup['id']}/history", headers=h).json()["items"][-1]["note"] == (
         f"Merged into “{title}”"
     )
-    assert api.client.get(f"/api/posts/{board.critique['id']}/history", headers=h).json()[-1]["note"] == (
+    assert api.client.get(f"/api/posts/{board.critique['id']}/history", headers=h).json()["items"][-1]["note"] == (
         f"Addressed by “{title}”, now shipped"
     )
-    credited = {c["user"]["id"] for c in api.client.get(f"/api/posts/{board.idea['id']}/credits", headers=h).json()}
+    credited = {
+        c["user"]["id"] for c in api.client.get(f"/api/posts/{board.idea['id']}/credits", headers=h).json()["items"]
+    }
     assert set(own) <= credited
     ledger = api.client.get(f"/api/users/{board.dup_author.id}/credits", headers=h).json()
-    assert [(e["post_id"], e["post_title"]) for e in ledger["entries"]] == [(board.idea["id"], title)]
+    assert [(e["post_id"], e["post_title"]) for e in ledger["items"]] == [(board.idea["id"], title)]
     assert ledger["total_points"] == 80
     assert [e["post_id"] for e in api.client.get("/api/changelog", headers=h).json()["items"]] == [board.idea["id"]]
 
@@ -184,11 +186,13 @@ def test_unshipping_it_revokes_through_the_same_posts_and_names_nothing(api: Api
     revoked = [n for n in _inbox(api, board.dup_author) if n["kind"] == "credit_revoked"]
     assert [(n["post_id"], n["payload"]["title"]) for n in revoked] == [(board.dup["id"], board.dup["title"])]
     ledger = api.client.get(f"/api/users/{board.dup_author.id}/credits").json()
-    assert ledger["total_points"] == 0 and sorted(e["points"] for e in ledger["entries"]) == [-80, 80]
-    history = api.client.get(f"/api/posts/{board.critique['id']}/history").json()
+    assert ledger["total_points"] == 0 and sorted(e["points"] for e in ledger["items"]) == [-80, 80]
+    history = api.client.get(f"/api/posts/{board.critique['id']}/history").json()["items"]
     assert history[-1]["note"] == "The idea that addressed it is no longer shipped"
     assert api.client.get(f"/api/posts/{board.critique['id']}").json()["status"] == "open"
-    note = api.client.get(f"/api/posts/{board.critique['id']}/history", headers=board.employee.headers).json()[-1]
+    note = api.client.get(f"/api/posts/{board.critique['id']}/history", headers=board.employee.headers).json()["items"][
+        -1
+    ]
     assert note["note"] == f"“{board.idea['title']}” is no longer shipped"
 
 

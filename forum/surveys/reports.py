@@ -28,9 +28,9 @@ from forum.surveys.schemas import (
     PhaseScores,
     PropertyBreakdown,
     Score,
-    Segment,
     ShipReport,
     SurveyReport,
+    SurveySegment,
     TrendPoint,
     TrendUnit,
     VoiceOut,
@@ -77,17 +77,17 @@ def _score(kind: str, row: Any) -> Score:
     return score_of(kind, row.n, row.total, row.high, row.low)
 
 
-def _segments(kind: str, values: list[tuple[str, Any]], totals: Any) -> list[Segment]:
+def _segments(kind: str, values: list[tuple[str, Any]], totals: Any) -> list[SurveySegment]:
     """One property's values, the most answered first, and (as ``None``) the answers without it:
     counts add up, so those are the overall counts minus every value's."""
     ranked = sorted(values, key=lambda pair: (-pair[1].n, pair[0]))
-    segments = [Segment(value=value, score=_score(kind, row)) for value, row in ranked[:MAX_VALUES]]
+    segments = [SurveySegment(value=value, score=_score(kind, row)) for value, row in ranked[:MAX_VALUES]]
     if totals is not None:
         missing = [
             getattr(totals, f) - sum(getattr(row, f) for _, row in values) for f in ("n", "total", "high", "low")
         ]
         if missing[0] > 0:
-            segments.append(Segment(value=None, score=score_of(kind, *missing)))
+            segments.append(SurveySegment(value=None, score=score_of(kind, *missing)))
     return segments
 
 
@@ -170,14 +170,13 @@ class SurveyReports:
             trend=trend,
         )
 
-    async def drivers(self, survey_id: UUID, limit: int) -> list[Driver]:
+    async def drivers(self, survey_id: UUID, limit: int, offset: int) -> Page[Driver]:
         """Clusters ranked by the detractors among the current answers voiced in them."""
         survey = await self._survey(survey_id)
-        rows = sorted(await self._tallies(survey.id, "dimension = 'cluster'"), key=lambda r: (-r.low, -r.n, r.value))[
-            :limit
-        ]
+        ranked = sorted(await self._tallies(survey.id, "dimension = 'cluster'"), key=lambda r: (-r.low, -r.n, r.value))
+        rows = ranked[offset : offset + limit]
         titles = await self._cluster_titles([UUID(r.value) for r in rows])
-        return [
+        items = [
             Driver(
                 cluster_id=UUID(r.value),
                 title=titles.get(UUID(r.value)),
@@ -187,6 +186,7 @@ class SurveyReports:
             )
             for r in rows
         ]
+        return Page(items=items, total=len(ranked), limit=limit, offset=offset)
 
     async def voices(self, cluster_id: UUID, limit: int, offset: int) -> Page[VoiceOut]:
         """Every answer whose comment is a voice in the cluster, newest first, with its score."""

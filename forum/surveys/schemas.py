@@ -11,7 +11,7 @@ import msgspec
 
 from forum.accounts.schemas import UserPublic
 from forum.models import SurveyAudience, SurveyKind, UserKind
-from forum.schemas import NO_NUL, clean_text, rule_error
+from forum.schemas import NO_NUL, clean_text
 
 Question = Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)]
 AnswerComment = Annotated[str, msgspec.Meta(max_length=5_000, pattern=NO_NUL)]
@@ -30,7 +30,8 @@ def _clean_optional(value: str | msgspec.UnsetType | None, field: str) -> str | 
 
 
 class SurveyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """A survey needs its question in Spanish, English or both (the follow-up is optional)."""
+    """A survey needs its question in Spanish, English or both (the follow-up is optional): a domain rule,
+    checked by the service, since the schema cannot say it."""
 
     kind: SurveyKind
     question_en: Question | None = None
@@ -45,8 +46,6 @@ class SurveyCreate(msgspec.Struct, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for field in ("question_en", "question_es", "follow_up_en", "follow_up_es"):
             setattr(self, field, _clean_optional(getattr(self, field), field))
-        if self.question_en is None and self.question_es is None:
-            raise rule_error("question_en", "give the question in English (question_en), Spanish (question_es) or both")
 
 
 class SurveyUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -154,14 +153,14 @@ class Score(msgspec.Struct):
     csat_margin: float | None
 
 
-class Segment(msgspec.Struct):
+class SurveySegment(msgspec.Struct):
     value: str | None
     score: Score
 
 
 class PropertyBreakdown(msgspec.Struct):
     property: str
-    values: list[Segment]
+    values: list[SurveySegment]
 
 
 class ClusterScore(msgspec.Struct):

@@ -164,6 +164,10 @@ class SurveyService:
         return survey
 
     async def create(self, actor: User, data: SurveyCreate) -> SurveyOut:
+        if data.question_en is None and data.question_es is None:
+            raise UnprocessableError(
+                "Give the question in English (question_en), Spanish (question_es) or both", field="question_en"
+            )
         survey = Survey(
             kind=data.kind.value,
             question_en=data.question_en,
@@ -207,7 +211,7 @@ class SurveyService:
             raise PermissionDeniedException("This survey is not for you")
         return survey_out(survey)
 
-    async def pending(self, user: User) -> list[SurveyOut]:
+    async def pending(self, user: User, limit: int, offset: int) -> Page[SurveyOut]:
         """Open surveys for this person that they have neither answered nor dismissed in their period."""
         surveys = await self.session.scalars(
             select(Survey)
@@ -225,7 +229,7 @@ class SurveyService:
             )
             .order_by(Survey.created_at, Survey.id)
         )
-        return [survey_out(s) for s in surveys]
+        return Page.of([survey_out(s) for s in surveys], limit, offset)
 
     async def _answerable(self, survey_id: UUID, user: User) -> Survey:
         survey = await self._get(survey_id)
