@@ -131,7 +131,9 @@ def clean_text(
         value = _strip_invisible(value)
     if min_len and sum(1 for char in value if is_visible(char)) < min_len:
         what = "a visible character" if min_len == 1 else f"{min_len} visible characters"
-        raise rule_error(field, f"must contain at least {what}")
+        if len(value) < min_len:  # too short for the schema's pattern too: a plain validation error
+            raise ValueError(f"{field}: must contain at least {what}")
+        raise rule_error(field, f"must contain at least {what} (zero-width and format characters do not count)")
     if max_len is not None and len(value) > max_len:
         raise ValueError(f"{field}: must be at most {max_len} characters")
     return value
