@@ -39,6 +39,7 @@ from forum.web.views import PAGE_SIZE, Nav, fragment, page
 
 E = TypeVar("E", bound=enum.Enum)
 AnyRequest = Request[Any, Any, Any]
+LEADERBOARD_SIZE = 50
 BOARD_SORTS = (PostSort.TRENDING, PostSort.TOP, PostSort.NEW, PostSort.DISCUSSED)
 PageNumber = Annotated[int, Parameter(ge=1, le=100_000)]
 Query = Annotated[str, Parameter(max_length=200)]
@@ -141,10 +142,25 @@ class BoardPages(Controller):
         return page("changelog.html", nav, entries=entries, page_number=page_number)
 
     @get("/leaderboard", name="leaderboard")
-    async def leaderboard(self, request: AnyRequest, posts: PostService, nav: Nav, segment: str = "") -> Template:
+    async def leaderboard(
+        self,
+        request: AnyRequest,
+        posts: PostService,
+        nav: Nav,
+        segment: str = "",
+        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+    ) -> Template:
         chosen = _choice(Segment, segment) or Segment.ALL
-        rows = await CreditReports(posts.session).leaderboard(chosen, None, request.user, 50)
-        return page("leaderboard.html", nav, rows=rows, segment=chosen.value, segments=list(Segment))
+        offset = (page_number - 1) * LEADERBOARD_SIZE
+        leaders = await CreditReports(posts.session).leaderboard(chosen, None, request.user, LEADERBOARD_SIZE, offset)
+        return page(
+            "leaderboard.html",
+            nav,
+            leaders=leaders,
+            page_number=page_number,
+            segment=chosen.value,
+            segments=list(Segment),
+        )
 
     @get("/users/{user_id:uuid}", name="profile")
     async def profile(self, request: AnyRequest, posts: PostService, nav: Nav, user_id: UUID) -> Template:
@@ -327,10 +343,10 @@ class AccountPages(Controller):
         values = await forms.read_form(request)
         chosen = values.get("notification", "")
         if chosen == "all":
-            await InboxService(posts.session).mark_read(request.user.id)
+            await InboxService(posts.session).mark_read(request.user)
         else:
             try:
-                await InboxService(posts.session).mark_read(request.user.id, UUID(chosen))
+                await InboxService(posts.session).mark_read(request.user, UUID(chosen))
             except ValueError:
                 pass  # not an id: nothing to mark
         return _back(values, "/inbox")

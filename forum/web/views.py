@@ -41,7 +41,7 @@ class Nav:
 
 async def provide_nav(request: Request[Any, Any, Any], db_session: AsyncSession) -> Nav:
     user = request.user
-    return Nav(user=user, unread=await InboxService(db_session).unread_count(user.id) if user else 0)
+    return Nav(user=user, unread=await InboxService(db_session).unread_count(user) if user else 0)
 
 
 async def provide_posts(db_session: AsyncSession, state: State) -> PostService:
@@ -140,12 +140,12 @@ class InboxPage:
 
 async def inbox(posts: PostService, user: User, offset: int) -> InboxPage:
     service = InboxService(posts.session)
-    notifications = await service.list(user.id, unread_only=False, limit=PAGE_SIZE, offset=offset)
+    notifications = await service.list(user, unread_only=False, limit=PAGE_SIZE, offset=offset)
     ids = list({n.post_id for n in notifications.items if n.post_id is not None})
     visible = await posts.get_many_out(ids, user)
     return InboxPage(
         items=[InboxItem(n, visible.get(n.post_id) if n.post_id else None) for n in notifications.items],
         total=notifications.total,
-        unread=await service.unread_count(user.id),
+        unread=await service.unread_count(user),
         offset=offset,
     )
