@@ -362,3 +362,13 @@ def test_pages_only_run_the_sites_own_scripts(client: TestClient) -> None:
     assert "content-security-policy" not in client.get("/api/posts").headers  # the API is left as it was
     js = client.get("/static/htmx-2.0.11.min.js")
     assert js.status_code == 200 and "htmx" in js.text
+
+
+def test_page_routes_take_any_query_string(api: Api) -> None:
+    """A link with tracking parameters (or the desk's ?done=) opens the page; only the API refuses
+    parameters it does not declare."""
+    post = api.post(api.register(), title="Shared in a newsletter")
+    for path in ("/?utm_source=mail", f"/posts/{post['id']}?utm_source=mail", "/leaderboard?ref=x"):
+        r = api.client.get(path)
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"], path
+    assert api.client.get("/api/posts?utm_source=mail").status_code == 422
