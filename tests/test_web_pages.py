@@ -372,3 +372,27 @@ def test_page_routes_take_any_query_string(api: Api) -> None:
         r = api.client.get(path)
         assert r.status_code == 200 and "text/html" in r.headers["content-type"], path
     assert api.client.get("/api/posts?utm_source=mail").status_code == 422
+
+
+def test_the_board_and_the_leaderboard_turn_pages(api: Api, monkeypatch) -> None:
+    from forum.web import controllers
+
+    pioneer, voter, product = api.register("Pia"), api.register("Vic"), api.make_user(kind="internal", role="product")
+    post = api.post(pioneer, title="Offline maps")
+    api.client.put(f"/api/posts/{post['id']}/vote", headers=voter.headers)
+    r = api.client.post(f"/api/posts/{post['id']}/status", json={"status": "shipped"}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    monkeypatch.setattr(controllers, "LEADERBOARD_SIZE", 1)
+
+    first = api.client.get("/leaderboard?segment=external").text
+    assert first.count('data-testid="leaderboard-row"') == 1 and "Pia" in first and "Vic" not in first
+    assert 'href="?segment=external&page=2" data-testid="next-page"' in first.replace("&amp;", "&")
+    second = api.client.get("/leaderboard?segment=external&page=2").text
+    assert second.count('data-testid="leaderboard-row"') == 1 and "Vic" in second and "Pia" not in second
+
+    api.post(pioneer, title="Older idea"), api.post(pioneer, title="Newer idea")
+    monkeypatch.setattr(controllers, "PAGE_SIZE", 1)
+    assert "Newer idea" in api.client.get("/?sort=new").text
+    second = api.client.get("/?sort=new&page=2").text
+    assert "Older idea" in second and "Newer idea" not in second
+

@@ -41,7 +41,8 @@ E = TypeVar("E", bound=enum.Enum)
 AnyRequest = Request[Any, Any, Any]
 LEADERBOARD_SIZE = 50
 BOARD_SORTS = (PostSort.TRENDING, PostSort.TOP, PostSort.NEW, PostSort.DISCUSSED)
-PageNumber = Annotated[int, Parameter(ge=1, le=100_000)]
+PageNumber = Annotated[int, Parameter(query="page", ge=1, le=100_000)]
+"""``?page=``, from 1. (One ``Parameter``: a second one in a nested ``Annotated`` is ignored.)"""
 Query = Annotated[str, Parameter(max_length=200)]
 
 
@@ -95,7 +96,7 @@ class BoardPages(Controller):
         tag: Annotated[str, Parameter(max_length=40)] = "",
         language: str = "",
         visibility: str = "",
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         q = q.replace("\x00", "").strip()
         chosen_sort = _choice(PostSort, sort)
@@ -136,7 +137,7 @@ class BoardPages(Controller):
         request: AnyRequest,
         posts: PostService,
         nav: Nav,
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         entries = await CreditReports(posts.session).changelog(request.user, PAGE_SIZE, (page_number - 1) * PAGE_SIZE)
         return page("changelog.html", nav, entries=entries, page_number=page_number)
@@ -148,7 +149,7 @@ class BoardPages(Controller):
         posts: PostService,
         nav: Nav,
         segment: str = "",
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         chosen = _choice(Segment, segment) or Segment.ALL
         offset = (page_number - 1) * LEADERBOARD_SIZE
@@ -328,7 +329,7 @@ class AccountPages(Controller):
         request: AnyRequest,
         posts: PostService,
         nav: Nav,
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         return page(
             "inbox.html",
