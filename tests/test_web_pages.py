@@ -364,6 +364,28 @@ def test_pages_only_run_the_sites_own_scripts(client: TestClient) -> None:
     assert js.status_code == 200 and "htmx" in js.text
 
 
+def test_the_board_lists_shipped_posts_only_when_asked(api: Api) -> None:
+    """As the API: no status means the live ones; the roadmap and the changelog still show what shipped,
+    and a shipped post's page shows its votes without a vote button (it takes no more)."""
+    author, product = api.register(), api.make_user(kind="internal", role="product")
+    live, shipped = api.post(author, title="Still wanted"), api.post(author, title="Already delivered")
+    r = api.client.post(f"/api/posts/{shipped['id']}/status", json={"status": "shipped"}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    browser_login(api.client, author)
+
+    board = api.client.get("/").text
+    assert "Still wanted" in board and "Already delivered" not in board
+    only_shipped = api.client.get("/?status=shipped").text
+    assert "Already delivered" in only_shipped and "Still wanted" not in only_shipped
+    assert "Already delivered" in api.client.get("/roadmap").text
+    assert "Already delivered" in api.client.get("/changelog").text
+
+    page = api.client.get(f"/posts/{shipped['id']}").text
+    assert 'data-testid="vote-form"' not in page and 'data-testid="vote-count"' in page
+    assert 'data-testid="vote-form"' in api.client.get(f"/posts/{live['id']}").text
+    assert 'data-testid="vote-form"' not in only_shipped
+
+
 def test_page_routes_take_any_query_string(api: Api) -> None:
     """A link with tracking parameters (or the desk's ?done=) opens the page; only the API refuses
     parameters it does not declare."""
@@ -395,4 +417,3 @@ def test_the_board_and_the_leaderboard_turn_pages(api: Api, monkeypatch) -> None
     assert "Newer idea" in api.client.get("/?sort=new").text
     second = api.client.get("/?sort=new&page=2").text
     assert "Older idea" in second and "Newer idea" not in second
-
