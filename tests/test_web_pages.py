@@ -365,8 +365,8 @@ def test_pages_only_run_the_sites_own_scripts(client: TestClient) -> None:
 
 
 def test_the_board_lists_shipped_posts_only_when_asked(api: Api) -> None:
-    """As the API: no status means the live ones; the roadmap and the changelog still show what shipped,
-    and a shipped post's page shows its votes without a vote button (it takes no more)."""
+    """As the API: no status means the live ones; the roadmap, the changelog and the author's profile still
+    show what shipped, and a shipped post's page shows its votes without a vote button (it takes no more)."""
     author, product = api.register(), api.make_user(kind="internal", role="product")
     live, shipped = api.post(author, title="Still wanted"), api.post(author, title="Already delivered")
     r = api.client.post(f"/api/posts/{shipped['id']}/status", json={"status": "shipped"}, headers=product.headers)
@@ -379,6 +379,9 @@ def test_the_board_lists_shipped_posts_only_when_asked(api: Api) -> None:
     assert "Already delivered" in only_shipped and "Still wanted" not in only_shipped
     assert "Already delivered" in api.client.get("/roadmap").text
     assert "Already delivered" in api.client.get("/changelog").text
+    profile = api.client.get(f"/users/{author.id}").text
+    assert "Already delivered" in profile and "Still wanted" in profile
+    assert 'data-testid="status-select"' in board and ">Active</option>" in board
 
     page = api.client.get(f"/posts/{shipped['id']}").text
     assert 'data-testid="vote-form"' not in page and 'data-testid="vote-count"' in page

@@ -29,6 +29,8 @@ from forum.schemas import Page
 PAGE_SIZE = 20
 COMMENTS_SHOWN = 100
 ROADMAP_COLUMNS = (PostStatus.PLANNED, PostStatus.IN_PROGRESS, PostStatus.SHIPPED)
+PROFILE_STATUSES = [s.value for s in PostStatus if s is not PostStatus.DUPLICATE]
+"""A profile lists what its person wrote, shipped and declined too (the board, as the API, only live posts)."""
 
 
 @dataclass
@@ -118,7 +120,7 @@ class ProfilePage:
 
 async def profile(posts: PostService, user_id: UUID, viewer: User | None) -> ProfilePage:
     credits = await CreditReports(posts.session).user_credits(user_id, viewer, 50, 0)  # 404 for no such user
-    mine = await posts.list(PostFilters(author_id=user_id), PostSort.NEW, PAGE_SIZE, 0, viewer)
+    mine = await posts.list(PostFilters(author_id=user_id, status=PROFILE_STATUSES), PostSort.NEW, PAGE_SIZE, 0, viewer)
     return ProfilePage(credits=credits, posts=mine)
 
 
