@@ -40,7 +40,7 @@ def declared_query_parameters(app: Litestar) -> dict[int, frozenset[str]]:
         for route in app.routes
         if isinstance(route, HTTPRoute)
         for handler, kwargs_model in route.route_handler_map.values()
-        if handler.include_in_schema
+        if handler.resolve_include_in_schema()  # the handler, its controller or router (page routes are not)
     }
 
 

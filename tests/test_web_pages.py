@@ -362,3 +362,61 @@ def test_pages_only_run_the_sites_own_scripts(client: TestClient) -> None:
     assert "content-security-policy" not in client.get("/api/posts").headers  # the API is left as it was
     js = client.get("/static/htmx-2.0.11.min.js")
     assert js.status_code == 200 and "htmx" in js.text
+
+
+def test_the_board_lists_shipped_posts_only_when_asked(api: Api) -> None:
+    """As the API: no status means the live ones; the roadmap, the changelog and the author's profile still
+    show what shipped, and a shipped post's page shows its votes without a vote button (it takes no more)."""
+    author, product = api.register(), api.make_user(kind="internal", role="product")
+    live, shipped = api.post(author, title="Still wanted"), api.post(author, title="Already delivered")
+    r = api.client.post(f"/api/posts/{shipped['id']}/status", json={"status": "shipped"}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    browser_login(api.client, author)
+
+    board = api.client.get("/").text
+    assert "Still wanted" in board and "Already delivered" not in board
+    only_shipped = api.client.get("/?status=shipped").text
+    assert "Already delivered" in only_shipped and "Still wanted" not in only_shipped
+    assert "Already delivered" in api.client.get("/roadmap").text
+    assert "Already delivered" in api.client.get("/changelog").text
+    profile = api.client.get(f"/users/{author.id}").text
+    assert "Already delivered" in profile and "Still wanted" in profile
+    assert 'data-testid="status-select"' in board and ">Active</option>" in board
+
+    page = api.client.get(f"/posts/{shipped['id']}").text
+    assert 'data-testid="vote-form"' not in page and 'data-testid="vote-count"' in page
+    assert 'data-testid="vote-form"' in api.client.get(f"/posts/{live['id']}").text
+    assert 'data-testid="vote-form"' not in only_shipped
+
+
+def test_page_routes_take_any_query_string(api: Api) -> None:
+    """A link with tracking parameters (or the desk's ?done=) opens the page; only the API refuses
+    parameters it does not declare."""
+    post = api.post(api.register(), title="Shared in a newsletter")
+    for path in ("/?utm_source=mail", f"/posts/{post['id']}?utm_source=mail", "/leaderboard?ref=x"):
+        r = api.client.get(path)
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"], path
+    assert api.client.get("/api/posts?utm_source=mail").status_code == 422
+
+
+def test_the_board_and_the_leaderboard_turn_pages(api: Api, monkeypatch) -> None:
+    from forum.web import controllers
+
+    pioneer, voter, product = api.register("Pia"), api.register("Vic"), api.make_user(kind="internal", role="product")
+    post = api.post(pioneer, title="Offline maps")
+    api.client.put(f"/api/posts/{post['id']}/vote", headers=voter.headers)
+    r = api.client.post(f"/api/posts/{post['id']}/status", json={"status": "shipped"}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    monkeypatch.setattr(controllers, "LEADERBOARD_SIZE", 1)
+
+    first = api.client.get("/leaderboard?segment=external").text
+    assert first.count('data-testid="leaderboard-row"') == 1 and "Pia" in first and "Vic" not in first
+    assert 'href="?segment=external&page=2" data-testid="next-page"' in first.replace("&amp;", "&")
+    second = api.client.get("/leaderboard?segment=external&page=2").text
+    assert second.count('data-testid="leaderboard-row"') == 1 and "Vic" in second and "Pia" not in second
+
+    api.post(pioneer, title="Older idea"), api.post(pioneer, title="Newer idea")
+    monkeypatch.setattr(controllers, "PAGE_SIZE", 1)
+    assert "Newer idea" in api.client.get("/?sort=new").text
+    second = api.client.get("/?sort=new&page=2").text
+    assert "Older idea" in second and "Newer idea" not in second

@@ -103,7 +103,7 @@ def test_refusals_are_explained_on_the_page_and_change_nothing(api: Api, drain, 
     assert r.status_code == 422  # an idea, not a critique
 
     assert _detail(api, product, cluster) == before
-    assert api.client.get(f"/api/posts/{dark}/history").json()[-1]["to_status"] == "open"
+    assert api.client.get(f"/api/posts/{dark}/history").json()["items"][-1]["to_status"] == "open"
     assert api.client.get(f"/api/posts/{dark}").json()["merged_into"] is None
 
 
@@ -115,7 +115,7 @@ def test_status_change_with_a_note_then_merge_and_unmerge(api: Api, drain) -> No
     assert r.status_code == 303 and r.headers["location"] == f"/triage/posts/{dark}?done=status"
     page = api.client.get(r.headers["location"]).text
     assert "Next quarter &lt;b&gt;" in page and 'data-testid="triage-done"' in page
-    assert api.client.get(f"/api/posts/{dark}/history").json()[-1]["note"] == "Next quarter <b>"
+    assert api.client.get(f"/api/posts/{dark}/history").json()["items"][-1]["note"] == "Next quarter <b>"
 
     r = _post(api, f"/triage/clusters/{cluster}/members/{dark2}/merge", {"into": dark}, "/triage/")
     assert r.status_code == 303

@@ -39,8 +39,10 @@ from forum.web.views import PAGE_SIZE, Nav, fragment, page
 
 E = TypeVar("E", bound=enum.Enum)
 AnyRequest = Request[Any, Any, Any]
+LEADERBOARD_SIZE = 50
 BOARD_SORTS = (PostSort.TRENDING, PostSort.TOP, PostSort.NEW, PostSort.DISCUSSED)
-PageNumber = Annotated[int, Parameter(ge=1, le=100_000)]
+PageNumber = Annotated[int, Parameter(query="page", ge=1, le=100_000)]
+"""``?page=``, from 1. (One ``Parameter``: a second one in a nested ``Annotated`` is ignored.)"""
 Query = Annotated[str, Parameter(max_length=200)]
 
 
@@ -94,7 +96,7 @@ class BoardPages(Controller):
         tag: Annotated[str, Parameter(max_length=40)] = "",
         language: str = "",
         visibility: str = "",
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         q = q.replace("\x00", "").strip()
         chosen_sort = _choice(PostSort, sort)
@@ -135,16 +137,31 @@ class BoardPages(Controller):
         request: AnyRequest,
         posts: PostService,
         nav: Nav,
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         entries = await CreditReports(posts.session).changelog(request.user, PAGE_SIZE, (page_number - 1) * PAGE_SIZE)
         return page("changelog.html", nav, entries=entries, page_number=page_number)
 
     @get("/leaderboard", name="leaderboard")
-    async def leaderboard(self, request: AnyRequest, posts: PostService, nav: Nav, segment: str = "") -> Template:
+    async def leaderboard(
+        self,
+        request: AnyRequest,
+        posts: PostService,
+        nav: Nav,
+        segment: str = "",
+        page_number: PageNumber = 1,
+    ) -> Template:
         chosen = _choice(Segment, segment) or Segment.ALL
-        rows = await CreditReports(posts.session).leaderboard(chosen, None, request.user, 50)
-        return page("leaderboard.html", nav, rows=rows, segment=chosen.value, segments=list(Segment))
+        offset = (page_number - 1) * LEADERBOARD_SIZE
+        leaders = await CreditReports(posts.session).leaderboard(chosen, None, request.user, LEADERBOARD_SIZE, offset)
+        return page(
+            "leaderboard.html",
+            nav,
+            leaders=leaders,
+            page_number=page_number,
+            segment=chosen.value,
+            segments=list(Segment),
+        )
 
     @get("/users/{user_id:uuid}", name="profile")
     async def profile(self, request: AnyRequest, posts: PostService, nav: Nav, user_id: UUID) -> Template:
@@ -312,7 +329,7 @@ class AccountPages(Controller):
         request: AnyRequest,
         posts: PostService,
         nav: Nav,
-        page_number: Annotated[PageNumber, Parameter(query="page")] = 1,
+        page_number: PageNumber = 1,
     ) -> Template:
         return page(
             "inbox.html",
@@ -327,10 +344,10 @@ class AccountPages(Controller):
         values = await forms.read_form(request)
         chosen = values.get("notification", "")
         if chosen == "all":
-            await InboxService(posts.session).mark_read(request.user.id)
+            await InboxService(posts.session).mark_read(request.user)
         else:
             try:
-                await InboxService(posts.session).mark_read(request.user.id, UUID(chosen))
+                await InboxService(posts.session).mark_read(request.user, UUID(chosen))
             except ValueError:
                 pass  # not an id: nothing to mark
         return _back(values, "/inbox")

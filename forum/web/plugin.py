@@ -17,6 +17,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
+from forum.posts.services import ACTIVE_STATUSES
 from forum.web import i18n
 from forum.web.controllers import PAGE_CONTROLLERS
 from forum.web.errors import html_for_pages
@@ -70,6 +71,7 @@ def template_environment() -> Environment:
         current_locale=i18n.current_locale,
         LOCALES=i18n.LOCALES,
         LANGUAGE_NAMES=i18n.LANGUAGE_NAMES,
+        VOTING_STATUSES=ACTIVE_STATUSES,  # shipped, declined, addressed and merged posts take no votes
     )
     return env
 

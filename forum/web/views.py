@@ -29,6 +29,8 @@ from forum.schemas import Page
 PAGE_SIZE = 20
 COMMENTS_SHOWN = 100
 ROADMAP_COLUMNS = (PostStatus.PLANNED, PostStatus.IN_PROGRESS, PostStatus.SHIPPED)
+PROFILE_STATUSES = [s.value for s in PostStatus if s is not PostStatus.DUPLICATE]
+"""A profile lists what its person wrote, shipped and declined too (the board, as the API, only live posts)."""
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Nav:
 
 async def provide_nav(request: Request[Any, Any, Any], db_session: AsyncSession) -> Nav:
     user = request.user
-    return Nav(user=user, unread=await InboxService(db_session).unread_count(user.id) if user else 0)
+    return Nav(user=user, unread=await InboxService(db_session).unread_count(user) if user else 0)
 
 
 async def provide_posts(db_session: AsyncSession, state: State) -> PostService:
@@ -118,7 +120,7 @@ class ProfilePage:
 
 async def profile(posts: PostService, user_id: UUID, viewer: User | None) -> ProfilePage:
     credits = await CreditReports(posts.session).user_credits(user_id, viewer, 50, 0)  # 404 for no such user
-    mine = await posts.list(PostFilters(author_id=user_id), PostSort.NEW, PAGE_SIZE, 0, viewer)
+    mine = await posts.list(PostFilters(author_id=user_id, status=PROFILE_STATUSES), PostSort.NEW, PAGE_SIZE, 0, viewer)
     return ProfilePage(credits=credits, posts=mine)
 
 
@@ -140,12 +142,12 @@ class InboxPage:
 
 async def inbox(posts: PostService, user: User, offset: int) -> InboxPage:
     service = InboxService(posts.session)
-    notifications = await service.list(user.id, unread_only=False, limit=PAGE_SIZE, offset=offset)
+    notifications = await service.list(user, unread_only=False, limit=PAGE_SIZE, offset=offset)
     ids = list({n.post_id for n in notifications.items if n.post_id is not None})
     visible = await posts.get_many_out(ids, user)
     return InboxPage(
         items=[InboxItem(n, visible.get(n.post_id) if n.post_id else None) for n in notifications.items],
         total=notifications.total,
-        unread=await service.unread_count(user.id),
+        unread=await service.unread_count(user),
         offset=offset,
     )

@@ -24,6 +24,7 @@ CHROMIUM_ARGS = [
 PRODUCT = "ana.torres@example.com"  # demo product team (internal)
 EMPLOYEE = "laura.mendez@example.com"  # demo internal member
 CUSTOMER = "sarah.mitchell@example.com"  # demo external member
+ANY_STATUS = ["open", "under_review", "planned", "in_progress", "shipped", "declined", "duplicate", "addressed"]
 
 
 @contextmanager
@@ -76,8 +77,9 @@ class Api:
         return r.json()
 
     def post_titled(self, title: str, as_: str | None = PRODUCT) -> dict[str, Any]:
-        """The post with exactly this title (what the demo or a test wrote)."""
-        items = self.get("/api/posts", as_=as_, q=title, limit=20, sort="relevance")["items"]
+        """The post with exactly this title (what the demo or a test wrote), in any status: without one
+        the API lists live posts only."""
+        items = self.get("/api/posts", as_=as_, q=title, limit=20, sort="relevance", status=ANY_STATUS)["items"]
         found = [p for p in items if p["title"] == title]
         assert found, f"no post titled {title!r}"
         return found[0]

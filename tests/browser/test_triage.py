@@ -142,13 +142,13 @@ def test_link_a_suggested_critique_to_an_idea(open_page: Any, api: Api) -> None:
     suggestion.get_by_test_id("link-critique").click()
     assert "linked" in page.get_by_test_id("triage-done").inner_text()
     assert page.get_by_test_id("linked-critique").evaluate_all("els => els.map(e => e.dataset.postId)") == [critique_id]
-    assert [c["id"] for c in api.get(f"/api/posts/{idea['id']}/critiques")] == [critique_id]
+    assert [c["id"] for c in api.get(f"/api/posts/{idea['id']}/critiques")["items"]] == [critique_id]
     assert critique_id not in page.get_by_test_id("critique-suggestion").evaluate_all(
         "els => els.map(e => e.dataset.postId)"
     )
     page.get_by_test_id("linked-critique").get_by_test_id("unlink").click()
     assert page.get_by_test_id("no-linked").is_visible()
-    assert api.get(f"/api/posts/{idea['id']}/critiques") == []
+    assert api.get(f"/api/posts/{idea['id']}/critiques")["items"] == []
 
 
 def test_the_desk_works_without_javascript_from_the_keyboard(open_page: Any, api: Api) -> None:
