@@ -90,8 +90,11 @@ def test_signup_login_logout_with_a_cookie_session(client: TestClient) -> None:
     assert "forum_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
     assert "Secure" not in cookie  # plain HTTP here; see the HTTPS test
     assert "Lucía" in client.get("/").text and 'data-testid="logout"' in client.get("/").text
+    session = client.cookies["forum_session"]
     r = form_post(client, "/logout", {}, from_page="/")
     assert r.status_code == 303 and 'forum_session=""' in r.headers["set-cookie"]
+    replayed = client.get("/", cookies={"forum_session": session})  # a copy of the cookie kept from before
+    assert 'data-testid="nav-login"' in replayed.text and "Lucía" not in replayed.text
     assert 'data-testid="nav-login"' in client.get("/").text
     r = form_post(client, "/login", {"email": "lucia@example.com", "password": PASSWORD, "next": "/roadmap"})
     assert r.status_code == 303 and r.headers["location"] == "/roadmap"

@@ -302,7 +302,9 @@ class AccountPages(Controller):
         return page("signup.html", nav, status_code=422, values=values, errors=errors)
 
     @post("/logout", name="logout")
-    async def logout(self) -> Redirect:
+    async def logout(self, request: AnyRequest, users: UserService) -> Redirect:
+        if request.user is not None:
+            await users.log_out(request.user)  # as POST /api/auth/logout: every token issued until now is revoked
         return Redirect(
             "/",
             status_code=303,
