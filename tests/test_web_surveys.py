@@ -83,7 +83,9 @@ def test_answering_records_the_answer_thanks_once_and_hides_the_panel(api: Api, 
     browser_login(api.client, customer)
     assert "What is the main reason for your score?" in api.client.get("/").text
 
-    r = submit(api.client, "answer", survey, {"score": "9", "comment": "  Great rides, fair prices ", "next": "/roadmap"})
+    r = submit(
+        api.client, "answer", survey, {"score": "9", "comment": "  Great rides, fair prices ", "next": "/roadmap"}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/roadmap"
     (answer,) = my_answers(api, customer)
     assert (answer["survey_id"], answer["score"], answer["comment"]) == (survey["id"], 9, "Great rides, fair prices")
@@ -202,7 +204,9 @@ def test_the_forms_need_a_session_and_a_csrf_token(api: Api, product: Actor) -> 
     survey = make_survey(api, product)
     customer = api.register()
     r = api.client.post(
-        f"/surveys/{survey['id']}/answer", data={"score": "9", "_csrf_token": csrf(api.client, "/")}, follow_redirects=False
+        f"/surveys/{survey['id']}/answer",
+        data={"score": "9", "_csrf_token": csrf(api.client, "/")},
+        follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"].startswith("/login")  # anonymous: log in first
     browser_login(api.client, customer)
