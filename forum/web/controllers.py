@@ -34,6 +34,7 @@ from forum.posts.services import PostFilters, PostService
 from forum.web import forms, views
 from forum.web.i18n import LANG_COOKIE, LOCALES
 from forum.web.i18n import gettext as _
+from forum.web.surveys import SurveyActions
 from forum.web.triage import TriageController
 from forum.web.views import PAGE_SIZE, Nav, fragment, page
 
@@ -355,4 +356,4 @@ class AccountPages(Controller):
         return _back(values, "/inbox")
 
 
-PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController]
+PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController, SurveyActions]

@@ -4,6 +4,7 @@ the services still check everything and their refusals are shown the same way.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -12,6 +13,7 @@ from litestar import Request
 from forum.accounts.schemas import EMAIL_RE, LoginRequest, UserRegister
 from forum.models import PostKind, Visibility
 from forum.posts.schemas import BODY_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX, TITLE_MIN, CommentCreate, PostCreate
+from forum.surveys.schemas import AnswerCreate
 from forum.web.i18n import gettext as _
 
 Errors = dict[str, str]
@@ -92,6 +94,19 @@ def comment(values: dict[str, str], *, may_write_notes: bool) -> tuple[CommentCr
     if not 1 <= len(body) <= COMMENT_MAX:
         errors["body"] = _("Write a comment of at most 5,000 characters.")
     return _build(CommentCreate, {"body": body, "internal": internal}, errors), errors
+
+
+def survey_answer(values: dict[str, str]) -> tuple[AnswerCreate | None, Errors]:
+    """A score (a whole number; the service checks it is on the survey's scale) and an optional comment.
+    ``errors["score"]`` is only a marker: the message names the survey's scale."""
+    raw, comment = _text(values, "score"), _text(values, "comment")
+    errors: Errors = {}
+    if not re.fullmatch(r"-?[0-9]{1,3}", raw):
+        errors["score"] = "score"
+    if len(comment) > COMMENT_MAX:
+        errors["comment"] = _("Write a comment of at most 5,000 characters.")
+    fields = {"score": int(raw) if "score" not in errors else 0, "comment": comment or None}
+    return _build(AnswerCreate, fields, errors), errors
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

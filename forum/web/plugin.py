@@ -11,7 +11,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import MutableScopeHeaders
+from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.plugins import InitPluginProtocol
+from litestar.plugins.flash import FlashConfig, FlashPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -26,6 +28,7 @@ WEB_DIR = Path(__file__).parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
 CSRF_COOKIE = "forum_csrf"
+FLASH_COOKIE = "forum_flash"
 NOT_PAGES = ("/api/", "/schema", "/health", "/static/")
 """Paths that are not pages: no CSRF (the API authenticates with bearer tokens, never the cookie)."""
 
@@ -82,11 +85,22 @@ class WebPlugin(InitPluginProtocol):
     def __init__(self, secret: str) -> None:
         # A key of its own for CSRF tokens, derived from the app secret (one secret to configure).
         self.csrf_secret = hmac.new(secret.encode(), b"forum-csrf", hashlib.sha256).hexdigest()
+        self.flash_key = hmac.new(secret.encode(), b"forum-flash", hashlib.sha256).digest()  # AES-256-GCM
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.template_config = TemplateConfig(
             instance=JinjaTemplateEngine.from_environment(template_environment())
         )
+        # Flash messages ("Thank you for your answer!") live in an encrypted cookie from a form's redirect
+        # to the next page that shows them; an empty session sets no cookie (and clears an old one).
+        session = CookieBackendConfig(
+            secret=self.flash_key,
+            key=FLASH_COOKIE,
+            max_age=600,
+            exclude=[f"^{prefix}" for prefix in NOT_PAGES],
+        )
+        app_config.middleware.append(session.middleware)
+        app_config = FlashPlugin(FlashConfig(template_config=app_config.template_config)).on_app_init(app_config)
         app_config.csrf_config = CSRFConfig(
             secret=self.csrf_secret,
             cookie_name=CSRF_COOKIE,

@@ -25,6 +25,7 @@ from forum.notifications.services import InboxService, is_subscribed, subscribe,
 from forum.posts.schemas import CommentOut, PostOut, PostSort, StatusChangeOut
 from forum.posts.services import PostFilters, PostService
 from forum.schemas import Page
+from forum.web.surveys import SurveyPanel, pending_panel
 
 PAGE_SIZE = 20
 COMMENTS_SHOWN = 100
@@ -39,11 +40,14 @@ class Nav:
 
     user: User | None
     unread: int = 0
+    survey: SurveyPanel | None = None
+    """The open survey to ask this reader, shown below the header (``_survey.html``)."""
 
 
 async def provide_nav(request: Request[Any, Any, Any], db_session: AsyncSession) -> Nav:
     user = request.user
-    return Nav(user=user, unread=await InboxService(db_session).unread_count(user) if user else 0)
+    unread = await InboxService(db_session).unread_count(user) if user else 0
+    return Nav(user=user, unread=unread, survey=await pending_panel(db_session, user))
 
 
 async def provide_posts(db_session: AsyncSession, state: State) -> PostService:

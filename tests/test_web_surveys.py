@@ -1,0 +1,215 @@
+"""The survey panel on the web pages (issue 13): shown to the signed-in people a survey targets, in their
+language, answered or dismissed with real forms (CSRF, no JavaScript, 303 back to the page), with the
+service's rules (audience, throttle, closed, the scale) said as a message and nothing recorded. Against
+the real PostgreSQL, through the real app."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from tests.conftest import Actor, Api
+from tests.test_web_pages import browser_login, csrf
+
+QUESTION_EN = "How likely are you to recommend Andes to a friend?"
+QUESTION_ES = "¿Qué probabilidad hay de que recomiendes Andes a un amigo?"
+PANEL = 'data-testid="survey-panel"'
+
+
+def make_survey(api: Api, product: Actor, **fields: Any) -> dict[str, Any]:
+    body = {"kind": "nps", "question_en": QUESTION_EN, **fields}
+    r = api.client.post("/api/surveys", json=body, headers=product.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def submit(client: TestClient, action: str, survey: dict[str, Any], fields: dict[str, str], **headers: str):
+    """Post the panel's form the way a browser without JavaScript does, from the page in ``next``."""
+    page = fields.get("next", "/")
+    token = csrf(client, page)
+    return client.post(
+        f"/surveys/{survey['id']}/{action}",
+        data={"next": page, **fields, "_csrf_token": token},
+        headers=headers,
+        follow_redirects=False,
+    )
+
+
+def my_answers(api: Api, actor: Actor) -> list[dict[str, Any]]:
+    r = api.client.get("/api/me/survey-answers", headers=actor.headers)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def flashes(html: str) -> list[str]:
+    return re.findall(r'data-testid="flash" data-category="\w+">([^<]*)</p>', html)
+
+
+@pytest.fixture
+def product(api: Api) -> Actor:
+    return api.make_user("internal", "product", name="product")
+
+
+def test_the_panel_is_shown_to_the_people_it_targets_only(api: Api, product: Actor) -> None:
+    survey = make_survey(api, product, audience="external")
+    customer, employee = api.register("Carla"), api.make_user("internal")
+
+    browser_login(api.client, customer)
+    html = api.client.get("/roadmap").text
+    assert PANEL in html and f'data-survey-id="{survey["id"]}"' in html
+    assert '<section class="survey-panel" aria-labelledby="survey-question"' in html
+    assert f'<legend id="survey-question" lang="en" data-testid="survey-question">{QUESTION_EN}</legend>' in html
+    assert re.findall(r'name="score" value="(\d+)" required', html) == [str(n) for n in range(11)]
+    assert "Not likely" in html and "Very likely" in html
+    assert 'name="comment"' in html and 'name="_csrf_token"' in html.split(PANEL)[1]
+    assert f'formaction="/surveys/{survey["id"]}/dismiss" formnovalidate' in html
+    assert 'name="next" value="/roadmap"' in html.split(PANEL)[1]
+
+    browser_login(api.client, employee)
+    assert PANEL not in api.client.get("/roadmap").text
+    api.client.cookies.clear()
+    assert PANEL not in api.client.get("/roadmap").text
+    # The same person in the API: pending for the customer only.
+    assert [s["id"] for s in api.client.get("/api/surveys/pending", headers=customer.headers).json()] == [survey["id"]]
+    assert api.client.get("/api/surveys/pending", headers=employee.headers).json() == []
+
+
+def test_answering_records_the_answer_thanks_once_and_hides_the_panel(api: Api, product: Actor) -> None:
+    survey = make_survey(api, product, follow_up_en="What is the main reason for your score?")
+    customer = api.register()
+    browser_login(api.client, customer)
+    assert "What is the main reason for your score?" in api.client.get("/").text
+
+    r = submit(
+        api.client, "answer", survey, {"score": "9", "comment": "  Great rides, fair prices ", "next": "/roadmap"}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/roadmap"
+    (answer,) = my_answers(api, customer)
+    assert (answer["survey_id"], answer["score"], answer["comment"]) == (survey["id"], 9, "Great rides, fair prices")
+
+    after = api.client.get("/roadmap").text
+    assert flashes(after) == ["Thank you for your answer!"] and 'role="status"' in after
+    assert PANEL not in after
+    again = api.client.get("/roadmap").text
+    assert flashes(again) == [] and PANEL not in again  # the thanks is said once; the survey is not asked again
+    assert "forum_flash" not in api.client.cookies  # the flash cookie lives only until the page that shows it
+
+
+def test_not_now_dismisses_the_survey(api: Api, product: Actor) -> None:
+    survey = make_survey(api, product, kind="csat", question_en="How satisfied are you with your last ride?")
+    customer = api.register()
+    browser_login(api.client, customer)
+    html = api.client.get("/changelog").text
+    assert re.findall(r'name="score" value="(\d+)" required', html) == ["1", "2", "3", "4", "5"]
+    assert "Very dissatisfied" in html and "Very satisfied" in html
+
+    r = submit(api.client, "dismiss", survey, {"next": "/changelog?page=1"})
+    assert r.status_code == 303 and r.headers["location"] == "/changelog?page=1"
+    html = api.client.get("/changelog?page=1").text
+    assert PANEL not in html and flashes(html) == []
+    assert my_answers(api, customer) == []
+    assert api.client.get("/api/surveys/pending", headers=customer.headers).json() == []
+
+
+def test_the_panel_speaks_the_readers_language_and_falls_back_to_the_other(api: Api, product: Actor) -> None:
+    survey = make_survey(
+        api, product, question_es=QUESTION_ES, follow_up_en="Why?", follow_up_es="¿Cuál es el motivo principal?"
+    )
+    customer = api.register()
+    browser_login(api.client, customer)
+    es = api.client.get("/", headers={"Accept-Language": "es-ES,es;q=0.9"}).text
+    assert f'lang="es" data-testid="survey-question">{QUESTION_ES}</legend>' in es
+    for text in ("¿Cuál es el motivo principal?", "Poco probable", "Muy probable", "Enviar", "Ahora no", "opcional"):
+        assert text in es, text
+    assert QUESTION_EN not in es
+    en = api.client.get("/", headers={"Accept-Language": "en"}).text
+    assert QUESTION_EN in en and "Why?" in en and "Send" in en and "Not now" in en
+
+    r = submit(api.client, "answer", survey, {"score": "3"}, **{"Accept-Language": "es"})
+    assert r.status_code == 303
+    assert flashes(api.client.get("/", headers={"Accept-Language": "es"}).text) == ["¡Gracias por tu respuesta!"]
+
+    # A survey asked only in English is shown in English on a Spanish page, marked as English.
+    make_survey(api, product, question_en="Would you use Andes for work trips?")
+    es = api.client.get("/", headers={"Accept-Language": "es"}).text
+    assert 'lang="en" data-testid="survey-question">Would you use Andes for work trips?</legend>' in es
+    assert "Poco probable" in es  # the page's own texts stay Spanish
+
+
+@pytest.mark.parametrize("score", ["11", "-1", "", "seven", "9.5", "1e1", "99999999999999999999"])
+def test_a_score_off_the_scale_shows_a_message_and_records_nothing(api: Api, product: Actor, score: str) -> None:
+    survey = make_survey(api, product)
+    customer = api.register()
+    browser_login(api.client, customer)
+    r = submit(api.client, "answer", survey, {"score": score, "comment": "Nice", "next": "/roadmap"})
+    assert r.status_code == 303 and r.headers["location"] == "/roadmap"
+    html = api.client.get("/roadmap").text
+    assert flashes(html) == ["Choose a score from 0 to 10."] and 'role="alert"' in html
+    assert PANEL in html  # still asked
+    assert my_answers(api, customer) == []
+
+
+def test_refusals_are_messages_in_the_readers_language_never_errors(api: Api, product: Actor) -> None:
+    external = make_survey(api, product, audience="external", throttle_days=30)
+    customer, employee = api.register(), api.make_user("internal")
+
+    browser_login(api.client, employee)  # not in the audience: the API's 403, said on the page
+    r = submit(api.client, "answer", external, {"score": "5"})
+    assert r.status_code == 303
+    assert flashes(api.client.get("/").text) == ["This survey is not for you."]
+    assert my_answers(api, employee) == []
+
+    browser_login(api.client, customer)
+    assert submit(api.client, "answer", external, {"score": "10"}).status_code == 303
+    api.client.get("/")  # the thanks
+    r = submit(api.client, "answer", external, {"score": "0"}, **{"Accept-Language": "es"})  # throttled: 409
+    assert r.status_code == 303
+    assert flashes(api.client.get("/").text) == [
+        "Ya respondiste esta encuesta hace poco: gracias, volveremos a preguntarte más adelante."
+    ]
+    assert [a["score"] for a in my_answers(api, customer)] == [10]
+
+    closing = make_survey(api, product)
+    assert PANEL in api.client.get("/").text
+    r = api.client.patch(f"/api/surveys/{closing['id']}", json={"is_open": False}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    assert submit(api.client, "answer", closing, {"score": "8"}).status_code == 303  # closed since the page
+    html = api.client.get("/").text
+    assert flashes(html) == ["This survey has closed: thank you all the same."] and PANEL not in html
+    assert submit(api.client, "dismiss", closing, {}).status_code == 303
+    assert flashes(api.client.get("/").text) == ["This survey has closed: thank you all the same."]
+    assert [a["score"] for a in my_answers(api, customer)] == [10]
+
+    gone = {"id": "01890a5d-ac96-774b-bcce-b302099a8057"}
+    assert submit(api.client, "answer", gone, {"score": "8"}).status_code == 303
+    assert flashes(api.client.get("/").text) == ["This survey no longer exists."]
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/x", "//evil.example/x", "/\\evil.example", "javascript:x"])
+def test_only_same_site_paths_are_redirected_to(api: Api, product: Actor, target: str) -> None:
+    survey = make_survey(api, product)
+    customer = api.register()
+    browser_login(api.client, customer)
+    token = csrf(api.client, "/")
+    r = api.client.post(
+        f"/surveys/{survey['id']}/dismiss", data={"next": target, "_csrf_token": token}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_the_forms_need_a_session_and_a_csrf_token(api: Api, product: Actor) -> None:
+    survey = make_survey(api, product)
+    customer = api.register()
+    r = api.client.post(
+        f"/surveys/{survey['id']}/answer",
+        data={"score": "9", "_csrf_token": csrf(api.client, "/")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")  # anonymous: log in first
+    browser_login(api.client, customer)
+    r = api.client.post(f"/surveys/{survey['id']}/answer", data={"score": "9"}, follow_redirects=False)
+    assert r.status_code == 403 and 'data-testid="error-403"' in r.text
+    assert my_answers(api, customer) == []
