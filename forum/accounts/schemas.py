@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 
 from forum.models import UserKind, UserRole
-from forum.schemas import BLANK, NO_NUL, clean_text, normalise_email, trimmed
+from forum.schemas import BLANK, NO_NUL, clean_text, normalise_email, rule_error, trimmed
 
 EMAIL_MAX, DISPLAY_NAME_MAX = 254, 80
 _ADDRESS_PART = f"[^@{BLANK}" r"\x00]+"
@@ -31,8 +31,10 @@ class UserRegister(msgspec.Struct, forbid_unknown_fields=True):
     display_name: DisplayName
 
     def __post_init__(self) -> None:
-        self.email = normalise_email(self.email)
+        raw, self.email = self.email.strip(), normalise_email(self.email)
         if len(self.email) > EMAIL_MAX or not EMAIL_RE.match(self.email):
+            if len(raw) <= EMAIL_MAX and EMAIL_RE.match(raw):  # valid as sent, not once NFKC-normalised
+                raise rule_error("email", "not a valid email address once normalised (NFKC, case-folded)")
             raise ValueError("email: not a valid email address")
         self.display_name = clean_text(
             self.display_name, "display_name", min_len=1, max_len=DISPLAY_NAME_MAX, single_line=True
