@@ -73,8 +73,10 @@ def test_the_panel_is_shown_to_the_people_it_targets_only(api: Api, product: Act
     api.client.cookies.clear()
     assert PANEL not in api.client.get("/roadmap").text
     # The same person in the API: pending for the customer only.
-    assert [s["id"] for s in api.client.get("/api/surveys/pending", headers=customer.headers).json()] == [survey["id"]]
-    assert api.client.get("/api/surveys/pending", headers=employee.headers).json() == []
+    assert [s["id"] for s in api.client.get("/api/surveys/pending", headers=customer.headers).json()["items"]] == [
+        survey["id"]
+    ]
+    assert api.client.get("/api/surveys/pending", headers=employee.headers).json()["items"] == []
 
 
 def test_answering_records_the_answer_thanks_once_and_hides_the_panel(api: Api, product: Actor) -> None:
@@ -111,7 +113,7 @@ def test_not_now_dismisses_the_survey(api: Api, product: Actor) -> None:
     html = api.client.get("/changelog?page=1").text
     assert PANEL not in html and flashes(html) == []
     assert my_answers(api, customer) == []
-    assert api.client.get("/api/surveys/pending", headers=customer.headers).json() == []
+    assert api.client.get("/api/surveys/pending", headers=customer.headers).json()["items"] == []
 
 
 def test_the_panel_speaks_the_readers_language_and_falls_back_to_the_other(api: Api, product: Actor) -> None:

@@ -74,7 +74,7 @@ async def pending_panel(session: AsyncSession, user: User | None) -> SurveyPanel
     """The survey to show this reader now (the oldest one pending), or None (anonymous: never)."""
     if user is None:
         return None
-    pending = await SurveyService(session).pending(user)
+    pending = (await SurveyService(session).pending(user, limit=1, offset=0)).items
     return panel(pending[0], current_locale()) if pending else None
 
 
