@@ -1,9 +1,9 @@
 """The product team's triage desk, in a real browser, against the real server with the demo loaded.
 
-The demo's posts are grouped by the default model when the demo is loaded, so the clusters below are
-what a product person finds on a fresh install: "Los puntos caducan demasiado rápido" holds a post that
-asks for something else ("Ver el saldo de puntos…", to split off), and the scooter-pause cluster holds
-Tom Becker's post, the first to ask (80 days ago), and Hannah Schmidt's later one (44 days ago).
+The demo's posts are grouped by the default models when the demo is loaded; confirming, splitting and
+rejecting act on whichever clusters of two or more posts a fresh install forms (``cluster_to_triage``).
+The merge flow uses Tom Becker's scooter-pause post, the first to ask (80 days ago), and Hannah
+Schmidt's later one (44 days ago).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from tests.browser.site import CUSTOMER, PRODUCT, Api
 
 REWARDS = "Los puntos caducan demasiado rápido"
-WRONG_MEMBER = "Ver el saldo de puntos en la pantalla principal"
 REWARDS_IDEA = "Que los puntos no caduquen tan pronto"
 PIONEER_POST = "Pause scooter rental during a quick stop"  # Tom Becker, 80 days ago
 LATER_POST = "Keep my e-scooter reserved while I grab a coffee"  # Hannah Schmidt, 44 days ago
@@ -49,32 +48,46 @@ def test_desk_ranks_clusters_by_unique_voters_with_internal_and_external(open_pa
     assert page.get_by_label("Sort by").input_value() == "growth"
 
 
+def cluster_to_triage(api: Api, avoid: set[str]) -> tuple[str, list[str]]:
+    """A cluster of two or more demo posts, none of them in ``avoid`` (the posts other tests act on): its id
+    and its members' titles. Which posts the default model groups is measured in docs/duplicates.md, not
+    pinned here, so the desk's flows run on whatever clusters a fresh install forms."""
+    for summary in api.get("/api/clusters", min_members=2, limit=50)["items"]:
+        titles = [m["title"] for m in api.get(f"/api/clusters/{summary['id']}")["members"]]
+        if len(titles) >= 2 and not avoid & set(titles):
+            return summary["id"], titles
+    raise AssertionError("the demo formed no cluster of two or more posts to triage")
+
+
 def test_confirm_and_split_a_cluster(open_page: Any, api: Api) -> None:
+    cluster_id, titles = cluster_to_triage(api, {PIONEER_POST, LATER_POST})
+    keep, wrong = titles[0], titles[-1]
     page = open_page(PRODUCT)
     page.goto("/triage/")
-    page.get_by_test_id("cluster-link").filter(has_text=REWARDS).click()
+    page.get_by_test_id("cluster-table").wait_for()
+    page.goto(f"/triage/clusters/{cluster_id}")
     page.get_by_test_id("cluster-page").wait_for()
     cluster_url = page.url
-    assert member(page, WRONG_MEMBER).get_by_test_id("member-similarity").inner_text().endswith("%")
-    assert member(page, REWARDS_IDEA).get_by_test_id("member-language").inner_text() == "Spanish"
+    assert member(page, wrong).get_by_test_id("member-similarity").inner_text().endswith("%")
+    assert member(page, keep).get_by_test_id("member-language").inner_text() in ("English", "Spanish")
 
-    member(page, REWARDS_IDEA).get_by_test_id("confirm").click()
+    member(page, keep).get_by_test_id("confirm").click()
     assert "Membership confirmed" in page.get_by_test_id("triage-done").inner_text()
-    assert member(page, REWARDS_IDEA).get_by_test_id("member-state").inner_text().startswith("Confirmed")
-    assert member(page, REWARDS_IDEA).get_by_test_id("confirm").count() == 0
+    assert member(page, keep).get_by_test_id("member-state").inner_text().startswith("Confirmed")
+    assert member(page, keep).get_by_test_id("confirm").count() == 0
 
-    member(page, WRONG_MEMBER).get_by_test_id("split-choice").check()
+    member(page, wrong).get_by_test_id("split-choice").check()
     page.get_by_test_id("split").click()
     page.get_by_test_id("triage-done").wait_for()
     assert page.url.split("?")[0] != cluster_url  # the new cluster's page
-    assert page.get_by_test_id("member-title").all_inner_texts() == [WRONG_MEMBER]
+    assert page.get_by_test_id("member-title").all_inner_texts() == [wrong]
 
     page.goto(cluster_url)
     titles = page.get_by_test_id("member-title").all_inner_texts()
-    assert WRONG_MEMBER not in titles and REWARDS_IDEA in titles
+    assert wrong not in titles and keep in titles
     detail = api.get(f"/api/clusters/{page.get_by_test_id('cluster-page').get_attribute('data-cluster-id')}")
     states = {m["title"]: m["state"] for m in detail["members"]}
-    assert states[REWARDS_IDEA] == "confirmed" and WRONG_MEMBER not in states
+    assert states[keep] == "confirmed" and wrong not in states
 
     # Splitting nothing is refused next to the button, and changes nothing.
     page.get_by_test_id("split").click()
@@ -152,16 +165,16 @@ def test_link_a_suggested_critique_to_an_idea(open_page: Any, api: Api) -> None:
 
 
 def test_the_desk_works_without_javascript_from_the_keyboard(open_page: Any, api: Api) -> None:
-    chat = api.post_titled("El chat de soporte tarda muchísimo")
+    cluster_id, titles = cluster_to_triage(api, {PIONEER_POST, LATER_POST})
     page = open_page(PRODUCT, js=False)
-    page.goto(f"/triage/clusters/{chat['cluster_id']}")
-    other = "Nadie responde cuando tienes un problema en pleno viaje"
+    page.goto(f"/triage/clusters/{cluster_id}")
+    other = titles[-1]
     member(page, other).get_by_test_id("reject").focus()
     page.keyboard.press("Enter")
     page.get_by_test_id("triage-done").wait_for()
     assert other not in page.get_by_test_id("member-title").all_inner_texts()
     assert other in page.get_by_test_id("rejected").inner_text()
-    assert other not in [m["title"] for m in api.get(f"/api/clusters/{chat['cluster_id']}")["members"]]
+    assert other not in [m["title"] for m in api.get(f"/api/clusters/{cluster_id}")["members"]]
 
 
 def test_only_the_product_team_reaches_the_desk(open_page: Any, api: Api) -> None:
