@@ -12,7 +12,6 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from alembic import command
@@ -188,54 +187,3 @@ __all__ = [
     "start_embedded_postgres",
     "upgrade",
 ]
-
-
-# The request's commit --------------------------------------------------------------------------------
-
-_COMMIT_FAILED = "forum_commit_failed"
-_UNAVAILABLE_BODY = (
-    b'{"type":"/problems/unavailable","title":"Service Unavailable","status":503,'
-    b'"detail":"The database is unavailable; try again shortly. Nothing was saved."}'
-)
-
-
-async def commit_before_answering(message: Any, scope: Any) -> None:
-    """The request's transaction ends as its answer starts: committed for 2xx/3xx (page forms answer 303),
-    rolled back otherwise, and the session closed.
-
-    advanced-alchemy's own ``autocommit`` handler logs a failed commit at debug level and still sends the
-    answer, so a post the database never kept (it was shutting down) would be acknowledged with 201. Here
-    a failed commit turns the answer into a 503 problem: nothing acknowledged is ever lost.
-    """
-    from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
-    from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
-        SESSION_SCOPE_KEY,
-        SESSION_TERMINUS_ASGI_EVENTS,
-    )
-
-    session = get_aa_scope_state(scope, SESSION_SCOPE_KEY)
-    if message["type"] == "http.response.start":
-        if session is not None:
-            try:
-                if 200 <= message["status"] < 400:
-                    await session.commit()
-                else:
-                    await session.rollback()
-            except Exception:
-                logger.warning("commit failed: answering 503", exc_info=True)
-                scope[_COMMIT_FAILED] = True
-                message["status"] = 503
-                message["headers"] = [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
-                    (b"retry-after", b"5"),
-                ]
-    elif message["type"] == "http.response.body" and scope.get(_COMMIT_FAILED):
-        message["body"] = _UNAVAILABLE_BODY if scope[_COMMIT_FAILED] is True else b""
-        scope[_COMMIT_FAILED] = "sent"
-    if session is not None and message["type"] in SESSION_TERMINUS_ASGI_EVENTS:
-        try:
-            await session.close()
-        except Exception:
-            logger.debug("session close failed", exc_info=True)
-        delete_aa_scope_state(scope, SESSION_SCOPE_KEY)
