@@ -27,7 +27,7 @@ from forum.accounts.controllers import AuthController, MeController, UserControl
 from forum.auth import build_jwt_auth
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
-from forum.database import release_embedded_postgres, resolve_database_url
+from forum.database import commit_before_answering, release_embedded_postgres, resolve_database_url
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
@@ -148,7 +148,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database_url = resolve_database_url(settings)
     alchemy = SQLAlchemyAsyncConfig(
         connection_string=database_url,
-        before_send_handler="autocommit_include_redirects",  # page forms answer 303
         session_config=AsyncSessionConfig(expire_on_commit=False),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
@@ -160,6 +159,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             pool_recycle=1800,
         ),
     )
+    # Set after construction: the session's scope key is made unique per config in __post_init__.
+    alchemy.before_send_handler = commit_before_answering(alchemy.session_scope_key)
     jwt_auth = build_jwt_auth(settings.jwt_secret(), settings.token_ttl_minutes)
     app = Litestar(
         route_handlers=[

@@ -11,7 +11,9 @@ import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from alembic import command
@@ -176,6 +178,7 @@ def fetch_current_revision(database_url: str) -> str | None:
 
 __all__ = [
     "alembic_config",
+    "commit_before_answering",
     "downgrade",
     "fetch_current_revision",
     "head_revision",
@@ -187,3 +190,58 @@ __all__ = [
     "start_embedded_postgres",
     "upgrade",
 ]
+
+
+# The request's commit --------------------------------------------------------------------------------
+
+_COMMIT_FAILED = "forum_commit_failed"
+_UNAVAILABLE_BODY = (
+    b'{"type":"/problems/unavailable","title":"Service Unavailable","status":503,'
+    b'"detail":"The database is unavailable; try again shortly. Nothing was saved."}'
+)
+
+
+def commit_before_answering(session_scope_key: str) -> Callable[[Any, Any], Awaitable[None]]:
+    """The ``before_send`` handler for the config whose request sessions live under ``session_scope_key``
+    (advanced-alchemy makes that key unique per config, so a second app in one process has its own).
+
+    The request's transaction ends as its answer starts: committed for 2xx/3xx (page forms answer 303),
+    rolled back otherwise, and the session closed. advanced-alchemy's own ``autocommit`` handler logs a
+    failed commit at debug level and still sends the answer, so a post the database never kept (it was
+    shutting down) would be acknowledged with 201. Here a failed commit turns the answer into a 503
+    problem: nothing acknowledged is ever lost.
+    """
+    from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
+    from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_TERMINUS_ASGI_EVENTS
+
+    async def handler(message: Any, scope: Any) -> None:
+        session = get_aa_scope_state(scope, session_scope_key)
+        if message["type"] == "http.response.start" and session is not None:
+            if 200 <= message["status"] < 400:
+                try:
+                    await session.commit()
+                except Exception:
+                    logger.warning("commit failed: answering 503 instead of %s", message["status"], exc_info=True)
+                    scope[_COMMIT_FAILED] = True
+                    message["status"] = 503
+                    message["headers"] = [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+                        (b"retry-after", b"5"),
+                    ]
+            else:
+                try:
+                    await session.rollback()
+                except Exception:  # the 4xx/5xx answer stays true: nothing was acknowledged
+                    logger.debug("rollback failed", exc_info=True)
+        elif message["type"] == "http.response.body" and scope.get(_COMMIT_FAILED):
+            message["body"] = _UNAVAILABLE_BODY if scope[_COMMIT_FAILED] is True else b""
+            scope[_COMMIT_FAILED] = "sent"
+        if session is not None and message["type"] in SESSION_TERMINUS_ASGI_EVENTS:
+            try:
+                await session.close()
+            except Exception:
+                logger.debug("session close failed", exc_info=True)
+            delete_aa_scope_state(scope, session_scope_key)
+
+    return handler
