@@ -125,7 +125,9 @@ def test_a_hidden_post_disappears_for_everyone_but_the_product_team(api: Api, dr
             "similar": api.client.post("/api/posts/similar", json={"title": f"{SPAM}"}, headers=headers).text,
             "roadmap": api.client.get("/api/roadmap", headers=headers).text,
             "board page": api.client.get("/?q=zorblax", headers=headers).text,
+            "roadmap page": api.client.get("/roadmap", headers=headers).text,
         }
+        assert api.client.get(f"/posts/{spam['id']}", headers=headers).status_code == 404, who
         for where, body in bodies.items():
             assert "Zorblax" not in body and spam["id"] not in body, (who, where)
         tagged = api.client.get("/api/posts?tag=billing", headers=headers).json()
@@ -136,6 +138,9 @@ def test_a_hidden_post_disappears_for_everyone_but_the_product_team(api: Api, dr
     assert api.client.get("/api/posts?q=zorblax", headers=product.headers).json()["total"] == 1
     vote = api.client.put(f"{url}/vote", headers=product.headers)
     assert vote.status_code == 409, "a hidden post takes no votes"
+    for into, source in ((kept, spam), (spam, kept)):  # votes would count again, or vanish
+        r = api.client.post(f"/api/posts/{source['id']}/merge", json={"into": into["id"]}, headers=product.headers)
+        assert r.status_code == 409, r.text
 
     r = api.client.post(f"{url}/unhide", headers=product.headers)
     assert r.status_code == 200 and r.json()["hidden"] is False
