@@ -133,6 +133,9 @@ def test_a_hidden_post_disappears_for_everyone_but_the_product_team(api: Api, dr
         tagged = api.client.get("/api/posts?tag=billing", headers=headers).json()
         assert tagged["total"] == 1 and [p["id"] for p in tagged["items"]] == [kept["id"]], who
 
+    page = api.client.get(f"/posts/{spam['id']}", headers=product.headers)
+    assert page.status_code == 200 and 'data-testid="hidden-banner"' in page.text
+    assert 'data-testid="hidden-badge"' in api.client.get("/?q=zorblax", headers=product.headers).text
     staff = api.client.get(url, headers=product.headers).json()
     assert staff["hidden"] is True and staff["votes"]["total"] == 1
     assert api.client.get("/api/posts?q=zorblax", headers=product.headers).json()["total"] == 1
