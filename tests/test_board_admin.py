@@ -287,6 +287,9 @@ def test_the_product_team_manages_the_tag_list(api: Api) -> None:
         assert api.client.patch(url, json=bad, headers=product.headers).status_code == 422, bad
     for bad in ({"name": "x", "colour": "#12345g"}, {"name": "\u200b", "colour": "#123456"}, {"colour": "#123456"}):
         assert api.client.post("/api/tags", json=bad, headers=product.headers).status_code == 422, bad
+    blank = api.client.post("/api/tags", json={"name": "\u200b\u200b", "colour": "#123456"}, headers=product.headers)
+    assert blank.json()["type"] == "/problems/domain-rule" and blank.json()["errors"][0]["field"] == "name"
+    assert api.client.get("/api/tags").json()["total"] == 2, "nothing was written"
     assert api.client.get(url).json()["colour"] == "#ffffff", "a refused change wrote nothing"
 
     # Posts tag by name, managed or not (as before the list existed).

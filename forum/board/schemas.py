@@ -68,7 +68,10 @@ class TagCreate(msgspec.Struct, forbid_unknown_fields=True):
     description: TagDescription = ""
 
     def __post_init__(self) -> None:
-        self.name = normalise_tags([self.name])[0]
+        try:
+            self.name = normalise_tags([self.name])[0]
+        except ValueError as exc:  # the same rule as a post's tags, reported against this field
+            raise ValueError(str(exc).replace("tags: ", "name: ", 1)) from None
         self.colour = self.colour.lower()
         self.description = self.description.strip()
 
