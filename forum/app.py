@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum import __version__
 from forum.accounts.controllers import AuthController, MeController, UserController
 from forum.auth import build_jwt_auth
+from forum.board.controllers import BoardController, ExportController, RoadmapController, TagController
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import commit_before_answering, release_embedded_postgres, resolve_database_url
@@ -181,6 +182,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookController,
             SurveyController,
             VoiceController,
+            BoardController,
+            RoadmapController,
+            TagController,
+            ExportController,
         ],
         lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],

@@ -518,6 +518,46 @@ def surveys_place_voices(everything: bool) -> None:
     click.echo(", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "no comments to place")
 
 
+@main.command("export")
+@click.argument("kind", type=click.Choice(["posts", "votes", "clusters", "credits"]))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: standard output). Written whole or not at all.",
+)
+def export(kind: str, output: Path | None) -> None:
+    """Export posts, votes, cluster memberships or credits as CSV (internal and hidden posts included),
+    streamed from the database."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from forum.board.exports import ExportKind, csv_chunks
+
+    url = _prepared_database(Settings.from_env())
+    partial = output.with_name(f".{output.name}.partial") if output else None
+
+    async def run(out) -> None:
+        engine = create_async_engine(url)
+        try:
+            async for chunk in csv_chunks(engine, ExportKind(kind)):
+                out.write(chunk)
+        finally:
+            await engine.dispose()
+
+    if partial is None:
+        asyncio.run(run(sys.stdout.buffer))
+        return
+    try:
+        with partial.open("wb") as out:
+            asyncio.run(run(out))
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {output}", err=True)
+
+
 main.add_command(grouping)
 
 if __name__ == "__main__":

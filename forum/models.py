@@ -152,17 +152,58 @@ class Post(UUIDv7AuditBase):
     # ISO 639-1 code detected from title + body when written ("und" when unsure; see embeddings.language).
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True)
+    hidden_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """Hidden as spam by the product team: it exists for the product team only and its votes count nowhere."""
+    hidden_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
 
-    author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    author: Mapped[User] = relationship(lazy="joined", innerjoin=True, foreign_keys="Post.author_id")
 
 
 def visible_to(viewer: User | None, post: Any = Post) -> ColumnElement[bool]:
     """SQL condition: the post (or an alias of it) exists for this viewer. The one visibility rule: internal
-    posts exist only for employees and the product team, deleted posts for nobody."""
+    posts exist only for employees and the product team, hidden posts (spam) only for the product team,
+    deleted posts for nobody."""
     condition = post.deleted_at.is_(None)
+    if viewer is None or not viewer.is_product_team:
+        condition = and_(condition, post.hidden_at.is_(None))
     if viewer is None or not viewer.sees_internal:
         condition = and_(condition, post.visibility == Visibility.PUBLIC.value)
     return condition
+
+
+def visibility_scope(viewer: User | None) -> str:
+    """Which posts ``visible_to`` lets this viewer see: viewers of one scope see exactly the same posts."""
+    if viewer is not None and viewer.is_product_team:
+        return "staff"
+    return "internal" if viewer is not None and viewer.sees_internal else "public"
+
+
+class PostEdit(UUIDv7AuditBase):
+    """A change of a post's title or body: who, when (``created_at``), and each changed field before and after
+    (both null when that field did not change)."""
+
+    __tablename__ = "post_edit"
+    __table_args__ = (Index("ix_post_edit_post_created", "post_id", "created_at"),)
+
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    editor_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    title_before: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    title_after: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    body_before: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body_after: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    editor: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class Tag(UUIDv7AuditBase):
+    """A tag the product team manages (colour, description). Posts still carry tags by name, in ``post.tags``."""
+
+    __tablename__ = "tag"
+    __table_args__ = (CheckConstraint("colour ~ '^#[0-9a-f]{6}$'", name="colour_valid"),)
+
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    colour: Mapped[str] = mapped_column(String(7))
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
 
 
 class Vote(DefaultBase):

@@ -55,6 +55,10 @@ class World:
         for status in ("planned", "shipped"):
             r = c.post(f"/api/posts/{self.idea['id']}/status", json={"status": status}, headers=h)
             assert r.status_code == 200, r.text
+        edit = c.patch(f"/api/posts/{self.idea['id']}", json={"body": "Far too bright at night"}, headers=h)
+        assert edit.status_code == 200, edit.text
+        self.tag = c.post("/api/tags", json={"name": "app", "colour": "#336699"}, headers=h)
+        assert self.tag.status_code == 201, self.tag.text
 
     def lists(self) -> dict[str, tuple[str, dict[str, str]]]:
         """Every list endpoint: URL and the headers of someone who may read it."""
@@ -76,6 +80,10 @@ class World:
             "listNotifications": ("/api/me/notifications", self.customer.headers),
             "listWebhooks": ("/api/webhooks", admin),
             "listWebhookDeliveries": (f"/api/webhooks/{hook}/deliveries", admin),
+            "listPostVoters": (f"/api/posts/{idea}/voters", admin),
+            "listPostEdits": (f"/api/posts/{idea}/edits", admin),
+            "listRoadmapColumn": ("/api/roadmap/shipped", {}),
+            "listTags": ("/api/tags", {}),
         }
 
 

@@ -69,13 +69,13 @@ def test_anonymous_reads_but_cannot_write(api: Api) -> None:
     assert api.client.post(f"/api/posts/{post['id']}/comments", json={"body": "hi"}).status_code == 401
 
 
-def test_only_author_edits_title_and_body(api: Api) -> None:
+def test_only_the_author_and_the_product_team_edit_title_and_body(api: Api) -> None:
     author, other = api.register(), api.register()
-    admin = api.make_user("internal", "admin")
+    employee = api.make_user("internal", "member")
     post = api.post(author, title="Original title")
     url = f"/api/posts/{post['id']}"
     assert api.client.patch(url, json={"title": "Hijacked"}, headers=other.headers).status_code == 403
-    assert api.client.patch(url, json={"body": "Hijacked"}, headers=admin.headers).status_code == 403
+    assert api.client.patch(url, json={"body": "Hijacked"}, headers=employee.headers).status_code == 403
     r = api.client.patch(url, json={"title": "  Better title ", "body": "More detail"}, headers=author.headers)
     assert r.status_code == 200
     assert (r.json()["title"], r.json()["body"]) == ("Better title", "More detail")

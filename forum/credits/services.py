@@ -53,7 +53,7 @@ confirmed AS (
     WHERE mine.post_id = :post_id AND mine.state <> 'rejected' AND peer.state = 'confirmed'
 )
 SELECT p.id FROM post p
-WHERE p.deleted_at IS NULL AND p.id IN (SELECT id FROM merged UNION SELECT id FROM confirmed)
+WHERE p.deleted_at IS NULL AND p.hidden_at IS NULL AND p.id IN (SELECT id FROM merged UNION SELECT id FROM confirmed)
 """
 
 
@@ -269,6 +269,7 @@ class ShipService:
                     """
                     SELECT p.author_id, min(p.created_at) AS at, (array_agg(p.id ORDER BY p.created_at))[1] AS source
                     FROM critique_link l JOIN post p ON p.id = l.critique_id AND p.deleted_at IS NULL
+                                        AND p.hidden_at IS NULL
                     WHERE l.idea_id = ANY(:posts)
                     GROUP BY p.author_id ORDER BY at, p.author_id
                     """

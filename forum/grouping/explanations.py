@@ -50,7 +50,7 @@ class Description:
 _MEMBERS_SQL = """
 SELECT m.cluster_id, p.id AS post_id, p.title, p.body, coalesce(p.language, 'und') AS language, p.visibility,
        tsvector_to_array(p.search) AS lexemes
-FROM cluster_membership m JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL
+FROM cluster_membership m JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL AND p.hidden_at IS NULL
 WHERE m.state <> 'rejected' AND m.cluster_id = ANY(CAST(:clusters AS uuid[]))
 ORDER BY p.created_at, p.id
 """

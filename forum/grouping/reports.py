@@ -32,7 +32,7 @@ WITH members AS (
     SELECT m.cluster_id, p.id AS post_id, p.kind, p.title, p.vote_total, p.created_at, p.updated_at
     FROM cluster_membership m
     JOIN post p ON p.id = m.post_id
-    WHERE m.state <> 'rejected' AND p.deleted_at IS NULL {member_filter}
+    WHERE m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL {member_filter}
 ),
 voters AS (
     SELECT mem.cluster_id, v.user_id, min(v.created_at) AS first_vote, max(v.voter_kind) AS voter_kind
@@ -123,7 +123,7 @@ class ClusterReports:
             await self.session.execute(
                 select(ClusterMembership, Post)
                 .join(Post, Post.id == ClusterMembership.post_id)
-                .where(ClusterMembership.cluster_id == cluster_id, Post.deleted_at.is_(None))
+                .where(ClusterMembership.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None))
                 .order_by(Post.created_at)
             )
         ).all()

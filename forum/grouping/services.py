@@ -167,7 +167,7 @@ class GroupingService:
         )
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
         # Title views are never searched; the literal predicate lets the planner use the HNSW indexes (0008).
-        conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL"]
+        conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL", "p.hidden_at IS NULL"]
         params: dict[str, Any] = {"limit": limit}
         if exclude_post is not None:
             conditions.append("e.post_id <> :exclude_post")

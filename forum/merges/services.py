@@ -69,6 +69,9 @@ class MergeService:
             )
         if source.status == PostStatus.SHIPPED.value:
             raise ConflictError(detail="This post has shipped: move it out of shipped before merging it")
+        if source.hidden_at is not None or target.hidden_at is not None:
+            # Its votes would count again on the target, or votes would vanish into a hidden post.
+            raise ConflictError(detail="A hidden post is neither merged nor merged into: unhide it first")
         if source.visibility == "public" and target.visibility != "public":
             # Its followers, author and voters would be pointed at a post they cannot see.
             raise UnprocessableError("A public post cannot be merged into an internal one", field="into")

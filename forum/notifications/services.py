@@ -92,7 +92,9 @@ async def notify_subscribers(
         .join(User, User.id == Subscription.user_id)
         .where(Subscription.post_id == post_id, User.is_active.is_(True))
     )
-    if post.visibility == Visibility.INTERNAL.value:
+    if post.hidden_at is not None:
+        recipients = recipients.where(User.role.in_(["product", "admin"]))
+    elif post.visibility == Visibility.INTERNAL.value:
         recipients = recipients.where((User.kind == "internal") | User.role.in_(["product", "admin"]))
     excluded = list(exclude)
     if excluded:

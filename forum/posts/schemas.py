@@ -122,6 +122,8 @@ class PostOut(msgspec.Struct):
     """The duplicate cluster the post belongs to (null until it is embedded and grouped)."""
     merged_into: UUID | None
     """Set when the post was merged, as a duplicate, into another post."""
+    hidden: bool = False
+    """Hidden as spam by the product team (only the product team ever reads a hidden post)."""
 
 
 class VoteState(msgspec.Struct):

@@ -30,14 +30,17 @@ from forum.models import (
     Comment,
     MembershipState,
     Post,
+    PostEdit,
     PostMerge,
     PostStatus,
     PostVoteDay,
+    ShipEvent,
     StatusChange,
     StatusEvent,
     User,
     Visibility,
     Vote,
+    visibility_scope,
     visible_to,
 )
 from forum.notifications.services import NotificationKind, notify_subscribers, subscribe
@@ -223,6 +226,7 @@ class PostService:
             comment_count=comments,
             cluster_id=cluster_id,
             merged_into=merged_into,
+            hidden=post.hidden_at is not None,
         )
 
     @staticmethod
@@ -307,12 +311,26 @@ class PostService:
         items = [self._row_out(row, viewer) for row in rows]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
+    async def list_recently_shipped(self, limit: int, offset: int, viewer: User | None) -> Page[PostOut]:
+        """Shipped posts the viewer may see, the most recently shipped first (the roadmap's last column)."""
+        filters = PostFilters(status=[PostStatus.SHIPPED.value])
+        shipped_at = (
+            select(ShipEvent.created_at)
+            .where(ShipEvent.post_id == Post.id, ShipEvent.revoked_at.is_(None))
+            .scalar_subquery()
+        )
+        stmt = self._filtered(select(Post), filters, viewer).add_columns(*self._columns(viewer))
+        stmt = stmt.order_by(shipped_at.desc().nulls_last(), Post.created_at.desc(), Post.id.desc())
+        rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
+        total = len(rows) if offset == 0 and len(rows) < limit else await self._total(filters, viewer)
+        return Page(items=[self._row_out(row, viewer) for row in rows], total=total, limit=limit, offset=offset)
+
     async def _total(self, filters: PostFilters, viewer: User | None) -> int:
         """How many posts match. Counting is O(matching posts), so a large total (over
         ``TOTAL_CACHE_MIN``) is reused for ``TOTAL_CACHE_SECONDS`` per process: on a big board "about
         120,345" a few seconds old is fine, and paging through it no longer counts it on every page."""
         fields = tuple(tuple(v) if isinstance(v, list) else v for v in astuple(filters))
-        key = (fields, bool(viewer and viewer.sees_internal))
+        key = (fields, visibility_scope(viewer))
         cached = _totals.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[0] < TOTAL_CACHE_SECONDS:
@@ -388,14 +406,19 @@ class PostService:
         return out
 
     async def update(self, post_id: UUID, editor: User, data: PostUpdate) -> PostOut:
+        """Title and body: the author or the product team, each change recorded (``PostEdit``) and the post
+        embedded and grouped again by the worker."""
         post = await self.get_visible(post_id, editor, for_update=True)
         is_author = post.author_id == editor.id
-        if (data.title is not msgspec.UNSET or data.body is not msgspec.UNSET) and not is_author:
-            raise PermissionDeniedException("Only the author can edit the title and body")
+        if (data.title is not msgspec.UNSET or data.body is not msgspec.UNSET) and not (
+            is_author or editor.is_product_team
+        ):
+            raise PermissionDeniedException("Only the author or the product team can edit the title and body")
         if data.tags is not msgspec.UNSET and not (is_author or editor.is_product_team):
             raise PermissionDeniedException("Only the author or the product team can change tags")
         if data.visibility is not msgspec.UNSET and not editor.is_product_team:
             raise PermissionDeniedException("Only the product team can change visibility")
+        self._record_edit(post, editor, data)
         for field in ("title", "body", "tags"):
             value = getattr(data, field)
             if value is not msgspec.UNSET:
@@ -409,6 +432,22 @@ class PostService:
             await enqueue_embeddings(self.session, [post.id])
         await self.session.refresh(post)
         return await self.get_out(post.id, editor)
+
+    def _record_edit(self, post: Post, editor: User, data: PostUpdate) -> None:
+        title = data.title if data.title is not msgspec.UNSET and data.title != post.title else None
+        body = data.body if data.body is not msgspec.UNSET and data.body != post.body else None
+        if title is None and body is None:
+            return
+        self.session.add(
+            PostEdit(
+                post_id=post.id,
+                editor_id=editor.id,
+                title_before=post.title if title is not None else None,
+                title_after=title,
+                body_before=post.body if body is not None else None,
+                body_after=body,
+            )
+        )
 
     async def soft_delete(self, post_id: UUID, actor: User) -> None:
         post = await self.get_visible(post_id, actor, for_update=True)
@@ -452,6 +491,8 @@ class PostService:
             raise UnprocessableError("Only critiques are addressed; ideas ship", field="status")
         if post.status == status.value:
             raise ConflictError(detail=f"The post is already {status.value}")
+        if status is PostStatus.SHIPPED and post.hidden_at is not None:
+            raise ConflictError(detail="This post is hidden: unhide it before shipping it")
         before = post.status
         note = note.strip() if note else None
         self.session.add(
@@ -508,6 +549,8 @@ class PostService:
             )
         if post.status in CLOSED_STATUSES:
             raise ConflictError(detail=CLOSED_STATUSES[post.status])
+        if post.hidden_at is not None:
+            raise ConflictError(detail="This post is hidden: it takes no votes")
         return post
 
     async def vote(self, post_id: UUID, voter: User) -> VoteState:

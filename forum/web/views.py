@@ -14,6 +14,8 @@ from litestar.datastructures import State
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forum.board.schemas import RoadmapColumn
+from forum.board.services import RoadmapService
 from forum.credits.reports import CreditReports
 from forum.credits.schemas import Credit, UserCredits
 from forum.credits.services import CreditPolicy
@@ -29,7 +31,6 @@ from forum.web.surveys import SurveyPanel, pending_panel
 
 PAGE_SIZE = 20
 COMMENTS_SHOWN = 100
-ROADMAP_COLUMNS = (PostStatus.PLANNED, PostStatus.IN_PROGRESS, PostStatus.SHIPPED)
 PROFILE_STATUSES = [s.value for s in PostStatus if s is not PostStatus.DUPLICATE]
 """A profile lists what its person wrote, shipped and declined too (the board, as the API, only live posts)."""
 
@@ -110,10 +111,9 @@ async def follow(posts: PostService, user: User, post_id: UUID, following: bool)
 
 
 async def roadmap(posts: PostService, viewer: User | None) -> dict[str, Page[PostOut]]:
-    return {
-        status.value: await posts.list(PostFilters(status=[status.value]), PostSort.TOP, PAGE_SIZE, 0, viewer)
-        for status in ROADMAP_COLUMNS
-    }
+    """The columns of ``GET /api/roadmap``, from the same service."""
+    board = RoadmapService(posts)
+    return {column.value: await board.column(column, viewer, PAGE_SIZE, 0) for column in RoadmapColumn}
 
 
 @dataclass
