@@ -34,6 +34,7 @@ from forum.grouping.controllers import ClusterController, SimilarController
 from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
+from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
@@ -178,6 +179,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InboxController,
             SubscriptionController,
             WebhookController,
+            ApiKeyController,
             SurveyController,
             VoiceController,
         ],
