@@ -232,6 +232,8 @@ def test_a_failing_webhook_is_disabled_and_every_admin_told(
         assert [(n["kind"], n["payload"]["webhook_id"]) for n in inbox] == [("webhook_disabled", hook["id"])]
         assert inbox[0]["payload"]["url"] == receiver.url and inbox[0]["post_id"] is None
     assert api.client.get("/api/me/notifications", headers=product.headers).json()["items"] == []
+    page = api.client.get("/inbox", cookies={"forum_session": admin.token})
+    assert page.status_code == 200 and f"The webhook to {receiver.url} was switched off after 2 failed" in page.text
     bot = {"Authorization": f"Bearer {key['key']}"}
     assert api.client.get("/api/me/notifications", headers=bot).json()["items"] == [], "not the service accounts"
 
