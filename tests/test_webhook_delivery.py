@@ -102,6 +102,18 @@ def test_votes_comments_and_cluster_changes_are_delivered_with_visibility(
     old = next(e for e in rejected if e["cluster_id"] == cluster_id)
     assert [m["post_id"] for m in old["members"]] == [first["id"]]
 
+    # Moved back by hand (its own cluster, left empty, is not sent), then split off again.
+    r = c.post(f"/api/posts/{second['id']}/cluster", json={"cluster_id": cluster_id}, headers=product.headers)
+    assert r.status_code == 200, r.text
+    r = c.post(f"/api/clusters/{cluster_id}/split", json={"post_ids": [second["id"]]}, headers=product.headers)
+    assert r.status_code == 201, r.text
+    drain()
+    changes = [(e["change"], e["cluster_id"], len(e["members"])) for e in _received(receiver, "cluster.changed")]
+    assert ("moved", cluster_id, 2) in changes and [c for c in changes if c[0] == "moved"] == [("moved", cluster_id, 2)]
+    assert sorted(c for c in changes if c[0] == "split") == sorted(
+        [("split", cluster_id, 1), ("split", r.json()["cluster_id"], 1)]
+    )
+
 
 def test_test_delivery_and_redelivery(api: Api, drain, receiver: Receiver) -> None:  # noqa: F811
     admin = api.make_user("internal", "admin")
