@@ -55,6 +55,10 @@ def test_a_key_is_shown_once_stored_hashed_and_acts_as_its_service_account(api: 
     employee = api.make_user("internal", "member")
     hidden = api.post(employee, title="Internal only", visibility="internal")
     assert api.client.get(f"/api/posts/{hidden['id']}", headers=_bearer(key)).status_code == 200
+    # Narrowed like any user, the key sees only what a customer sees.
+    narrowed = {"kind": "external", "role": "member"}
+    assert api.client.patch(f"/api/users/{me['id']}", json=narrowed, headers=admin.headers).status_code == 200
+    assert api.client.get(f"/api/posts/{hidden['id']}", headers=_bearer(key)).status_code == 404
     # The account cannot log in: its password matches nothing.
     login = api.client.post("/api/auth/login", json={"email": me["email"], "password": "!service"})
     assert login.status_code == 401
