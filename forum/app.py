@@ -35,6 +35,7 @@ from forum.grouping.controllers import ClusterController, SimilarController
 from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
 from forum.jobs import BackgroundWorker
+from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
@@ -100,6 +101,7 @@ def _background_lifespan(settings: Settings, database_url: str):
                 Thresholds.from_settings(settings),
                 consolidate_seconds=settings.consolidate_seconds,
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
+                webhook_max_failures=settings.webhook_max_failures,
             )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
@@ -180,6 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InboxController,
             SubscriptionController,
             WebhookController,
+            ApiKeyController,
             SurveyController,
             VoiceController,
             BoardController,

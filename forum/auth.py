@@ -13,11 +13,21 @@ changing the password and (de)activating a user move it to now. Tokens carry the
 microsecond (``iat_us``), because the standard ``iat`` has whole seconds and a token issued in the same
 second as a password change could be either side of it. ``retrieve_user`` is where every way in (bearer
 header, the session cookie) loads the user, so revocation is checked there.
+
+API keys: ``Authorization: Bearer fk_…`` is an API key instead of a JWT (a JWT never starts with
+``fk_``). The same middleware looks the key up by the SHA-256 of the secret (a high-entropy secret needs
+no slow hash, and a lookup by hash compares nothing in Python) and authenticates as the key's service
+account, with ``request.auth`` a ``KeyAuth``; an unknown or revoked key is 401. ``requires_key_scope``,
+installed on every route through ``JWTAuth.guards``, refuses writes (403) to a key without the
+``write`` or ``admin`` scope; admin routes need an admin user, which only an ``admin`` key's account is.
+The key's last use is written at most once a minute, in its own short transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -31,14 +41,22 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AuthenticationResult
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
+from sqlalchemy import or_, select, update
 
-from forum.models import User
+from forum.models import ApiKey, ApiKeyScope, User
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 UNCLAIMED_PASSWORD_HASH = "!unclaimed"
 """No password matches it: an account made for an imported survey answer, claimed by registering."""
+SERVICE_PASSWORD_HASH = "!service"
+"""No password matches it: an API key's service account, which never logs in."""
+
+API_KEY_PREFIX = "fk_"
+"""Every API key starts with it, so secret scanners recognise a leaked one."""
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def hash_password(password: str) -> str:
@@ -46,7 +64,8 @@ async def hash_password(password: str) -> str:
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
-    usable = None if password_hash == UNCLAIMED_PASSWORD_HASH else password_hash  # same time as unknown
+    # "!…" (unclaimed accounts, API keys' service accounts) matches nothing, in the same time as unknown
+    usable = None if password_hash is None or password_hash.startswith("!") else password_hash
 
     def _verify() -> bool:
         try:
@@ -104,6 +123,8 @@ class OptionalJWTAuthenticationMiddleware(JWTAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("Authorization header must be 'Bearer <token>'")
+        if token.strip().startswith(API_KEY_PREFIX):
+            return await authenticate_api_key(token.strip(), connection)
         return await self.authenticate_token(encoded_token=token.strip(), connection=connection)
 
     async def _authenticate_cookie(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
@@ -132,6 +153,58 @@ async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, 
     return user
 
 
+@dataclass(frozen=True)
+class KeyAuth:
+    """``request.auth`` of a request made with an API key."""
+
+    key_id: UUID
+    scopes: frozenset[str]
+
+    @property
+    def may_write(self) -> bool:
+        return bool(self.scopes & {ApiKeyScope.WRITE.value, ApiKeyScope.ADMIN.value})
+
+
+def hash_api_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def authenticate_api_key(secret: str, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    """The key's service account, loaded with the request's own session (one query, the user joined)."""
+    alchemy = connection.app.state["forum_alchemy_config"]
+    session = alchemy.provide_session(connection.app.state, connection.scope)
+    key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret)))
+    if key is None:
+        raise NotAuthorizedException("unknown API key")
+    if key.revoked_at is not None:
+        raise NotAuthorizedException("API key revoked")
+    if not key.user.is_active:
+        raise NotAuthorizedException("the API key's service account is deactivated")
+    now = datetime.now(UTC)
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USE_RESOLUTION:
+        # Its own transaction (the request may fail or only read); the row in the session is left clean.
+        async with alchemy.get_engine().begin() as conn:
+            await conn.execute(
+                update(ApiKey)
+                .where(
+                    ApiKey.id == key.id,
+                    or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USE_RESOLUTION),
+                )
+                .values(last_used_at=now)
+            )
+    return AuthenticationResult(user=key.user, auth=KeyAuth(key.id, frozenset(key.scopes)))
+
+
+def requires_key_scope(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """On every route: a key without the ``write`` scope only reads (``opt={"read_only": True}`` marks
+    a POST that only reads, such as the similar-posts search)."""
+    auth = connection.scope.get("auth")
+    if not isinstance(auth, KeyAuth) or auth.may_write:
+        return
+    if connection.scope["method"] not in SAFE_METHODS and not handler.opt.get("read_only"):
+        raise PermissionDeniedException("This API key may only read: it lacks the 'write' scope")
+
+
 def issue_token(jwt_auth: JWTAuth[User], user: User) -> str:
     return jwt_auth.create_token(identifier=str(user.id), token_extras={"role": user.role, "iat_us": now_us()})
 
@@ -144,7 +217,8 @@ def build_jwt_auth(secret: str, ttl_minutes: int) -> JWTAuth[User]:
         default_token_expiration=timedelta(minutes=ttl_minutes),
         authentication_middleware_class=OptionalJWTAuthenticationMiddleware,
         exclude=["/schema", "/health", "/static/"],
-        description="Bearer token from POST /api/auth/login",
+        guards=[requires_key_scope],
+        description="Bearer token from POST /api/auth/login, or an API key (fk_…) from POST /api/keys",
     )
 
 
@@ -170,5 +244,10 @@ def requires_product_team(connection: ASGIConnection[Any, Any, Any, Any], handle
 
 def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     requires_login(connection, handler)
-    if connection.scope["method"] != "OPTIONS" and not connection.user.is_admin:
+    if connection.scope["method"] == "OPTIONS":
+        return
+    if not connection.user.is_admin:
         raise PermissionDeniedException("Only admins can do this")
+    auth = connection.scope.get("auth")
+    if isinstance(auth, KeyAuth) and ApiKeyScope.ADMIN.value not in auth.scopes:
+        raise PermissionDeniedException("This API key lacks the 'admin' scope")

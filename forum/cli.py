@@ -182,6 +182,7 @@ def worker(batch_size: int) -> None:
         batch_size=batch_size,
         consolidate_seconds=settings.consolidate_seconds,
         webhook_allowed_hosts=settings.webhook_allowed_hosts,
+        webhook_max_failures=settings.webhook_max_failures,
     )
 
     async def run() -> None:

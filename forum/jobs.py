@@ -35,9 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from forum.batching import Coalescer
 from forum.encoding import SQL_CONTENT_HASH, PostEmbedder, PostVectors, content_hash, post_language, post_text
 from forum.grouping.consolidation import MAX_POSTS_PER_PASS, ConsolidationReport, Consolidator
+from forum.grouping.labels import cluster_members
 from forum.grouping.services import GroupingService
 from forum.grouping.thresholds import Thresholds, effective_thresholds
 from forum.models import Post, PostEmbedding
+from forum.webhooks.schemas import WebhookEvent
 
 logger = logging.getLogger("forum.jobs")
 
@@ -171,6 +173,9 @@ async def embed_posts(
             }
             thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
             grouping = GroupingService(session, embedder, thresholds)
+            from forum.webhooks.services import emit_cluster_changed, subscribers  # it imports this module
+
+            watched = bool(await subscribers(session, WebhookEvent.CLUSTER_CHANGED))
             ready: list[tuple[_Pending, str]] = []
             for item in work:
                 row = current.get(item.post_id)
@@ -190,7 +195,11 @@ async def embed_posts(
                 else:  # some vectors were current already: read them back
                     query = await grouping.stored_vectors(item.post_id)
                 assert query is not None
-                await grouping.assign(item.post_id, query)
+                before = await grouping.cluster_of(item.post_id) if watched else None
+                target = await grouping.assign(item.post_id, query)
+                if watched and target != before:  # a post alone in a new cluster is no change to tell
+                    joined = await cluster_members(session, target, exclude=[item.post_id])
+                    await emit_cluster_changed(session, [before, target if joined else None], "grouped", item.post_id)
                 outcomes[item.post_id] = "embedded"
     if todo:
         raise RuntimeError(f"posts {todo} kept changing while they were being embedded")
@@ -239,8 +248,10 @@ class BackgroundWorker:
         max_attempts: int = MAX_ATTEMPTS,
         initial_delay: timedelta = timedelta(seconds=1),
         webhook_allowed_hosts: list[str] | None = None,
+        webhook_max_failures: int = 10,
     ) -> None:
         self.webhook_allowed_hosts = webhook_allowed_hosts or []
+        self.webhook_max_failures = webhook_max_failures
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
         self.database_url = database_url
@@ -289,10 +300,12 @@ class BackgroundWorker:
             assert job.payload is not None
             delivery_id = UUID(job.payload.decode())
             try:
-                outcome = await deliver(self.session_maker, delivery_id, self.webhook_allowed_hosts)
+                outcome = await deliver(
+                    self.session_maker, delivery_id, self.webhook_allowed_hosts, self.webhook_max_failures
+                )
             except Exception:
                 if job.attempts >= self.max_attempts:
-                    await mark_failed(self.session_maker, delivery_id)
+                    await mark_failed(self.session_maker, delivery_id, self.webhook_max_failures)
                 raise
             self.processed[outcome if outcome in self.processed else "skipped"] += 1
 
@@ -455,6 +468,10 @@ async def consolidate_now(
         async with session_maker() as session, session.begin():
             thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
             report = await Consolidator(GroupingService(session, embedder, thresholds)).run(everything=everything)
+            if report.changed:
+                from forum.webhooks.services import emit_cluster_changed  # it imports this module
+
+                await emit_cluster_changed(session, sorted(report.changed), "consolidated")
         everything = False  # the first pass started from the beginning; the next ones follow its watermark
         total.posts += report.posts
         total.rehomed += report.rehomed

@@ -7,7 +7,7 @@ Rate limits count requests per client address and budget in fixed one-minute win
 (or four machines) enforce one budget, not four. Litestar's ``RateLimitConfig`` with a ``store`` was the
 first choice, but its middleware reads the history, then writes it back: concurrent requests on
 several processes each read the same count and all pass. Old windows are deleted by the process that
-next writes after a window ends.
+next writes after a window ends. A request made with an API key counts against the key, not its address.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.middleware.rate_limit import get_remote_address
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import text
+
+from forum.auth import KeyAuth
 
 NUL_MESSAGE = "must not contain NUL characters"
 
@@ -69,6 +71,13 @@ HIT = text(
 CLEAN_UP = text("DELETE FROM rate_limit_window WHERE window_start < clock_timestamp() - make_interval(secs => :keep)")
 
 
+def _client(scope: Scope, request: Request[Any, Any, Any]) -> str:
+    """Who a budget belongs to: the API key (authenticated first, by the outer auth middleware), else
+    the client address. A key keeps one budget from any number of addresses."""
+    auth = scope.get("auth")
+    return f"key:{auth.key_id}" if isinstance(auth, KeyAuth) else get_remote_address(request)
+
+
 class SharedRateLimitMiddleware(ASGIMiddleware):
     """The first budget that applies to a request counts it; over budget is 429 with ``Retry-After``.
 
@@ -87,7 +96,7 @@ class SharedRateLimitMiddleware(ASGIMiddleware):
         if budget is None:
             await next_app(scope, receive, send)
             return
-        hits, reset = await self._hit(request, f"{budget.name}:{get_remote_address(request)}")
+        hits, reset = await self._hit(request, f"{budget.name}:{_client(scope, request)}")
         headers = {
             "RateLimit-Policy": f"{budget.per_minute}; w={PERIOD_SECONDS}",
             "RateLimit-Limit": str(budget.per_minute),

@@ -513,6 +513,36 @@ class RateLimitWindow(DefaultBase):
     hits: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class ApiKeyScope(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class ApiKey(UUIDv7AuditBase):
+    """A secret an integration sends as ``Authorization: Bearer fk_…``; only its SHA-256 is stored.
+
+    Each key acts as its own service account (``user``: an internal user whose password matches
+    nothing), so everything it writes is attributed to it (forum/keys/services.py)."""
+
+    __tablename__ = "api_key"
+
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The secret's first characters, shown in lists to tell keys apart."""
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"), unique=True)
+    created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """Updated at most once a minute (``LAST_USE_RESOLUTION``), not on every request."""
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    revoked_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="joined", innerjoin=True)
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined", innerjoin=True)
+
+
 class Webhook(UUIDv7AuditBase):
     __tablename__ = "webhook"
 
@@ -521,6 +551,10 @@ class Webhook(UUIDv7AuditBase):
     events: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Deliveries that failed for good since the last one that succeeded; at the limit the hook is disabled."""
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """When it was disabled automatically (None when active, or switched off by hand)."""
 
 
 class WebhookDelivery(UUIDv7AuditBase):
@@ -535,6 +569,10 @@ class WebhookDelivery(UUIDv7AuditBase):
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    redelivery_of_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("webhook_delivery.id", ondelete="SET NULL"), nullable=True
+    )
+    """The past delivery this one sends again (``POST …/deliveries/{id}/redeliver``)."""
 
 
 # Surveys (voice of the customer) --------------------------------------------------------------------

@@ -100,6 +100,8 @@ class Settings:
     """``POST /api/posts/similar`` runs the model: its own budget per client address."""
     webhook_allowed_hosts: list[str] = field(default_factory=list)
     """Host names and CIDRs webhooks may target although they are loopback, private or link-local."""
+    webhook_max_failures: int = 10
+    """A webhook is disabled (and the admins told) after this many deliveries in a row failed for good."""
     db_pool_size: int = 10
     db_max_overflow: int = 10
     debug: bool = False
@@ -145,6 +147,7 @@ class Settings:
             rate_limit_auth_per_minute=_env_int("FORUM_RATE_LIMIT_AUTH_PER_MINUTE", 20),
             rate_limit_similar_per_minute=_env_int("FORUM_RATE_LIMIT_SIMILAR_PER_MINUTE", 60),
             webhook_allowed_hosts=_env_list("FORUM_WEBHOOK_ALLOWED_HOSTS"),
+            webhook_max_failures=max(_env_int("FORUM_WEBHOOK_MAX_FAILURES", 10), 1),
             db_pool_size=_env_int("FORUM_DB_POOL_SIZE", 10),
             db_max_overflow=_env_int("FORUM_DB_MAX_OVERFLOW", 10),
             debug=_env_bool("FORUM_DEBUG", False),

@@ -37,6 +37,8 @@ class World:
             headers=self.admin.headers,
         )
         assert self.hook.status_code == 201, self.hook.text
+        self.key = c.post("/api/keys", json={"name": "Shape sync", "scopes": ["read"]}, headers=self.admin.headers)
+        assert self.key.status_code == 201, self.key.text
         self.idea = api.post(self.customer, title="Dark mode for the app", body="Too bright at night")
         self.duplicate = api.post(self.voter, title="A dark theme please")
         self.critique = api.post(self.voter, kind="critique", title="The app is too bright at night")
@@ -84,6 +86,7 @@ class World:
             "listPostEdits": (f"/api/posts/{idea}/edits", admin),
             "listRoadmapColumn": ("/api/roadmap/shipped", {}),
             "listTags": ("/api/tags", {}),
+            "listApiKeys": ("/api/keys", admin),
         }
 
 
@@ -214,6 +217,8 @@ def test_created_answers_name_the_new_resource(api: Api, world: World) -> None:
     assert world.link.headers["location"] == f"/api/posts/{idea}/critiques/{world.critique['id']}"
     assert world.link.json()["id"] == world.critique["id"], "the link answers the linked critique"
     assert world.hook.headers["location"] == f"/api/webhooks/{world.hook.json()['id']}"
+    assert world.key.headers["location"] == f"/api/keys/{world.key.json()['id']}"
+    assert c.get(world.key.headers["location"], headers=world.admin.headers).json()["name"] == "Shape sync"
     spec = _spec(api)
     for name, (_, _, op) in _operations(spec).items():
         if "201" in op["responses"]:

@@ -185,6 +185,20 @@ def _fresh_webhook(w: World) -> str:
     return r.json()["id"]
 
 
+def _fresh_key(w: World) -> str:
+    r = w.c.post("/api/keys", json={"name": "Matrix", "scopes": ["read"]}, headers=w.headers("admin"))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _finished_delivery(w: World) -> tuple[str, str]:
+    hook = _fresh_webhook(w)
+    r = w.c.post(f"/api/webhooks/{hook}/test", headers=w.headers("admin"))
+    assert r.status_code == 202, r.text
+    run_sql(w.api.database_url, "UPDATE webhook_delivery SET status = 'succeeded' WHERE id = :d", d=r.json()["id"])
+    return hook, r.json()["id"]
+
+
 def _linked_pair(w: World) -> tuple[str, str]:
     idea, critique = w.public_post(), w.public_post("other", kind="critique")
     w.as_product("POST", f"/api/posts/{idea}/critiques", json={"critique_id": critique})
@@ -582,6 +596,31 @@ CASES: list[Case] = [
     ),
     _c("GET", "/api/webhooks/{webhook_id}/deliveries", "delivery log", ADMIN_ONLY)(
         lambda w, a, x: ("GET", f"/api/webhooks/{_fresh_webhook(w)}/deliveries", None)
+    ),
+    _c("GET", "/api/webhooks/{webhook_id}", "one", ADMIN_ONLY)(
+        lambda w, a, x: ("GET", f"/api/webhooks/{_fresh_webhook(w)}", None)
+    ),
+    _c("PATCH", "/api/webhooks/{webhook_id}", "edit", ADMIN_ONLY)(
+        lambda w, a, x: ("PATCH", f"/api/webhooks/{_fresh_webhook(w)}", {"events": ["post.voted"]})
+    ),
+    _c("POST", "/api/webhooks/{webhook_id}/test", "test delivery", ADMIN_ONLY)(
+        lambda w, a, x: ("POST", f"/api/webhooks/{_fresh_webhook(w)}/test", None)
+    ),
+    _c(
+        "POST",
+        "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        "redeliver",
+        ADMIN_ONLY,
+        prepare=lambda w, a: _finished_delivery(w),
+    )(lambda w, a, x: ("POST", f"/api/webhooks/{x[0]}/deliveries/{x[1]}/redeliver", None)),
+    # API keys
+    _c("GET", "/api/keys", "list", ADMIN_ONLY)(lambda w, a, x: ("GET", "/api/keys", None)),
+    _c("POST", "/api/keys", "create", ADMIN_ONLY)(
+        lambda w, a, x: ("POST", "/api/keys", {"name": "Matrix key", "scopes": ["read"]})
+    ),
+    _c("GET", "/api/keys/{key_id}", "one", ADMIN_ONLY)(lambda w, a, x: ("GET", f"/api/keys/{_fresh_key(w)}", None)),
+    _c("DELETE", "/api/keys/{key_id}", "revoke", ADMIN_ONLY)(
+        lambda w, a, x: ("DELETE", f"/api/keys/{_fresh_key(w)}", None)
     ),
 ]
 

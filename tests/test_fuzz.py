@@ -7,7 +7,7 @@ authentication) reach the same server. Each operation gets a bounded, seeded bat
 team's routes plus the admin-only ones). Two thirds of the generated ids (in paths, and ``into``/
 ``critique_id``/``cluster_id``/``post_ids`` in bodies) are swapped for real objects seeded beforehand:
 public and internal posts, a critique and its link, a comment and an internal note, a cluster, a merge, a
-webhook, another user's notification. So the handlers behind the 404s are fuzzed too.
+webhook and a delivery, an API key, another user's notification. So the handlers behind the 404s are fuzzed too.
 
 The fuzzing runs once per module and records every distinct failure of **every** schemathesis check
 (``not_a_server_error``, status code, content type, headers and body conformance, positive data accepted,
@@ -145,6 +145,10 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         "/api/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["post.created"]}, headers=admin.headers
     )
     assert hook.status_code == 201, hook.text
+    delivery = c.post(f"/api/webhooks/{hook.json()['id']}/test", headers=admin.headers)
+    assert delivery.status_code == 202, delivery.text
+    key = c.post("/api/keys", json={"name": "Fuzzed sync", "scopes": ["read"]}, headers=admin.headers)
+    assert key.status_code == 201, key.text
     survey = c.post(
         "/api/surveys",
         json={"kind": "nps", "question_en": "Recommend us?", "throttle_days": 0},
@@ -183,6 +187,8 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         # Never the fuzzing admin or member: deactivating them would turn the rest of their run into 401s.
         "user_id": [customer.id, employee.id, voter.id],
         "webhook_id": [hook.json()["id"]],
+        "delivery_id": [delivery.json()["id"]],
+        "key_id": [key.json()["id"]],
         "notification_id": [n["id"] for n in notifications],  # the customer's: nobody else may mark them read
         "survey_id": [survey.json()["id"]],
         "answer_id": [survey_answer.json()["id"]],
@@ -191,6 +197,7 @@ def _seed(api: Api, database_url: str, settings: Settings) -> tuple[dict[str, Ac
         ("post_id", "comment_id"): [(public["id"], comment.json()["id"]), (public["id"], note.json()["id"])],
         ("idea_id", "critique_id"): [(public["id"], critique["id"])],
         ("cluster_id", "post_id"): members,
+        ("webhook_id", "delivery_id"): [(hook.json()["id"], delivery.json()["id"])],
     }
     return {"anonymous": None, "member": member, "admin": admin}, Seeded(single, groups)
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 
 from tests.conftest import Api, run_sql
+from tests.test_credits import Receiver, receiver  # noqa: F401
 
 
 def _cluster(api: Api, post: dict) -> str:
@@ -220,7 +221,13 @@ def test_consolidation_makes_clusters_independent_of_arrival_order(api: Api, dra
     assert frozenset({"tunnels", "underground", "metro"}) in consolidated[0]
 
 
-def test_consolidation_merges_clusters_that_are_one_need(api: Api, drain, settings, database_url) -> None:
+def test_consolidation_merges_clusters_that_are_one_need(
+    api: Api,
+    drain,
+    settings,
+    database_url,
+    receiver: Receiver,  # noqa: F811
+) -> None:
     product = api.make_user("internal", "product")
     author = api.register()
     titles = {
@@ -250,10 +257,18 @@ def test_consolidation_merges_clusters_that_are_one_need(api: Api, drain, settin
     r = api.client.post(f"/api/clusters/{second}/members/{posts['night']['id']}/confirm", headers=product.headers)
     assert r.status_code == 200
 
+    admin = api.make_user("internal", "admin")
+    hook = {"url": receiver.url, "events": ["cluster.changed"]}
+    assert api.client.post("/api/webhooks", json=hook, headers=admin.headers).status_code == 201
+
     report = _consolidate(database_url, settings)
     assert report.merged == 1
     assert _partition(api, posts) == {frozenset(titles)}
     assert _cluster(api, posts["dark"]) == second, "the cluster a person confirmed keeps its identity"
+    drain()  # the merge is told to webhooks: the cluster that grew (the emptied one is not sent)
+    [(_, body)] = receiver.requests
+    event = json.loads(body)["data"]
+    assert (event["change"], event["cluster_id"], len(event["members"])) == ("consolidated", second, 4)
     detail = api.client.get(f"/api/clusters/{second}", headers=product.headers).json()
     states = {m["post_id"]: (m["state"], m["band"]) for m in detail["members"]}
     assert states[posts["night"]["id"]] == ("confirmed", "manual")

@@ -112,3 +112,16 @@ def test_history_notes_become_references_and_come_back(scratch_url: str) -> None
         "Hand-written, kept as it is",
         "Merged into “Internal target”",
     ]
+
+
+def test_keys_and_webhook_failures_migrate_down_and_up(scratch_url: str) -> None:
+    database.upgrade(scratch_url)
+    sql = lambda statement, **params: run_sql(scratch_url, statement, **params)  # noqa: E731
+    columns = "SELECT column_name FROM information_schema.columns WHERE table_name = :t"
+    assert {"consecutive_failures", "disabled_at"} <= {r[0] for r in sql(columns, t="webhook")}
+    assert "redelivery_of_id" in {r[0] for r in sql(columns, t="webhook_delivery")}
+    database.downgrade(scratch_url, "0011")
+    assert sql("SELECT to_regclass('api_key')") == [(None,)]
+    assert "consecutive_failures" not in {r[0] for r in sql(columns, t="webhook")}
+    database.upgrade(scratch_url)
+    assert sql("SELECT to_regclass('api_key')")[0][0] is not None

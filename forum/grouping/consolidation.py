@@ -52,6 +52,8 @@ class ConsolidationReport:
     rehomed: int = 0
     merged: int = 0
     merges: list[tuple[UUID, UUID]] = field(default_factory=list)
+    changed: set[UUID] = field(default_factory=set)
+    """Clusters whose membership this pass changed (for ``cluster.changed`` webhooks)."""
 
 
 class Consolidator:
@@ -72,11 +74,14 @@ class Consolidator:
         if not posts:
             return report
         for post_id in posts:
-            if await self._rehome(post_id):
+            moved = await self._rehome(post_id)
+            if moved:
                 report.rehomed += 1
+                report.changed.update(moved)
         for _ in range(MAX_ROUNDS):
             merged = await self._merge_round(posts)
             report.merges.extend(merged)
+            report.changed.update(cluster for pair in merged for cluster in pair)
             if not merged:
                 break
         report.merged = len(report.merges)
@@ -111,7 +116,8 @@ class Consolidator:
 
     # Re-homing -------------------------------------------------------------------------------------
 
-    async def _rehome(self, post_id: UUID) -> bool:
+    async def _rehome(self, post_id: UUID) -> tuple[UUID, UUID] | None:
+        """Move the post to a cluster it fits clearly better; returns (from, to) when it moved."""
         grouping = self.grouping
         membership = await self.session.scalar(
             select(ClusterMembership).where(
@@ -119,10 +125,10 @@ class Consolidator:
             )
         )
         if membership is None or membership.manual:
-            return False
+            return None
         query = await grouping.stored_vectors(post_id)
         if query is None:
-            return False
+            return None
         current = await grouping.cluster_score(query, membership.cluster_id, exclude_post=post_id)
         excluded = [*await grouping.excluded_clusters(post_id), membership.cluster_id]
         neighbours = await grouping.nearest(
@@ -134,11 +140,11 @@ class Consolidator:
             if scored is not None and (best is None or scored.score > best.score):
                 best = scored
         if best is None or best.score < grouping.thresholds.sure:
-            return False
+            return None
         if current is not None and best.score < current.score + REHOME_MARGIN:
-            return False
+            return None
         if await self._labelled_apart([post_id], await self._members(best.cluster_id)):
-            return False
+            return None
         await self.session.delete(membership)
         await self.session.flush()
         self.session.add(
@@ -157,7 +163,7 @@ class Consolidator:
             )
         )
         await self.session.flush()
-        return True
+        return membership.cluster_id, best.cluster_id
 
     # Merging ---------------------------------------------------------------------------------------
 

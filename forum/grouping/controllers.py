@@ -61,7 +61,12 @@ class SimilarController(Controller):
     tags = ["grouping"]
     dependencies = {"grouping": Provide(provide_grouping)}
 
-    @post("/similar", status_code=200, summary="Posts similar to what is being typed (as-you-type)")
+    @post(
+        "/similar",
+        status_code=200,
+        opt={"read_only": True},
+        summary="Posts similar to what is being typed (as-you-type)",
+    )
     async def find_similar_posts(
         self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
     ) -> Page[SimilarPost]:

@@ -14,6 +14,7 @@ from forum.errors import ConflictError, UnprocessableError
 from forum.grouping import labels
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import Cluster, ClusterMembership, LabelSource, MembershipState, Post, User
+from forum.webhooks.services import emit_cluster_changed
 
 
 class ClusterDecisions:
@@ -45,6 +46,7 @@ class ClusterDecisions:
         await labels.record_post_against(
             self.session, post_id, others, duplicate=True, source=LabelSource.CONFIRM, actor_id=actor.id
         )
+        await emit_cluster_changed(self.session, [cluster_id], "confirmed", post_id)
 
     async def reject(self, cluster_id: UUID, post_id: UUID, actor: User) -> UUID:
         """The post does not belong here: it leaves (remembered as rejected) and stands alone."""
@@ -65,6 +67,7 @@ class ClusterDecisions:
             )
         )
         await self.session.flush()
+        await emit_cluster_changed(self.session, [cluster_id, new_cluster], "rejected", post_id)
         return new_cluster
 
     async def move(self, post_id: UUID, cluster_id: UUID, actor: User) -> None:
@@ -82,6 +85,9 @@ class ClusterDecisions:
             await labels.record_post_against(
                 self.session, post_id, left, duplicate=False, source=LabelSource.MOVE, actor_id=actor.id
             )
+        await emit_cluster_changed(
+            self.session, [current.cluster_id if current else None, cluster_id], "moved", post_id
+        )
 
     async def join_by_hand(self, post_id: UUID, cluster_id: UUID, actor: User, source: LabelSource) -> None:
         """A person puts the post in this cluster: labelled a duplicate of each member, confirmed."""
@@ -127,6 +133,7 @@ class ClusterDecisions:
             source=LabelSource.SPLIT,
             actor_id=actor.id,
         )
+        await emit_cluster_changed(self.session, [cluster_id, new_cluster], "split")
         return new_cluster
 
     async def _place_by_hand(self, post_id: UUID, cluster_id: UUID, actor: User) -> None:

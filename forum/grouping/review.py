@@ -25,6 +25,7 @@ from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import ClusterSuggestion, LabelSource, Post, SuggestionState, User
 from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
+from forum.webhooks.services import emit_cluster_changed
 
 _LIVE_MEMBERS = """
     SELECT m.post_id FROM cluster_membership m JOIN post mp ON mp.id = m.post_id AND mp.deleted_at IS NULL
@@ -166,9 +167,11 @@ class ReviewQueue:
         if not members:
             raise ConflictError(detail="The cluster has no other members any more")
         if suggestion.post_id not in await labels.cluster_members(self.session, suggestion.cluster_id):
+            before = await self.grouping.cluster_of(suggestion.post_id)
             await ClusterDecisions(self.grouping).join_by_hand(
                 suggestion.post_id, suggestion.cluster_id, self.viewer, LabelSource.ACCEPT
             )
+            await emit_cluster_changed(self.session, [before, suggestion.cluster_id], "accepted", suggestion.post_id)
         outcome = self._decided(suggestion, SuggestionState.ACCEPTED)
         await self.session.execute(
             delete(ClusterSuggestion).where(

@@ -555,7 +555,7 @@ class PostService:
 
     async def vote(self, post_id: UUID, voter: User) -> VoteState:
         """Idempotent: a second PUT changes nothing and keeps the first vote's time."""
-        await self._votable(post_id, voter)
+        post = await self._votable(post_id, voter)
         inserted = await self.session.scalar(
             insert(Vote)
             .values(post_id=post_id, user_id=voter.id, voter_kind=voter.kind)
@@ -565,10 +565,13 @@ class PostService:
         if inserted is not None:
             await self._count_vote(post_id, voter.kind, +1, inserted)
             await subscribe(self.session, voter.id, post_id)
-        return await self._vote_state(post_id, voter)
+        state = await self._vote_state(post_id, voter)
+        if inserted is not None:
+            await self._emit_vote(post, voter, "voted", state)
+        return state
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        await self._votable(post_id, voter)
+        post = await self._votable(post_id, voter)
         removed = (
             await self.session.execute(
                 delete(Vote)
@@ -578,7 +581,23 @@ class PostService:
         ).first()
         if removed is not None:
             await self._count_vote(post_id, removed.voter_kind, -1, removed.created_at)
-        return await self._vote_state(post_id, voter)
+        state = await self._vote_state(post_id, voter)
+        if removed is not None:
+            await self._emit_vote(post, voter, "unvoted", state)
+        return state
+
+    async def _emit_vote(self, post: Post, voter: User, action: str, state: VoteState) -> None:
+        """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing)."""
+        votes = {"total": state.votes.total, "internal": state.votes.internal, "external": state.votes.external}
+        payload = {
+            "post_id": str(post.id),
+            "title": post.title,
+            "visibility": post.visibility,
+            "action": action,
+            "voter": {"id": str(voter.id), "display_name": voter.display_name, "kind": voter.kind},
+            "votes": votes,
+        }
+        await emit(self.session, WebhookEvent.POST_VOTED, payload)
 
     async def _count_vote(self, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> None:
         internal = step if voter_kind == "internal" else 0
@@ -658,7 +677,19 @@ class PostService:
         )
         await self.session.flush()
         await self.session.refresh(comment)
-        return self._comment_out(comment)
+        out = self._comment_out(comment)
+        payload = {
+            "comment_id": str(out.id),
+            "post_id": str(post.id),
+            "post_title": post.title,
+            "visibility": post.visibility,
+            "internal": out.internal,
+            "author": {"id": str(author.id), "display_name": author.display_name, "kind": author.kind},
+            "body": out.body,
+            "created_at": timestamp(out.created_at),
+        }
+        await emit(self.session, WebhookEvent.COMMENT_CREATED, payload)
+        return out
 
     async def delete_comment(self, post_id: UUID, comment_id: UUID, actor: User) -> None:
         await self.get_visible(post_id, actor)

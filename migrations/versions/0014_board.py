@@ -1,7 +1,7 @@
 """board: hidden posts (spam), the edit history of titles and bodies, and the managed tag list
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-01 19:30:00.000000
 """
 
@@ -16,7 +16,7 @@ sa.GUID = GUID
 sa.DateTimeUTC = DateTimeUTC
 
 revision: str = "0014"
-down_revision: str | None = "0011"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
