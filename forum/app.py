@@ -28,6 +28,8 @@ from forum.auth import build_jwt_auth
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import release_embedded_postgres, resolve_database_url
+from forum.email.controllers import EmailPreferenceController, UnsubscribeController
+from forum.email.smtp import Mailer, unsubscribe_key
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
@@ -37,6 +39,7 @@ from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
+from forum.notifications.services import EMAIL_ENABLED
 from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
 from forum.posts.controllers import PostController
 from forum.settings import Settings
@@ -99,6 +102,7 @@ def _background_lifespan(settings: Settings, database_url: str):
                 Thresholds.from_settings(settings),
                 consolidate_seconds=settings.consolidate_seconds,
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
+                mailer=Mailer.from_settings(settings, settings.jwt_secret()),
             )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
@@ -145,11 +149,14 @@ def _answer_options_with_every_method(app: Litestar) -> None:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    if settings.smtp_url:
+        Mailer.from_settings(settings, "")  # a bad FORUM_SMTP_URL stops the start, not the first email
     database_url = resolve_database_url(settings)
     alchemy = SQLAlchemyAsyncConfig(
         connection_string=database_url,
         before_send_handler="autocommit_include_redirects",  # page forms answer 303
-        session_config=AsyncSessionConfig(expire_on_commit=False),
+        # With SMTP, every notification also queues its email (forum/email/services.py).
+        session_config=AsyncSessionConfig(expire_on_commit=False, info={EMAIL_ENABLED: bool(settings.smtp_url)}),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
@@ -177,6 +184,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CreditController,
             InboxController,
             SubscriptionController,
+            EmailPreferenceController,
+            UnsubscribeController,
             WebhookController,
             SurveyController,
             VoiceController,
@@ -197,6 +206,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "forum_settings": settings,
                 "forum_alchemy_config": alchemy,
                 "forum_jwt_auth": jwt_auth,
+                "forum_unsubscribe_key": unsubscribe_key(settings.jwt_secret()),
             }
         ),
         debug=settings.debug,
