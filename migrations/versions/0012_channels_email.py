@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("source_url", sa.String(length=2000), nullable=True),
         sa.Column("said_at", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("sa_orm_sentinel", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTimeUTC(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTimeUTC(timezone=True), nullable=False),
         sa.CheckConstraint("subject IN ('post', 'vote', 'comment')", name=op.f("ck_feedback_capture_subject_valid")),
