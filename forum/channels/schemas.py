@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from forum.accounts.schemas import EMAIL_MAX, EMAIL_RE, DisplayName, Email, UserPublic
-from forum.schemas import clean_text, normalise_email, rule_error
+from forum.schemas import BLANK, clean_text, normalise_email, rule_error
 
 
 class CaptureChannel(enum.StrEnum):
@@ -23,7 +23,14 @@ class CaptureChannel(enum.StrEnum):
     OTHER = "other"
 
 
-SourceUrl = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00/?#]+[^\s\x00]*$")]
+SourceUrl = Annotated[
+    str, msgspec.Meta(max_length=2000, pattern=f"^[Hh][Tt][Tt][Pp][Ss]?://[^{BLANK}\\x00/?#]+[^{BLANK}\\x00]*$")
+]
+"""An http or https URL, without blanks (``BLANK``: the same characters in Python and in JSON Schema)."""
+
+
+SaidAt = Annotated[datetime, msgspec.Meta(tz=True, extra_json_schema={"format": "date-time"})]
+"""RFC 3339 with its offset (``2026-03-01T10:00:00Z``); msgspec states no format for datetimes itself."""
 
 
 class OnBehalf(msgspec.Struct, forbid_unknown_fields=True):
@@ -35,17 +42,17 @@ class OnBehalf(msgspec.Struct, forbid_unknown_fields=True):
     channel: CaptureChannel
     source_url: SourceUrl | None = None
     """A link to the source (the support ticket, the CRM note): staff only."""
-    said_at: datetime | None = None
+    said_at: SaidAt | None = None
     display_name: DisplayName | None = None
     """The name of an account made for a new email (its local part otherwise)."""
 
     def __post_init__(self) -> None:
-        self.email = normalise_email(self.email)
+        raw, self.email = self.email.strip(), normalise_email(self.email)
         if len(self.email) > EMAIL_MAX or not EMAIL_RE.match(self.email):
+            if len(raw) <= EMAIL_MAX and EMAIL_RE.match(raw):  # valid as sent, not once NFKC-normalised
+                raise rule_error("email", "not a valid email address once normalised (NFKC, case-folded)")
             raise ValueError("email: not a valid email address")
         if self.said_at is not None:
-            if self.said_at.tzinfo is None:
-                self.said_at = self.said_at.replace(tzinfo=UTC)
             if self.said_at > datetime.now(UTC):
                 raise rule_error("said_at", "must not be in the future")
         if self.display_name is not None:
