@@ -294,3 +294,21 @@ def test_without_smtp_nothing_is_queued(api: Api, settings: Settings, database_u
         _ship_news(plain, ana, "Invoices in PDF without email")
         assert client.get("/api/me/notifications", headers=ana.headers).json()["total"] == 1
     assert run_sql(database_url, "SELECT count(*) FROM pgqueuer WHERE entrypoint LIKE 'email.%'")[0][0] == 0
+
+
+def test_the_inbox_page_changes_the_email_preferences(api: Api) -> None:
+    from tests.test_web_pages import browser_login, form_post
+
+    ana = api.register("ana")
+    browser_login(api.client, ana)
+    page = api.client.get("/inbox", headers={"Accept-Language": "es"})
+    assert page.status_code == 200 and "Enviarme los avisos por correo" in page.text
+    assert 'value="each" checked' in page.text
+    r = form_post(api.client, "/inbox/email", {"frequency": "daily", "language": "es"}, from_page="/inbox")
+    assert r.status_code == 303 and r.headers["location"] == "/inbox"
+    prefs = api.client.get("/api/me/email-preferences", headers=ana.headers).json()
+    assert prefs == {"frequency": "daily", "language": "es", "language_chosen": True}
+    assert 'value="daily" checked' in api.client.get("/inbox").text
+    r = form_post(api.client, "/inbox/email", {"frequency": "hourly"}, from_page="/inbox")
+    assert r.status_code == 303
+    assert api.client.get("/api/me/email-preferences", headers=ana.headers).json()["frequency"] == "daily"
