@@ -103,10 +103,10 @@ async def send_notification(
     """Email one notification. Returns ``sent`` or why not (``gone``, ``done``, ``not_wanted``, ``hidden``)."""
     async with session_maker() as session, session.begin():
         notification = await session.scalar(
-            select(Notification).where(Notification.id == notification_id).with_for_update(skip_locked=True)
+            select(Notification).where(Notification.id == notification_id).with_for_update()
         )
         if notification is None:
-            return "gone"  # deleted, or being sent by another worker right now
+            return "gone"  # its post or person was deleted
         if notification.emailed_at is not None:
             return "done"
         user = await session.get(User, notification.user_id)
