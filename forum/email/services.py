@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,24 +42,22 @@ async def preference(session: AsyncSession, user_id: UUID) -> EmailPreference:
 async def set_preference(
     session: AsyncSession, user_id: UUID, *, frequency: str | None = None, language: str | None = None
 ) -> EmailPreference:
+    """Change what is given; only a real change of frequency restarts the digest window."""
     values: dict[str, object] = {}
     if frequency is not None:
-        values["frequency"] = frequency
-        values["frequency_since"] = datetime.now(UTC)
+        values.update(frequency=frequency, frequency_since=datetime.now(UTC))
     if language is not None:
         values["language"] = language
     if values:
         stmt = insert(EmailPreference).values(user_id=user_id, **values)
-        changed = dict(values)
-        if frequency is not None:  # only a real change restarts the digest window
-            current = await session.get(EmailPreference, user_id)
-            if current is not None and current.frequency == frequency:
-                changed.pop("frequency_since")
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[EmailPreference.user_id], set_={**changed, "updated_at": datetime.now(UTC)}
+        changes: dict[str, object] = {name: stmt.excluded[name] for name in values}
+        if frequency is not None:
+            changes["frequency_since"] = case(
+                (EmailPreference.frequency == stmt.excluded.frequency, EmailPreference.frequency_since),
+                else_=stmt.excluded.frequency_since,
             )
-        )
+        changes["updated_at"] = func.now()
+        await session.execute(stmt.on_conflict_do_update(index_elements=[EmailPreference.user_id], set_=changes))
     stored = await session.get(EmailPreference, user_id, populate_existing=True)
     return stored or await preference(session, user_id)
 
