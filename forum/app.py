@@ -29,6 +29,8 @@ from forum.board.controllers import BoardController, ExportController, RoadmapCo
 from forum.credits.controllers import CreditController
 from forum.critiques.controllers import CritiqueLinkController
 from forum.database import commit_before_answering, release_embedded_postgres, resolve_database_url
+from forum.email.controllers import EmailPreferenceController, UnsubscribeController
+from forum.email.smtp import Mailer, unsubscribe_key
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
@@ -39,6 +41,7 @@ from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
+from forum.notifications.services import EMAIL_ENABLED
 from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
 from forum.posts.controllers import PostController
 from forum.settings import Settings
@@ -102,6 +105,7 @@ def _background_lifespan(settings: Settings, database_url: str):
                 consolidate_seconds=settings.consolidate_seconds,
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
                 webhook_max_failures=settings.webhook_max_failures,
+                mailer=Mailer.from_settings(settings, settings.jwt_secret()),
             )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
@@ -148,10 +152,13 @@ def _answer_options_with_every_method(app: Litestar) -> None:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    if settings.smtp_url:
+        Mailer.from_settings(settings, "")  # a bad FORUM_SMTP_URL stops the start, not the first email
     database_url = resolve_database_url(settings)
     alchemy = SQLAlchemyAsyncConfig(
         connection_string=database_url,
-        session_config=AsyncSessionConfig(expire_on_commit=False),
+        # With SMTP, every notification also queues its email (forum/email/services.py).
+        session_config=AsyncSessionConfig(expire_on_commit=False, info={EMAIL_ENABLED: bool(settings.smtp_url)}),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
@@ -181,6 +188,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CreditController,
             InboxController,
             SubscriptionController,
+            EmailPreferenceController,
+            UnsubscribeController,
             WebhookController,
             ApiKeyController,
             SurveyController,
@@ -206,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "forum_settings": settings,
                 "forum_alchemy_config": alchemy,
                 "forum_jwt_auth": jwt_auth,
+                "forum_unsubscribe_key": unsubscribe_key(settings.jwt_secret()),
             }
         ),
         debug=settings.debug,

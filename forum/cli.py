@@ -168,6 +168,7 @@ async def _create_user(url: str, data, role, kind) -> dict[str, str]:
 )
 def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
+    from forum.email.smtp import Mailer
     from forum.encoding import PostEmbedder
     from forum.grouping.thresholds import Thresholds
     from forum.jobs import BackgroundWorker
@@ -183,6 +184,7 @@ def worker(batch_size: int) -> None:
         consolidate_seconds=settings.consolidate_seconds,
         webhook_allowed_hosts=settings.webhook_allowed_hosts,
         webhook_max_failures=settings.webhook_max_failures,
+        mailer=Mailer.from_settings(settings, settings.jwt_secret()),
     )
 
     async def run() -> None:

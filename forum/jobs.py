@@ -53,6 +53,8 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_CONCURRENCY = 8  # deliveries in flight per worker (each waits on a remote server)
 BURST_POSTS = 20  # this many new vectors since the last consolidation: consolidate once they stop coming
 BURST_QUIET_SECONDS = 5.0
+EMAIL_MAX_ATTEMPTS = 12  # 30 s doubling to an hour between tries: about 7 hours of an SMTP server down
+EMAIL_CONCURRENCY = 4
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -249,9 +251,13 @@ class BackgroundWorker:
         initial_delay: timedelta = timedelta(seconds=1),
         webhook_allowed_hosts: list[str] | None = None,
         webhook_max_failures: int = 10,
+        mailer: Any = None,
+        email_retry_delay: timedelta = timedelta(seconds=30),
     ) -> None:
         self.webhook_allowed_hosts = webhook_allowed_hosts or []
         self.webhook_max_failures = webhook_max_failures
+        self.mailer = mailer  # forum.email.smtp.Mailer, or None: no email (jobs stay queued for a worker that has one)
+        self.email_retry_delay = email_retry_delay
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
         self.database_url = database_url
@@ -318,7 +324,45 @@ class BackgroundWorker:
             outcome = await place_voice(self.session_maker, self.embedder, UUID(job.payload.decode()), self.threshold)
             self.processed[f"voice_{outcome}"] = self.processed.get(f"voice_{outcome}", 0) + 1
 
+        if self.mailer is not None:
+            self._add_email(pgq)
         return pgq
+
+    def _add_email(self, pgq: PgQueuer) -> None:
+        from forum.email.services import (
+            DIGEST_SCHEDULE,
+            SEND_DIGESTS,
+            SEND_NOTIFICATION,
+            send_digests,
+            send_notification,
+        )
+
+        def executor(parameters: Any) -> DatabaseRetryEntrypointExecutor:
+            return DatabaseRetryEntrypointExecutor(
+                parameters=parameters,
+                max_attempts=EMAIL_MAX_ATTEMPTS,
+                initial_delay=self.email_retry_delay,
+                max_delay=timedelta(hours=1),
+            )
+
+        @pgq.entrypoint(
+            SEND_NOTIFICATION, executor_factory=executor, on_failure="hold", concurrency_limit=EMAIL_CONCURRENCY
+        )
+        async def email_notification(job: Job) -> None:
+            assert job.payload is not None
+            outcome = await send_notification(self.session_maker, self.mailer, UUID(job.payload.decode()))
+            self.processed[f"email_{outcome}"] = self.processed.get(f"email_{outcome}", 0) + 1
+
+        @pgq.entrypoint(SEND_DIGESTS, executor_factory=executor, on_failure="hold", concurrency_limit=1)
+        async def email_digests(job: Job) -> None:
+            sent = await send_digests(self.session_maker, self.mailer)
+            self.processed["email_digests"] = self.processed.get("email_digests", 0) + sent
+
+        @pgq.schedule(SEND_DIGESTS, DIGEST_SCHEDULE)
+        async def daily_digests(schedule: Any) -> None:
+            """Once a day (one worker fires it): queue the digest job, which retries like any other."""
+            async with self.session_maker() as session, session.begin():
+                await enqueue(session, SEND_DIGESTS, ["daily"], dedupe=True)
 
     async def sweep(self) -> int:
         async with self.session_maker() as session, session.begin():

@@ -53,6 +53,19 @@ class Visibility(enum.StrEnum):
     INTERNAL = "internal"
 
 
+class Channel(enum.StrEnum):
+    """Where a piece of feedback came from: ``web`` when the person typed it, else the channel an employee
+    captured it from on their behalf (``FeedbackCapture``)."""
+
+    WEB = "web"
+    SUPPORT = "support"
+    SALES = "sales"
+    SOCIAL = "social"
+    STORE = "store"
+    SURVEY = "survey"
+    OTHER = "other"
+
+
 class StatusEvent(enum.StrEnum):
     """A status change made by the system because of another post (``StatusChange.related_post_id``)."""
 
@@ -126,12 +139,14 @@ class Post(UUIDv7AuditBase):
         _check_in("kind", PostKind),
         _check_in("visibility", Visibility),
         _check_in("status", PostStatus),
+        _check_in("channel", Channel),
         Index("ix_post_search", "search", postgresql_using="gin"),
         Index("ix_post_tags", "tags", postgresql_using="gin"),
         Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_language", "language", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_channel", "channel", postgresql_where=text("deleted_at IS NULL AND channel <> 'web'")),
     )
 
     kind: Mapped[str] = mapped_column(String(16))
@@ -155,6 +170,7 @@ class Post(UUIDv7AuditBase):
     hidden_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     """Hidden as spam by the product team: it exists for the product team only and its votes count nowhere."""
     hidden_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(16), default=Channel.WEB.value, server_default=text("'web'"))
 
     author: Mapped[User] = relationship(lazy="joined", innerjoin=True, foreign_keys="Post.author_id")
 
@@ -449,6 +465,70 @@ class Notification(UUIDv7AuditBase):
     post_id: Mapped[UUID | None] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"), nullable=True)
     payload: Mapped[dict] = mapped_column(JSONB, default=dict)
     read_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    emailed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """When it went out by email, alone or in a daily digest (forum/email)."""
+
+
+class EmailFrequency(enum.StrEnum):
+    EACH = "each"
+    DAILY = "daily"
+    NONE = "none"
+
+
+class EmailPreference(DefaultBase):
+    """How a person hears by email (no row: every notification, in the language of their own posts)."""
+
+    __tablename__ = "email_preference"
+    __table_args__ = (
+        _check_in("frequency", EmailFrequency),
+        CheckConstraint("language IN ('en', 'es')", name="language_valid"),
+        Index("ix_email_preference_daily", "user_id", postgresql_where=text("frequency = 'daily'")),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    frequency: Mapped[str] = mapped_column(String(8), default=EmailFrequency.EACH.value, server_default="each")
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    frequency_since: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
+    """A daily digest covers notifications from here on (not what piled up before the person chose it)."""
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=text("now()"), onupdate=text("now()")
+    )
+
+
+class CaptureSubject(enum.StrEnum):
+    POST = "post"
+    VOTE = "vote"
+    COMMENT = "comment"
+
+
+class FeedbackCapture(UUIDv7AuditBase):
+    """A post, vote or comment an employee recorded on behalf of a customer (``customer``, its author or
+    voter): from which channel, the source (a ticket URL), when the customer said it (``said_at``, also the
+    post's, vote's or comment's own time) and who typed it (``created_at`` is when). Staff only."""
+
+    __tablename__ = "feedback_capture"
+    __table_args__ = (
+        _check_in("subject", CaptureSubject),
+        CheckConstraint(
+            "channel IN ('web', 'support', 'sales', 'social', 'store', 'survey', 'other') AND channel <> 'web'",
+            name="channel_valid",
+        ),
+        Index("ix_feedback_capture_post", "post_id", "subject"),
+        Index(
+            "uq_feedback_capture_vote", "post_id", "customer_id", unique=True, postgresql_where=text("subject = 'vote'")
+        ),
+    )
+
+    subject: Mapped[str] = mapped_column(String(16))
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("post.id", ondelete="CASCADE"))
+    comment_id: Mapped[UUID | None] = mapped_column(ForeignKey("comment.id", ondelete="CASCADE"), nullable=True)
+    customer_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    captured_by_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="RESTRICT"))
+    channel: Mapped[str] = mapped_column(String(16))
+    source_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    said_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+    captured_by: Mapped[User] = relationship(lazy="joined", innerjoin=True, foreign_keys=[captured_by_id])
 
 
 class CritiqueLink(DefaultBase):

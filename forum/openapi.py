@@ -75,14 +75,14 @@ def exact_request_bodies(openapi: OpenAPI, route_handlers: Iterable[Any]) -> Non
     of list items, ``extra_json_schema`` such as trimmed lengths), which Litestar's generator leaves out."""
     bodies = sorted(
         {
-            field.annotation
+            struct
             for handler in route_handlers
             if (field := handler.parsed_fn_signature.parameters.get("data")) is not None
-            and isinstance(field.annotation, type)
-            and issubclass(field.annotation, msgspec.Struct)
+            and (struct := _body_struct(field.annotation)) is not None
         },
         key=lambda struct: struct.__name__,
     )
+    _optional_bodies(openapi)
     schemas = openapi.components.schemas
     _, exact = msgspec.json.schema_components(bodies, ref_template=SCHEMA_REF + "{name}")
     for struct in bodies:
@@ -90,9 +90,46 @@ def exact_request_bodies(openapi: OpenAPI, route_handlers: Iterable[Any]) -> Non
         if name not in schemas:
             raise LookupError(f"request body {name} is not a component of the OpenAPI document")
         schemas[name] = exact[name]
+    for name in _nested_structs(bodies):  # a struct inside a body (``on_behalf``) is enforced exactly too
+        schemas[name] = exact[name]
     missing = {ref for name in exact for ref in _refs(exact[name])} - set(schemas)
     if missing:
         raise LookupError(f"request bodies refer to schemas the document does not have: {sorted(missing)}")
+
+
+def _nested_structs(bodies: list[type[msgspec.Struct]]) -> set[str]:
+    """Names of the structs that request bodies hold in their fields (not the bodies themselves)."""
+    found: set[str] = set()
+    todo = list(bodies)
+    while todo:
+        for field in msgspec.structs.fields(todo.pop()):
+            for member in getattr(field.type, "__args__", (field.type,)):
+                if isinstance(member, type) and issubclass(member, msgspec.Struct) and member.__name__ not in found:
+                    found.add(member.__name__)
+                    todo.append(member)
+    return found - {body.__name__ for body in bodies}
+
+
+def _body_struct(annotation: Any) -> type[msgspec.Struct] | None:
+    """The struct a body decodes to: ``X`` or, for an optional body (``X | None``), ``X``."""
+    members = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], msgspec.Struct):
+        return members[0]
+    return None
+
+
+def _optional_bodies(openapi: OpenAPI) -> None:
+    """An optional body (``data: X | None = None``, e.g. a vote that may name a customer) is ``X`` and not
+    required, rather than Litestar's required ``oneOf [X, null]`` (a JSON ``null`` body is not accepted)."""
+    for item in (openapi.paths or {}).values():
+        for method in ("post", "put", "patch"):
+            body = getattr(getattr(item, method, None), "request_body", None)
+            media = body.content.get("application/json") if body is not None and body.content else None
+            choices = getattr(media.schema, "one_of", None) if media is not None else None
+            if choices and len(choices) == 2 and isinstance(choices[0], Reference):
+                if getattr(getattr(choices[1], "type", None), "value", None) == "null":
+                    media.schema = choices[0]
+                    body.required = False
 
 
 def _refs(node: Any) -> Iterator[str]:

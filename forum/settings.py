@@ -126,6 +126,12 @@ class Settings:
     credit_critic_points: int = 30
     survey_throttle_days: int = 90
     """A person is asked a survey at most once per this many days (a survey can set its own)."""
+    smtp_url: str | None = None
+    """``smtp://user:pass@host:587`` (STARTTLS when offered; ``?starttls=true`` requires it, ``false`` never) or
+    ``smtps://…:465``. None: no email is sent (the inbox works as ever)."""
+    email_from: str = "forum@localhost"
+    public_url: str = "http://127.0.0.1:8000"
+    """Where people reach this forum: the links in emails (posts, unsubscribe)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -162,6 +168,9 @@ class Settings:
             credit_voter_points=_env_ints("FORUM_CREDIT_VOTER_POINTS", [20, 18, 16, 14, 12, 10, 8, 6, 4, 2]),
             credit_critic_points=_env_int("FORUM_CREDIT_CRITIC_POINTS", 30),
             survey_throttle_days=_env_int("FORUM_SURVEY_THROTTLE_DAYS", 90),
+            smtp_url=_env("FORUM_SMTP_URL"),
+            email_from=_env("FORUM_EMAIL_FROM", "forum@localhost") or "forum@localhost",
+            public_url=(_env("FORUM_PUBLIC_URL", "http://127.0.0.1:8000") or "").rstrip("/"),
         )
 
     @property

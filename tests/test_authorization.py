@@ -281,6 +281,41 @@ CASES: list[Case] = [
     _c("POST", "/api/posts", "internal post", _expect(403, anonymous=401, internal=OK, product=OK, admin=OK))(
         lambda w, a, x: ("POST", "/api/posts", {"kind": "idea", "title": f"Secret by {a}", "visibility": "internal"})
     ),
+    _c("POST", "/api/posts", "on a customer's behalf", _expect(403, anonymous=401, internal=OK, product=OK, admin=OK))(
+        lambda w, a, x: (
+            "POST",
+            "/api/posts",
+            {
+                "kind": "idea",
+                "title": f"Captured by {a}",
+                "on_behalf": {"email": f"c{a}@example.com", "channel": "support"},
+            },
+        )
+    ),
+    _c(
+        "PUT",
+        "/api/posts/{post_id}/vote",
+        "on a customer's behalf",
+        _expect(403, anonymous=401, internal=OK, product=OK, admin=OK),
+    )(
+        lambda w, a, x: (
+            "PUT",
+            f"/api/posts/{w.ids['public']}/vote",
+            {"on_behalf": {"email": f"v{a}@example.com", "channel": "sales"}},
+        )
+    ),
+    _c(
+        "POST",
+        "/api/posts/{post_id}/comments",
+        "on a customer's behalf",
+        _expect(403, anonymous=401, internal=OK, product=OK, admin=OK),
+    )(
+        lambda w, a, x: (
+            "POST",
+            f"/api/posts/{w.ids['public']}/comments",
+            {"body": "Said on the phone", "on_behalf": {"email": f"k{a}@example.com", "channel": "support"}},
+        )
+    ),
     _c("POST", "/api/posts/similar", "as you type", EVERYONE)(
         lambda w, a, x: ("POST", "/api/posts/similar", {"title": "invoices in PDF"})
     ),
@@ -478,6 +513,12 @@ CASES: list[Case] = [
     _c("GET", "/api/leaderboard", "leaderboard", EVERYONE)(lambda w, a, x: ("GET", "/api/leaderboard", None)),
     # notifications and subscriptions
     _c("GET", "/api/me/notifications", "own inbox", LOGGED_IN)(lambda w, a, x: ("GET", "/api/me/notifications", None)),
+    _c("GET", "/api/me/email-preferences", "own", LOGGED_IN)(
+        lambda w, a, x: ("GET", "/api/me/email-preferences", None)
+    ),
+    _c("PATCH", "/api/me/email-preferences", "own", LOGGED_IN)(
+        lambda w, a, x: ("PATCH", "/api/me/email-preferences", {"frequency": "daily"})
+    ),
     _c("POST", "/api/me/notifications/read-all", "own inbox", LOGGED_IN)(
         lambda w, a, x: ("POST", "/api/me/notifications/read-all", None)
     ),

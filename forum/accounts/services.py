@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from uuid import UUID
 
 import msgspec
@@ -9,11 +10,42 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import UNCLAIMED_PASSWORD_HASH, hash_password, revoke_tokens, verify_password
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import Post, User, UserKind, UserRole, Vote
 from forum.schemas import normalise_email
+
+
+async def accounts_for_emails(
+    session: AsyncSession, emails: Iterable[str], names: dict[str, str] | None = None
+) -> tuple[dict[str, tuple[UUID, str]], int]:
+    """Ids and kinds of these (normalised) emails' accounts, creating an unclaimed external account for
+    each unknown one (no password matches it; registering with the email claims it). Returns them and how
+    many were created. Used by survey imports and by feedback captured on a customer's behalf."""
+    wanted = sorted(set(emails))
+    names = names or {}
+    created = await session.execute(
+        insert(User)
+        .values(
+            [
+                {
+                    "email": email,
+                    "display_name": names.get(email) or email.split("@")[0][:80],
+                    "password_hash": UNCLAIMED_PASSWORD_HASH,
+                    "kind": UserKind.EXTERNAL.value,
+                }
+                for email in wanted
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=[User.email])
+        .returning(User.id)
+    )
+    n_created = len(created.all())
+    rows = await session.execute(select(User.email, User.id, User.kind).where(User.email.in_(wanted)))
+    return {r.email: (r.id, r.kind) for r in rows}, n_created
 
 
 class UserRepository(SQLAlchemyAsyncRepository[User]):

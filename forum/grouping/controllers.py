@@ -31,7 +31,7 @@ from forum.grouping.services import GroupingService
 from forum.grouping.similar import similar_posts
 from forum.grouping.thresholds import Thresholds, effective_thresholds
 from forum.http import LOCATION, created
-from forum.models import User
+from forum.models import Channel, User
 from forum.schemas import Limit, Offset, Page
 
 
@@ -102,10 +102,13 @@ class ClusterController(Controller):
         reports: ClusterReports,
         sort: ClusterSort = ClusterSort.VOTERS,
         min_members: Annotated[int, Parameter(ge=1, le=1000)] = 1,
+        channel: Annotated[
+            list[Channel] | None, Parameter(description="Only clusters with a member from this channel; repeatable")
+        ] = None,
         limit: Limit = 20,
         offset: Offset = 0,
     ) -> Page[ClusterSummary]:
-        return await reports.list(sort, min_members, limit, offset)
+        return await reports.list(sort, min_members, limit, offset, [c.value for c in channel] if channel else None)
 
     @get(
         "/suggestions",

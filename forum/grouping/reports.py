@@ -65,6 +65,28 @@ ORDER BY {order}, ms.cluster_id
 LIMIT :limit OFFSET :offset
 """
 
+# Members and unique voters per channel, hidden posts left out
+# (a vote captured on the voter's behalf has the capture's channel).
+_CHANNELS_SQL = """
+SELECT m.cluster_id, 'posts' AS what, p.channel, count(*) AS n
+FROM cluster_membership m JOIN post p ON p.id = m.post_id
+WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL
+GROUP BY m.cluster_id, p.channel
+UNION ALL
+SELECT m.cluster_id, 'voters', coalesce(c.channel, 'web'), count(DISTINCT v.user_id)
+FROM cluster_membership m
+JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL AND p.hidden_at IS NULL
+JOIN vote v ON v.post_id = m.post_id
+LEFT JOIN feedback_capture c
+    ON c.subject = 'vote' AND c.customer_id = v.user_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
+WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected'
+GROUP BY m.cluster_id, coalesce(c.channel, 'web')
+"""
+_WITH_CHANNEL = """AND m.cluster_id IN (
+    SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
+    WHERE cm.state <> 'rejected' AND cp.deleted_at IS NULL AND cp.hidden_at IS NULL
+    AND cp.channel = ANY(:channels))"""
+
 _ORDER = {
     ClusterSort.VOTERS: "voters DESC, ms.member_count DESC",
     ClusterSort.MEMBERS: "ms.member_count DESC, voters DESC",
@@ -97,9 +119,22 @@ class ClusterReports:
         self.session = session
         self.explainer = Explainer(session, embedder, viewer)
 
-    async def list(self, sort: ClusterSort, min_members: int, limit: int, offset: int) -> Page[ClusterSummary]:
-        sql = _SUMMARY_SQL.format(member_filter="", order=_ORDER[sort])
+    async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
+        by_id = {summary.id: summary for summary in summaries}
+        if by_id:
+            for row in await self.session.execute(text(_CHANNELS_SQL), {"ids": list(by_id)}):
+                counts = by_id[row.cluster_id].channels if row.what == "posts" else by_id[row.cluster_id].voter_channels
+                counts[row.channel] = row.n
+        return summaries
+
+    async def list(
+        self, sort: ClusterSort, min_members: int, limit: int, offset: int, channels: list[str] | None = None
+    ) -> Page[ClusterSummary]:
+        """``channels``: only clusters with a member from one of them."""
+        sql = _SUMMARY_SQL.format(member_filter=_WITH_CHANNEL if channels else "", order=_ORDER[sort])
         params = {"min_members": min_members, "limit": limit, "offset": offset}
+        if channels:
+            params["channels"] = channels
         rows = (await self.session.execute(text(sql), params)).all()
         if rows:
             total = rows[0].total_rows
@@ -108,9 +143,8 @@ class ClusterReports:
         else:
             total = 0
         descriptions = await self.explainer.describe([r.cluster_id for r in rows])
-        return Page(
-            items=[_summary(r, descriptions.get(r.cluster_id)) for r in rows], total=total, limit=limit, offset=offset
-        )
+        items = await self._count_channels([_summary(r, descriptions.get(r.cluster_id)) for r in rows])
+        return Page(items=items, total=total, limit=limit, offset=offset)
 
     async def detail(self, cluster_id: UUID) -> ClusterDetail:
         sql = _SUMMARY_SQL.format(member_filter="AND m.cluster_id = :cluster_id", order=_ORDER[ClusterSort.VOTERS])
@@ -149,4 +183,5 @@ class ClusterReports:
                 merged_into=post.merged_into_id,
             )
             (rejected if membership.state == MembershipState.REJECTED.value else members).append(member)
-        return ClusterDetail(summary=_summary(row, descriptions.get(cluster_id)), members=members, rejected=rejected)
+        [summary] = await self._count_channels([_summary(row, descriptions.get(cluster_id))])
+        return ClusterDetail(summary=summary, members=members, rejected=rejected)

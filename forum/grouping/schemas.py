@@ -97,6 +97,10 @@ class ClusterSummary(msgspec.Struct):
     growth_30d: Growth
     first_posted_at: datetime
     last_activity_at: datetime
+    channels: dict[str, int] = msgspec.field(default_factory=dict)
+    """Members per channel they came from (``web``: typed by their author; ``support``, ``sales``…: captured)."""
+    voter_channels: dict[str, int] = msgspec.field(default_factory=dict)
+    """Unique voters per channel their vote came from."""
 
 
 class ClusterMember(msgspec.Struct):

@@ -16,9 +16,15 @@ from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forum.jobs import enqueue
 from forum.models import Notification, Post, Subscription, Unsubscription, User, Visibility, visible_to
 from forum.notifications.schemas import NotificationOut
 from forum.schemas import Page
+
+EMAIL_ENABLED = "forum_email"
+"""Key in ``AsyncSession.info``, set when the app sends email (``FORUM_SMTP_URL``): every notification then
+also queues its ``email.notification`` job, in the same transaction."""
+SEND_NOTIFICATION_EMAIL = "email.notification"
 
 
 class NotificationKind:
@@ -108,8 +114,13 @@ async def notify_users(
     session: AsyncSession, user_ids: Iterable[UUID], kind: str, payload: dict[str, Any], *, post_id: UUID | None
 ) -> None:
     rows = [{"user_id": uid, "kind": kind, "post_id": post_id, "payload": payload} for uid in dict.fromkeys(user_ids)]
-    if rows:
+    if not rows:
+        return
+    if not session.info.get(EMAIL_ENABLED):
         await session.execute(insert(Notification), rows)
+        return
+    ids = list(await session.scalars(insert(Notification).returning(Notification.id), rows))
+    await enqueue(session, SEND_NOTIFICATION_EMAIL, [str(i) for i in ids])  # sent by the worker (forum/email)
 
 
 # Other posts a notification may name besides its own (``post_id``): (id key, title key) in the payload.

@@ -11,9 +11,11 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.auth import requires_login, requires_product_team
+from forum.channels.schemas import OnBehalfVote
+from forum.channels.services import CaptureService
 from forum.credits.services import CreditPolicy
 from forum.http import LOCATION, created
-from forum.models import PostKind, PostStatus, User, Visibility
+from forum.models import Channel, PostKind, PostStatus, User, Visibility
 from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
@@ -73,6 +75,10 @@ class PostController(Controller):
                 'or Spanish stem, more matching words first; "a phrase", -word to exclude',
             ),
         ] = None,
+        channel: Annotated[
+            list[Channel] | None,
+            Parameter(description="Where it came from: web (typed by its author) or a captured channel; repeatable"),
+        ] = None,
         sort: PostSort | None = None,
         limit: Limit = 20,
         offset: Offset = 0,
@@ -85,6 +91,7 @@ class PostController(Controller):
             visibility=visibility.value if visibility else None,
             language=[code.value for code in language] if language else None,
             q=q.strip() if q and q.strip() else None,
+            channel=[c.value for c in channel] if channel else None,
         )
         return await posts.list(filters, sort, limit, offset, request.user)
 
@@ -92,7 +99,10 @@ class PostController(Controller):
     async def create_post(
         self, request: Request[User, object, object], data: PostCreate, posts: PostService
     ) -> Response[PostOut]:
-        post = await posts.create(request.user, data)
+        if data.on_behalf is not None:
+            post = await CaptureService(posts).create_post(request.user, data)
+        else:
+            post = await posts.create(request.user, data)
         return created(post, f"/api/posts/{post.id}")
 
     @get("/{post_id:uuid}", summary="One post")
@@ -115,8 +125,20 @@ class PostController(Controller):
     async def delete_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> None:
         await posts.soft_delete(post_id, request.user)
 
-    @put("/{post_id:uuid}/vote", guards=[requires_login], summary="Vote for a post (idempotent)")
-    async def vote_post(self, request: Request[User, object, object], post_id: UUID, posts: PostService) -> VoteState:
+    @put(
+        "/{post_id:uuid}/vote",
+        guards=[requires_login],
+        summary="Vote for a post (idempotent); employees may vote on a customer's behalf (body: on_behalf)",
+    )
+    async def vote_post(
+        self,
+        request: Request[User, object, object],
+        post_id: UUID,
+        posts: PostService,
+        data: OnBehalfVote | None = None,
+    ) -> VoteState:
+        if data is not None:
+            return await CaptureService(posts).vote(post_id, request.user, data.on_behalf)
         return await posts.vote(post_id, request.user)
 
     @delete("/{post_id:uuid}/vote", guards=[requires_login], status_code=200, summary="Remove your vote")
@@ -169,7 +191,10 @@ class PostController(Controller):
     async def create_comment(
         self, request: Request[User, object, object], post_id: UUID, data: CommentCreate, posts: PostService
     ) -> Response[CommentOut]:
-        comment = await posts.add_comment(post_id, request.user, data)
+        if data.on_behalf is not None:
+            comment = await CaptureService(posts).comment(post_id, request.user, data)
+        else:
+            comment = await posts.add_comment(post_id, request.user, data)
         return created(comment, f"/api/posts/{post_id}/comments/{comment.id}")
 
     @delete("/{post_id:uuid}/comments/{comment_id:uuid}", guards=[requires_login], summary="Delete a comment")

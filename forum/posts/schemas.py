@@ -8,7 +8,8 @@ from uuid import UUID
 import msgspec
 
 from forum.accounts.schemas import UserPublic
-from forum.models import PostKind, PostStatus, Visibility
+from forum.channels.schemas import CaptureOut, OnBehalf
+from forum.models import Channel, PostKind, PostStatus, Visibility
 from forum.schemas import BLANK, NO_NUL, clean_text, is_visible, rule_error, trimmed
 
 TITLE_MIN, TITLE_MAX, BODY_MAX, TAGS_MAX, TAG_MAX = 3, 160, 10_000, 10, 40
@@ -67,6 +68,8 @@ class PostCreate(msgspec.Struct, forbid_unknown_fields=True):
     body: Body = ""
     tags: Tags = msgspec.field(default_factory=list)
     visibility: Visibility = Visibility.PUBLIC
+    on_behalf: OnBehalf | None = None
+    """Employees and the product team: post for a customer, who becomes its author (forum/channels)."""
 
     def __post_init__(self) -> None:
         self.title = clean_text(self.title, "title", min_len=TITLE_MIN, max_len=TITLE_MAX, single_line=True)
@@ -124,6 +127,10 @@ class PostOut(msgspec.Struct):
     """Set when the post was merged, as a duplicate, into another post."""
     hidden: bool = False
     """Hidden as spam by the product team (only the product team ever reads a hidden post)."""
+    channel: Channel = Channel.WEB
+    """Where the author said it: ``web`` when they typed it, else the channel it was captured from."""
+    capture: CaptureOut | None = None
+    """Who captured it for its author, from which source (employees and the product team only)."""
 
 
 class VoteState(msgspec.Struct):
@@ -146,6 +153,8 @@ class CommentCreate(msgspec.Struct, forbid_unknown_fields=True):
     body: CommentBody
     internal: bool = False
     """An internal note: only employees and the product team can write or read it."""
+    on_behalf: OnBehalf | None = None
+    """Employees and the product team: comment for a customer, who becomes its author."""
 
     def __post_init__(self) -> None:
         self.body = clean_text(self.body, "body", min_len=1, max_len=COMMENT_MAX)
@@ -158,3 +167,5 @@ class CommentOut(msgspec.Struct):
     body: str
     internal: bool
     created_at: datetime
+    capture: CaptureOut | None = None
+    """Who captured it for its author (employees and the product team only)."""

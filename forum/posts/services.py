@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
+from forum.channels.captures import captures_of_comments, captures_of_posts
 from forum.credits.services import CreditPolicy, ShipService
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
@@ -85,6 +86,7 @@ class PostFilters:
     visibility: str | None = None
     q: str | None = None
     language: list[str] | None = None
+    channel: list[str] | None = None
 
 
 TOTAL_CACHE_MIN = 5_000
@@ -227,7 +229,16 @@ class PostService:
             cluster_id=cluster_id,
             merged_into=merged_into,
             hidden=post.hidden_at is not None,
+            channel=post.channel,
         )
+
+    async def _with_captures(self, items: list[PostOut], viewer: User | None) -> list[PostOut]:
+        """Staff see who captured a post for its customer, and the source link; nobody else does."""
+        if viewer is not None and viewer.sees_internal:
+            captures = await captures_of_posts(self.session, [p.id for p in items if p.channel != "web"])
+            for item in items:
+                item.capture = captures.get(item.id)
+        return items
 
     @staticmethod
     def _cluster_id():
@@ -276,7 +287,7 @@ class PostService:
         ).first()
         if row is None:
             raise NotFoundException("Post not found")
-        return self._row_out(row, viewer)
+        return (await self._with_captures([self._row_out(row, viewer)], viewer))[0]
 
     async def get_many_out(self, post_ids: list[UUID], viewer: User | None) -> dict[UUID, PostOut]:
         """Several posts in one query, keyed by id (those the viewer may not see are left out)."""
@@ -308,7 +319,7 @@ class PostService:
             total = len(rows)  # the whole list fits in this page
         else:
             total = await self._total(filters, viewer)
-        items = [self._row_out(row, viewer) for row in rows]
+        items = await self._with_captures([self._row_out(row, viewer) for row in rows], viewer)
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
     async def list_recently_shipped(self, limit: int, offset: int, viewer: User | None) -> Page[PostOut]:
@@ -355,6 +366,8 @@ class PostService:
             stmt = stmt.where(Post.visibility == f.visibility)
         if f.language:
             stmt = stmt.where(Post.language.in_(f.language))
+        if f.channel:
+            stmt = stmt.where(Post.channel.in_(f.channel))
         if f.q:
             stmt = stmt.where(PostSearch.parse(f.q).condition())
         return stmt
@@ -381,10 +394,16 @@ class PostService:
 
     # Writing ----------------------------------------------------------------------------------
 
-    async def create(self, author: User, data: PostCreate) -> PostOut:
+    async def create(
+        self, author: User, data: PostCreate, *, channel: str = "web", said_at: datetime | None = None
+    ) -> PostOut:
+        """``channel`` and ``said_at`` for a post captured on the author's behalf (forum/channels): its
+        time is when they said it, so "who asked first" and credits go by it."""
         if data.visibility is Visibility.INTERNAL and not author.sees_internal:
             raise PermissionDeniedException("Only employees and the product team can post internally")
         post = Post(
+            channel=channel,
+            **({"created_at": said_at} if said_at else {}),
             kind=data.kind.value,
             title=data.title,
             body=data.body,
@@ -553,12 +572,15 @@ class PostService:
             raise ConflictError(detail="This post is hidden: it takes no votes")
         return post
 
-    async def vote(self, post_id: UUID, voter: User) -> VoteState:
-        """Idempotent: a second PUT changes nothing and keeps the first vote's time."""
+    async def vote(self, post_id: UUID, voter: User, *, said_at: datetime | None = None) -> VoteState:
+        """Idempotent: a second PUT changes nothing and keeps the first vote's time (``said_at``: a vote
+        captured on the voter's behalf, counted from when they said it)."""
         post = await self._votable(post_id, voter)
         inserted = await self.session.scalar(
             insert(Vote)
-            .values(post_id=post_id, user_id=voter.id, voter_kind=voter.kind)
+            .values(
+                post_id=post_id, user_id=voter.id, voter_kind=voter.kind, **({"created_at": said_at} if said_at else {})
+            )
             .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
             .returning(Vote.created_at)
         )
@@ -663,13 +685,22 @@ class PostService:
             )
         ).all()
         total = rows[0].total if rows else await self.session.scalar(select(func.count(Comment.id)).where(condition))
-        return Page(items=[self._comment_out(r[0]) for r in rows], total=total or 0, limit=limit, offset=offset)
+        items = [self._comment_out(r[0]) for r in rows]
+        if viewer is not None and viewer.sees_internal:  # who captured a comment for its customer: staff only
+            captures = await captures_of_comments(self.session, [c.id for c in items])
+            for item in items:
+                item.capture = captures.get(item.id)
+        return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
-    async def add_comment(self, post_id: UUID, author: User, data: CommentCreate) -> CommentOut:
+    async def add_comment(
+        self, post_id: UUID, author: User, data: CommentCreate, *, said_at: datetime | None = None
+    ) -> CommentOut:
         post = await self.get_visible(post_id, author)
         if data.internal and not author.sees_internal:
             raise PermissionDeniedException("Only employees and the product team can write internal notes")
         comment = Comment(post_id=post.id, author_id=author.id, body=data.body, internal=data.internal)
+        if said_at is not None:
+            comment.created_at = said_at
         self.session.add(comment)
         counter = Post.internal_note_count if data.internal else Post.comment_count
         await self.session.execute(

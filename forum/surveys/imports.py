@@ -17,20 +17,19 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forum.accounts.schemas import EMAIL_RE
-from forum.auth import UNCLAIMED_PASSWORD_HASH
+from forum.accounts.services import accounts_for_emails
 from forum.encoding import post_language
-from forum.models import AnswerSource, Survey, SurveyAnswer, User, UserKind
+from forum.models import AnswerSource, Survey, SurveyAnswer
 from forum.surveys.schemas import MAX_SCORE, MIN_SCORE
 from forum.surveys.services import enqueue_voices, refresh_latest
 
@@ -196,30 +195,6 @@ def parse_rows(content: str, survey_id: UUID, kind: str, now: datetime, report: 
     return rows
 
 
-async def _accounts(session: AsyncSession, emails: Iterable[str]) -> tuple[dict[str, tuple[UUID, str]], int]:
-    """Ids and kinds of these emails' accounts, creating unclaimed external ones for unknown emails."""
-    wanted = sorted(set(emails))
-    created = await session.execute(
-        insert(User)
-        .values(
-            [
-                {
-                    "email": email,
-                    "display_name": email.split("@")[0][:80],
-                    "password_hash": UNCLAIMED_PASSWORD_HASH,
-                    "kind": UserKind.EXTERNAL.value,
-                }
-                for email in wanted
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=[User.email])
-        .returning(User.id)
-    )
-    n_created = len(created.all())
-    rows = await session.execute(select(User.email, User.id, User.kind).where(User.email.in_(wanted)))
-    return {r.email: (r.id, r.kind) for r in rows}, n_created
-
-
 async def import_answers(
     session_maker: async_sessionmaker[AsyncSession],
     survey_id: UUID,
@@ -243,7 +218,7 @@ async def import_answers(
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         async with session_maker() as session, session.begin():
-            accounts, created = await _accounts(session, (row.email for row in batch))
+            accounts, created = await accounts_for_emails(session, (row.email for row in batch))
             report.accounts_created += created
             inserted = await session.execute(
                 insert(SurveyAnswer)

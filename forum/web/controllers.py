@@ -23,11 +23,13 @@ from forum.accounts.services import UserService
 from forum.auth import SESSION_COOKIE, issue_token, requires_login
 from forum.credits.reports import CreditReports
 from forum.credits.schemas import Segment
+from forum.email.services import preference as email_preference
+from forum.email.services import set_preference as set_email_preference
 from forum.grouping.controllers import provide_grouping
 from forum.grouping.schemas import SimilarRequest
 from forum.grouping.services import GroupingService
 from forum.grouping.similar import similar_posts
-from forum.models import PostKind, PostStatus, User, Visibility
+from forum.models import EmailFrequency, PostKind, PostStatus, User, Visibility
 from forum.notifications.services import InboxService
 from forum.posts.schemas import PostLanguage, PostSort
 from forum.posts.services import PostFilters, PostService
@@ -339,7 +341,19 @@ class AccountPages(Controller):
             nav,
             view=await views.inbox(posts, request.user, (page_number - 1) * PAGE_SIZE),
             page_number=page_number,
+            email=await email_preference(posts.session, request.user.id),
         )
+
+    @post("/inbox/email", name="email-preferences", guards=[requires_login])
+    async def email_preferences(self, request: AnyRequest, posts: PostService) -> Redirect:
+        """The same preferences as ``PATCH /api/me/email-preferences``; an unknown value changes nothing."""
+        values = await forms.read_form(request)
+        frequency = _choice(EmailFrequency, values.get("frequency"))
+        language = values.get("language") if values.get("language") in LOCALES else None
+        await set_email_preference(
+            posts.session, request.user.id, frequency=frequency.value if frequency else None, language=language
+        )
+        return Redirect("/inbox", status_code=303)
 
     @post("/inbox/read", name="mark-read", guards=[requires_login])
     async def mark_read(self, request: AnyRequest, posts: PostService) -> Redirect:

@@ -106,7 +106,8 @@ class WebPlugin(InitPluginProtocol):
             cookie_name=CSRF_COOKIE,
             cookie_httponly=True,
             cookie_samesite="lax",
-            exclude=[f"^{prefix}" for prefix in NOT_PAGES],
+            # The unsubscribe link is signed, and mail clients POST it with no cookie at all (RFC 8058).
+            exclude=[*(f"^{prefix}" for prefix in NOT_PAGES), "^/email/unsubscribe/"],
         )
         app_config.route_handlers.extend(
             [

@@ -1,7 +1,7 @@
 """API keys (service accounts) and webhook failure tracking, test deliveries and redeliveries
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-01 19:30:00.000000
 """
 
@@ -15,7 +15,7 @@ sa.GUID = GUID
 sa.DateTimeUTC = DateTimeUTC
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
