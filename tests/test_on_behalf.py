@@ -136,6 +136,9 @@ def test_votes_and_comments_on_behalf_count_for_the_customer_from_when_they_said
     again = api.client.put(f"/api/posts/{post['id']}/vote", json=body, headers=agent.headers).json()
     assert again["votes"]["total"] == 2, "idempotent"
     assert _count(api, "feedback_capture", "subject = 'vote'") == 1
+    # Who voted, for the product team: the customer first (when they said it), with the channel it came from.
+    voters = api.client.get(f"/api/posts/{post['id']}/voters", headers=product.headers).json()["items"]
+    assert [(v["user"]["display_name"], v["channel"]) for v in voters] == [("caller", "sales"), ("voter", "web")]
 
     r = api.client.post(
         f"/api/posts/{post['id']}/comments",

@@ -23,6 +23,8 @@ class VoterOut(msgspec.Struct):
     voted_at: datetime
     merged_from: UUID | None
     """Set when the vote was carried over from a duplicate merged into this post (with its original time)."""
+    channel: str = "web"
+    """Where the voter said it: ``web`` when they voted themselves, else the channel it was captured from."""
 
 
 class PostEditOut(msgspec.Struct):

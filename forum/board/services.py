@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.board.schemas import PostEditOut, Roadmap, RoadmapColumn, TagCreate, TagOut, TagUpdate, VoterOut
 from forum.errors import ConflictError
-from forum.models import Post, PostEdit, PostStatus, Tag, User, Vote
+from forum.models import FeedbackCapture, Post, PostEdit, PostStatus, Tag, User, Vote
 from forum.posts.schemas import PostOut, PostSort
 from forum.posts.services import PostFilters, PostService, author_public
 from forum.schemas import Page
@@ -30,8 +30,14 @@ class BoardService:
         await self.posts.get_visible(post_id, viewer)
         rows = (
             await self.session.execute(
-                select(Vote, User)
+                select(Vote, User, FeedbackCapture.channel)
                 .join(User, User.id == Vote.user_id)
+                .outerjoin(  # a vote captured on the voter's behalf (kept on the post it was given to)
+                    FeedbackCapture,
+                    (FeedbackCapture.subject == "vote")
+                    & (FeedbackCapture.customer_id == Vote.user_id)
+                    & (FeedbackCapture.post_id == func.coalesce(Vote.merged_from_id, Vote.post_id)),
+                )
                 .where(Vote.post_id == post_id)
                 .order_by(Vote.created_at, Vote.user_id)
                 .limit(limit)
@@ -45,8 +51,9 @@ class BoardService:
                 kind=vote.voter_kind,
                 voted_at=vote.created_at,
                 merged_from=vote.merged_from_id,
+                channel=channel or "web",
             )
-            for vote, user in rows
+            for vote, user, channel in rows
         ]
         return Page(items=items, total=total or 0, limit=limit, offset=offset)
 
