@@ -423,3 +423,141 @@ def test_the_board_and_the_leaderboard_turn_pages(api: Api, monkeypatch) -> None
     assert "Newer idea" in api.client.get("/?sort=new").text
     second = api.client.get("/?sort=new&page=2").text
     assert "Older idea" in second and "Newer idea" not in second
+
+
+# Running the board from the portal (forum/web/board.py) ----------------------------------------------
+
+
+def test_staff_post_page_lists_voters_paged_and_edits_and_a_customer_sees_neither(api: Api) -> None:
+    product = api.make_user("internal", "product", name="Pat")
+    author = api.register("Ana")
+    post = api.post(author, title="Dark mode for the app", body="Too bright")
+    voters = [api.register(f"Voter{i:02}") for i in range(21)] + [api.make_user("internal", name="Elena")]
+    for voter in voters:
+        assert api.client.put(f"/api/posts/{post['id']}/vote", headers=voter.headers).status_code == 200
+    r = api.client.patch(f"/api/posts/{post['id']}", json={"title": "Dark mode everywhere"}, headers=product.headers)
+    assert r.status_code == 200
+
+    browser_login(api.client, author)
+    page = api.client.get(f"/posts/{post['id']}").text
+    assert 'data-testid="voters"' not in page and 'data-testid="edits"' not in page and "Voter00" not in page
+    assert 'data-testid="edit-form"' in page  # the author may edit (as PATCH /api/posts/{id} allows)
+    assert 'data-testid="hide"' not in page
+
+    browser_login(api.client, product)
+    page = api.client.get(f"/posts/{post['id']}").text
+    assert page.count('data-testid="voter"') == 20 and "Voter00" in page and "Elena" not in page
+    assert 'data-kind="external"' in page and 'data-testid="voters-next"' in page
+    assert 'data-testid="edit-title-before">Dark mode for the app<' in page and "Pat" in page
+    second = api.client.get(f"/posts/{post['id']}?voters=2").text
+    assert second.count('data-testid="voter"') == 2 and "Elena" in second and 'data-kind="internal"' in second
+    assert api.client.get(f"/posts/{post['id']}?voters=0").status_code == 422
+    es = api.client.get(f"/posts/{post['id']}", headers={"Accept-Language": "es"}).text
+    assert "Quién votó" in es and "Historial de ediciones" in es and "Ocultar como spam" in es
+
+
+def test_editing_a_post_from_its_page_is_recorded_and_refused_to_others(api: Api) -> None:
+    author, other = api.register("Ana"), api.register("Carla")
+    product = api.make_user("internal", "product", name="Pat")
+    post = api.post(author, title="Dark mode for the app", body="Too bright")
+    path = f"/posts/{post['id']}"
+    browser_login(api.client, other)
+    assert 'data-testid="edit-form"' not in api.client.get(path).text
+    r = form_post(api.client, f"{path}/edit", {"title": "Spam spam spam", "body": ""}, from_page=path)
+    assert r.status_code == 403
+    r = api.client.post(f"{path}/edit", data={"title": "No token", "body": ""}, follow_redirects=False)
+    assert r.status_code == 403
+
+    browser_login(api.client, author)
+    r = form_post(api.client, f"{path}/edit", {"title": "x", "body": "Still"}, from_page=path)
+    assert r.status_code == 422 and 'data-testid="error-title"' in r.text and ">Still</textarea>" in r.text
+    r = form_post(api.client, f"{path}/edit", {"title": "Dark mode at night", "body": "Too bright"}, from_page=path)
+    assert r.status_code == 303 and r.headers["location"] == path
+    assert "Saved." in api.client.get(path).text
+
+    browser_login(api.client, product)
+    r = form_post(api.client, f"{path}/edit", {"title": "Dark mode (app)", "body": "Too bright <b>"}, from_page=path)
+    assert r.status_code == 303
+    edits = api.client.get(f"/api/posts/{post['id']}/edits", headers=product.headers).json()["items"]
+    assert [(e["editor"]["display_name"], e["title_after"]) for e in edits] == [
+        ("Ana", "Dark mode at night"),
+        ("Pat", "Dark mode (app)"),
+    ]
+    assert edits[1]["body_after"] == "Too bright <b>"
+    assert "Too bright &lt;b&gt;" in api.client.get(path).text
+
+
+def test_hiding_as_spam_from_the_post_page_with_and_without_htmx(api: Api) -> None:
+    product = api.make_user("internal", "product", name="Pat")
+    customer = api.register("Carla")
+    post = api.post(api.register("Spammer"), title="Cheap watches here", body="buy buy")
+    path = f"/posts/{post['id']}"
+
+    browser_login(api.client, customer)
+    assert form_post(api.client, f"{path}/hide", {}, from_page=path).status_code == 403
+    browser_login(api.client, product)
+    assert api.client.post(f"{path}/hide", follow_redirects=False).status_code == 403  # no CSRF token
+    assert api.client.get(f"/api/posts/{post['id']}").status_code == 200
+
+    r = form_post(api.client, f"{path}/hide", {}, from_page=path)
+    assert r.status_code == 303 and r.headers["location"] == path
+    page = api.client.get(path).text
+    assert 'data-testid="hidden-banner"' in page and 'data-testid="unhide"' in page
+    assert api.client.get(f"/api/posts/{post['id']}").status_code == 404  # gone for everyone else
+    r = form_post(api.client, f"{path}/hide", {}, from_page=path)
+    assert r.status_code == 409 and "already hidden" in r.text and 'data-testid="moderation-error"' in r.text
+
+    browser_login(api.client, customer)
+    r = api.client.get(path)
+    assert r.status_code == 404 and "Cheap watches" not in r.text
+    assert "Cheap watches" not in api.client.get("/").text
+
+    browser_login(api.client, product)
+    r = form_post(api.client, f"{path}/unhide", {}, htmx=True, from_page=path)
+    assert r.status_code == 200 and r.text.lstrip().startswith('<div class="moderation"')
+    assert 'data-testid="hide"' in r.text and 'data-testid="moderation-done"' in r.text
+    assert api.client.get(f"/api/posts/{post['id']}").status_code == 200
+
+
+def test_tags_page_creates_recolours_and_refuses_deleting_a_tag_in_use(api: Api) -> None:
+    product = api.make_user("internal", "product", name="Pat")
+    customer = api.register("Carla")
+    browser_login(api.client, customer)
+    assert api.client.get("/tags").status_code == 403
+    assert form_post(api.client, "/tags", {"name": "billing", "colour": "#1f6feb"}, from_page="/").status_code == 403
+
+    browser_login(api.client, product)
+    assert api.client.post("/tags", data={"name": "billing", "colour": "#1f6feb"}).status_code == 403  # no CSRF
+    page = api.client.get("/tags").text
+    assert 'type="color"' in page and 'data-testid="no-tags"' in page
+    r = form_post(
+        api.client, "/tags", {"name": "  Billing ", "colour": "#1F6FEB", "description": "Invoices"}, from_page="/tags"
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/tags"
+    r = form_post(api.client, "/tags", {"name": "billing", "colour": "#000000"}, from_page="/tags")
+    assert r.status_code == 409 and "already a tag with this name" in r.text
+    r = form_post(api.client, "/tags", {"name": "", "colour": "red"}, from_page="/tags")
+    assert r.status_code == 422 and 'data-testid="error-name"' in r.text and 'data-testid="error-colour"' in r.text
+
+    tag = api.client.get("/api/tags").json()["items"][0]
+    assert (tag["name"], tag["colour"], tag["description"]) == ("billing", "#1f6feb", "Invoices")
+    r = form_post(api.client, f"/tags/{tag['id']}", {"colour": "#ffee00", "description": "Bills"}, from_page="/tags")
+    assert r.status_code == 303
+    assert api.client.get(f"/api/tags/{tag['id']}").json()["colour"] == "#ffee00"
+    css = api.client.get("/tag-colours.css")
+    assert css.headers["content-type"].startswith("text/css")
+    assert '.tags a[data-tag="billing"] { background: #ffee00; border-color: #ffee00; color: #000000; }' in css.text
+
+    post = api.post(customer, title="Invoices in PDF", tags=["billing", "free text"])
+    board = api.client.get("/").text
+    assert 'data-tag="billing"' in board and 'href="/tag-colours.css"' in board
+    r = form_post(api.client, f"/tags/{tag['id']}/delete", {}, from_page="/tags")
+    assert r.status_code == 409 and "in use by 1 post" in r.text
+    api.client.headers["Accept-Language"] = "es"
+    es = form_post(api.client, f"/tags/{tag['id']}/delete", {}, from_page="/tags")
+    assert es.status_code == 409 and "1 publicación" in es.text
+    del api.client.headers["Accept-Language"]
+    api.client.patch(f"/api/posts/{post['id']}", json={"tags": []}, headers=customer.headers)
+    r = form_post(api.client, f"/tags/{tag['id']}/delete", {}, from_page="/tags")
+    assert r.status_code == 303 and api.client.get("/api/tags").json()["total"] == 0
+    assert form_post(api.client, f"/tags/{tag['id']}/delete", {}, from_page="/tags").status_code == 404

@@ -148,3 +148,28 @@ def test_every_triage_string_has_english_and_spanish() -> None:
         if not all(values):
             untranslated.append(m)
     assert untranslated == []
+
+
+def test_the_desk_offers_the_four_csv_exports_to_the_product_team_only(api: Api) -> None:
+    product = api.make_user("internal", "product", name="Pat")
+    post = api.post(api.register("Ana"), title="Dark mode for the app")
+    browser_login(api.client, api.register("Carla"))
+    for kind in ("posts", "votes", "clusters", "credits"):
+        r = api.client.get(f"/triage/export/{kind}.csv")
+        assert r.status_code == 403 and "Dark mode" not in r.text
+    browser_login(api.client, product)
+    desk = api.client.get("/triage/").text
+    for kind in ("posts", "votes", "clusters", "credits"):
+        assert f'href="/triage/export/{kind}.csv"' in desk
+        r = api.client.get(f"/triage/export/{kind}.csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), kind
+        assert f'filename="{kind}.csv"' in r.headers["content-disposition"]
+        assert (
+            r.text.splitlines()[0]
+            == api.client.get(f"/api/export/{kind}.csv", headers=product.headers).text.splitlines()[0]
+        )
+    assert post["id"] in api.client.get("/triage/export/posts.csv").text
+    assert api.client.get("/triage/export/users.csv").status_code == 404
+    assert api.client.get("/triage/export/posts.json").status_code == 404
+    es = api.client.get("/triage/", headers={"Accept-Language": "es"}).text
+    assert "Exportar" in es

@@ -125,7 +125,8 @@ class TagController(Controller):
         await tags.delete(tag_id)
 
 
-async def _stream(kind: ExportKind, db_session: AsyncSession, state: State) -> Stream:
+async def export_stream(kind: ExportKind, db_session: AsyncSession, state: State) -> Stream:
+    """The CSV download of one kind (also served to the product team's browser by ``forum.web.board``)."""
     await db_session.execute(text("SELECT 1"))  # an unreachable database is a 503 before the first byte
     engine = state["forum_alchemy_config"].get_engine()
     return Stream(
@@ -144,16 +145,16 @@ class ExportController(Controller):
 
     @get("/posts.csv", media_type="text/csv", summary="Every post as CSV (streamed)")
     async def export_posts(self, db_session: AsyncSession, state: State) -> Stream:
-        return await _stream(ExportKind.POSTS, db_session, state)
+        return await export_stream(ExportKind.POSTS, db_session, state)
 
     @get("/votes.csv", media_type="text/csv", summary="Every vote as CSV (streamed)")
     async def export_votes(self, db_session: AsyncSession, state: State) -> Stream:
-        return await _stream(ExportKind.VOTES, db_session, state)
+        return await export_stream(ExportKind.VOTES, db_session, state)
 
     @get("/clusters.csv", media_type="text/csv", summary="Every cluster membership as CSV (streamed)")
     async def export_clusters(self, db_session: AsyncSession, state: State) -> Stream:
-        return await _stream(ExportKind.CLUSTERS, db_session, state)
+        return await export_stream(ExportKind.CLUSTERS, db_session, state)
 
     @get("/credits.csv", media_type="text/csv", summary="The whole credit ledger as CSV (streamed)")
     async def export_credits(self, db_session: AsyncSession, state: State) -> Stream:
-        return await _stream(ExportKind.CREDITS, db_session, state)
+        return await export_stream(ExportKind.CREDITS, db_session, state)

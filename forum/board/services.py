@@ -139,6 +139,10 @@ class TagService:
         total = await self.session.scalar(select(func.count(Tag.id)))
         return Page(items=[_tag_out(t) for t in tags], total=total or 0, limit=limit, offset=offset)
 
+    async def colours(self) -> dict[str, str]:
+        """Every managed tag's colour by name (for painting tag chips: the list is short)."""
+        return dict((await self.session.execute(select(Tag.name, Tag.colour).order_by(Tag.name))).tuples().all())
+
     async def _get(self, tag_id: UUID, *, for_update: bool = False) -> Tag:
         stmt = select(Tag).where(Tag.id == tag_id)
         tag = await self.session.scalar(stmt.with_for_update() if for_update else stmt)

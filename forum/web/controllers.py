@@ -34,6 +34,7 @@ from forum.notifications.services import InboxService
 from forum.posts.schemas import PostLanguage, PostSort
 from forum.posts.services import PostFilters, PostService
 from forum.web import forms, views
+from forum.web.board import BOARD_CONTROLLERS
 from forum.web.i18n import LANG_COOKIE, LOCALES
 from forum.web.i18n import gettext as _
 from forum.web.surveys import SurveyActions
@@ -47,6 +48,8 @@ BOARD_SORTS = (PostSort.TRENDING, PostSort.TOP, PostSort.NEW, PostSort.DISCUSSED
 PageNumber = Annotated[int, Parameter(query="page", ge=1, le=100_000)]
 """``?page=``, from 1. (One ``Parameter``: a second one in a nested ``Annotated`` is ignored.)"""
 Query = Annotated[str, Parameter(max_length=200)]
+VotersPage = Annotated[int, Parameter(query="voters", ge=1, le=100_000)]
+EditsPage = Annotated[int, Parameter(query="edits", ge=1, le=100_000)]
 
 
 def _choice(enum_type: type[E], raw: str | None) -> E | None:
@@ -127,8 +130,18 @@ class BoardPages(Controller):
         )
 
     @get("/posts/{post_id:uuid}", name="post")
-    async def post_page(self, request: AnyRequest, posts: PostService, nav: Nav, post_id: UUID) -> Template:
-        return page("post.html", nav, view=await views.post_page(posts, post_id, request.user), values={}, errors={})
+    async def post_page(
+        self,
+        request: AnyRequest,
+        posts: PostService,
+        nav: Nav,
+        post_id: UUID,
+        voters_page: VotersPage = 1,
+        edits_page: EditsPage = 1,
+    ) -> Template:
+        """``?voters=`` and ``?edits=`` page the product team's lists of voters and edits."""
+        view = await views.post_page(posts, post_id, request.user, voters_page, edits_page)
+        return page("post.html", nav, view=view, values={}, errors={})
 
     @get("/roadmap", name="roadmap")
     async def roadmap(self, request: AnyRequest, posts: PostService, nav: Nav) -> Template:
@@ -370,4 +383,4 @@ class AccountPages(Controller):
         return _back(values, "/inbox")
 
 
-PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController, SurveyActions]
+PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController, SurveyActions, *BOARD_CONTROLLERS]

@@ -11,8 +11,18 @@ import msgspec
 from litestar import Request
 
 from forum.accounts.schemas import EMAIL_RE, LoginRequest, UserRegister
+from forum.board.schemas import TagCreate, TagUpdate
 from forum.models import PostKind, Visibility
-from forum.posts.schemas import BODY_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX, TITLE_MIN, CommentCreate, PostCreate
+from forum.posts.schemas import (
+    BODY_MAX,
+    TAG_MAX,
+    TAGS_MAX,
+    TITLE_MAX,
+    TITLE_MIN,
+    CommentCreate,
+    PostCreate,
+    PostUpdate,
+)
 from forum.surveys.schemas import AnswerCreate
 from forum.web.i18n import gettext as _
 
@@ -85,6 +95,44 @@ def new_post(values: dict[str, str], *, may_post_internal: bool) -> tuple[PostCr
         errors["visibility"] = _("Choose who can see this post.")
     fields = {"kind": kind, "title": title, "body": body, "tags": tags, "visibility": visibility}
     return _build(PostCreate, fields, errors), errors
+
+
+def edit_post(values: dict[str, str]) -> tuple[PostUpdate | None, Errors]:
+    """A new title and body (the service records what changed and who changed it)."""
+    title, body = _text(values, "title"), _text(values, "body")
+    errors: Errors = {}
+    if not TITLE_MIN <= len(title) <= TITLE_MAX:
+        errors["title"] = _("The title needs between 3 and 160 characters.")
+    if len(body) > BODY_MAX:
+        errors["body"] = _("The description can have at most 10,000 characters.")
+    return _build(PostUpdate, {"title": title, "body": body}, errors), errors
+
+
+COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}")
+TAG_DESCRIPTION_MAX = 500
+
+
+def _tag_fields(values: dict[str, str], errors: Errors) -> dict[str, str]:
+    colour, description = _text(values, "colour"), _text(values, "description")
+    if not COLOUR_RE.fullmatch(colour):
+        errors["colour"] = _("Choose a colour.")
+    if len(description) > TAG_DESCRIPTION_MAX:
+        errors["description"] = _("The description can have at most 500 characters.")
+    return {"colour": colour, "description": description}
+
+
+def new_tag(values: dict[str, str]) -> tuple[TagCreate | None, Errors]:
+    name = " ".join(_text(values, "name").lower().split())
+    errors: Errors = {}
+    if not 1 <= len(name) <= TAG_MAX or "," in name:
+        errors["name"] = _("Name the tag in at most 40 characters, without commas.")
+    fields = {"name": name, **_tag_fields(values, errors)}
+    return _build(TagCreate, fields, errors), errors
+
+
+def tag_update(values: dict[str, str]) -> tuple[TagUpdate | None, Errors]:
+    errors: Errors = {}
+    return _build(TagUpdate, _tag_fields(values, errors), errors), errors
 
 
 def comment(values: dict[str, str], *, may_write_notes: bool) -> tuple[CommentCreate | None, Errors]:

@@ -10,6 +10,7 @@ site's 403 page (401 sends to the login form).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -175,6 +176,113 @@ def render(template: str, nav: Nav, request: Request[Any, Any, Any], status_code
     )
 
 
+@dataclass
+class Desk:
+    """One request at the desk: what every page and action needs, and the one way an action runs.
+
+    An action runs in a savepoint: a refusal (404/409/422 from a service) rolls it back and re-renders the
+    page with the message next to its form and the refusal's status; success commits (a redirect would
+    otherwise roll back) and redirects to the page with ``?done=``."""
+
+    request: Request[User, Any, Any]
+    session: AsyncSession
+    nav: Nav
+    reports: ClusterReports
+    posts: PostService
+
+    @property
+    def user(self) -> User:
+        return self.request.user
+
+    async def cluster_page(
+        self, cluster_id: UUID, *, error: str | None = None, error_for: str | None = None, status_code: int = 200
+    ) -> Template:
+        view = await cluster_page(self.reports, self.posts, cluster_id, self.user)
+        return render(
+            "triage/cluster.html",
+            self.nav,
+            self.request,
+            status_code=status_code,
+            view=view,
+            error=error,
+            error_for=error_for,
+        )
+
+    async def post_page(
+        self,
+        post_id: UUID,
+        grouping: GroupingService,
+        *,
+        error: str | None = None,
+        error_for: str | None = None,
+        values: dict[str, str] | None = None,
+        status_code: int = 200,
+    ) -> Template:
+        view = await post_triage_page(self.posts, grouping, post_id, self.user)
+        return render(
+            "triage/post.html",
+            self.nav,
+            self.request,
+            status_code=status_code,
+            view=view,
+            statuses=STATUS_CHOICES,
+            note_max=NOTE_MAX,
+            error=error,
+            error_for=error_for,
+            values=values or {},
+        )
+
+    async def _run(self, action: Callable[[], Awaitable[None]], refused: tuple[int, ...]) -> HTTPException | None:
+        try:
+            async with self.session.begin_nested():  # a refused action leaves nothing behind
+                await action()
+        except HTTPException as exc:
+            if exc.status_code not in refused:
+                raise
+            return exc
+        await self.session.commit()  # the request boundary: a redirect would otherwise roll back
+        return None
+
+    async def on_cluster(
+        self, cluster_id: UUID, done: str, action: Callable[[], Awaitable[None]], error_for: str
+    ) -> Any:
+        exc = await self._run(action, (404, 409, 422))
+        if exc is None:
+            return back(f"/triage/clusters/{cluster_id}", done)
+        try:
+            return await self.cluster_page(
+                cluster_id, error=refusal(exc), error_for=error_for, status_code=exc.status_code
+            )
+        except NotFoundException:  # the cluster itself is gone
+            raise exc from None
+
+    async def on_post(
+        self,
+        post_id: UUID,
+        grouping: GroupingService,
+        done: str,
+        action: Callable[[], Awaitable[None]],
+        error_for: str,
+        values: dict[str, str] | None = None,
+    ) -> Any:
+        exc = await self._run(action, (409, 422))
+        if exc is None:
+            return back(f"/triage/posts/{post_id}", done)
+        return await self.post_page(
+            post_id, grouping, error=refusal(exc), error_for=error_for, values=values, status_code=exc.status_code
+        )
+
+
+async def provide_desk(
+    request: Request[User, Any, Any],
+    db_session: AsyncSession,
+    nav: Nav,
+    reports: ClusterReports,
+    posts: PostService,
+) -> Desk:
+    return Desk(request=request, session=db_session, nav=nav, reports=reports, posts=posts)
+
+
 # Routes ----------------------------------------------------------------------------------------------
 
 
@@ -187,6 +295,7 @@ class TriageController(Controller):
         "posts": Provide(provide_posts),
         "reports": Provide(provide_reports),
         "grouping": Provide(provide_grouping),
+        "desk": Provide(provide_desk),
     }
 
     @get("/", name="triage:desk")
@@ -220,282 +329,82 @@ class TriageController(Controller):
 
     # A cluster ---------------------------------------------------------------------------------------
 
-    async def _cluster(
-        self,
-        request: Request[User, Any, Any],
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        cluster_id: UUID,
-        *,
-        error: str | None = None,
-        error_for: str | None = None,
-        status_code: int = 200,
-    ) -> Template:
-        view = await cluster_page(reports, posts, cluster_id, request.user)
-        return render(
-            "triage/cluster.html",
-            nav,
-            request,
-            status_code=status_code,
-            view=view,
-            error=error,
-            error_for=error_for,
-        )
-
     @get("/clusters/{cluster_id:uuid}", name="triage:cluster")
-    async def cluster(
-        self, request: Request[User, Any, Any], nav: Nav, reports: ClusterReports, posts: PostService, cluster_id: UUID
-    ) -> Template:
-        return await self._cluster(request, nav, reports, posts, cluster_id)
-
-    async def _cluster_action(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        cluster_id: UUID,
-        done: str,
-        action: Any,
-        error_for: str,
-        redirect_to: str | None = None,
-    ) -> Any:
-        try:
-            async with db_session.begin_nested():  # a refused action leaves nothing behind
-                await action()
-        except HTTPException as exc:
-            if exc.status_code not in (404, 409, 422):
-                raise
-            message = refusal(exc)
-            try:
-                return await self._cluster(
-                    request,
-                    nav,
-                    reports,
-                    posts,
-                    cluster_id,
-                    error=message,
-                    error_for=error_for,
-                    status_code=exc.status_code,
-                )
-            except NotFoundException:
-                raise exc from None
-        await db_session.commit()  # the request boundary: a redirect would otherwise roll back
-        return back(redirect_to or f"/triage/clusters/{cluster_id}", done)
+    async def cluster(self, desk: Desk, cluster_id: UUID) -> Template:
+        return await desk.cluster_page(cluster_id)
 
     @post(
         "/clusters/{cluster_id:uuid}/members/{post_id:uuid}/confirm", name="triage:confirm", media_type=MediaType.HTML
     )
-    async def confirm(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        grouping: GroupingService,
-        cluster_id: UUID,
-        post_id: UUID,
-    ) -> Any:
+    async def confirm(self, desk: Desk, grouping: GroupingService, cluster_id: UUID, post_id: UUID) -> Any:
         async def action() -> None:
-            await ClusterDecisions(grouping).confirm(cluster_id, post_id, request.user)
+            await ClusterDecisions(grouping).confirm(cluster_id, post_id, desk.user)
 
-        return await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "confirmed", action, f"member-{post_id}"
-        )
+        return await desk.on_cluster(cluster_id, "confirmed", action, f"member-{post_id}")
 
     @post("/clusters/{cluster_id:uuid}/members/{post_id:uuid}/reject", name="triage:reject", media_type=MediaType.HTML)
-    async def reject(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        grouping: GroupingService,
-        cluster_id: UUID,
-        post_id: UUID,
-    ) -> Any:
+    async def reject(self, desk: Desk, grouping: GroupingService, cluster_id: UUID, post_id: UUID) -> Any:
         async def action() -> None:
-            await ClusterDecisions(grouping).reject(cluster_id, post_id, request.user)
+            await ClusterDecisions(grouping).reject(cluster_id, post_id, desk.user)
 
-        return await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "rejected", action, f"member-{post_id}"
-        )
+        return await desk.on_cluster(cluster_id, "rejected", action, f"member-{post_id}")
 
     @post("/clusters/{cluster_id:uuid}/members/{post_id:uuid}/move", name="triage:move", media_type=MediaType.HTML)
-    async def move(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        grouping: GroupingService,
-        cluster_id: UUID,
-        post_id: UUID,
-    ) -> Any:
-        target = _uuid((await read_form(request)).get("cluster_id"))
+    async def move(self, desk: Desk, grouping: GroupingService, cluster_id: UUID, post_id: UUID) -> Any:
+        target = _uuid((await read_form(desk.request)).get("cluster_id"))
 
         async def action() -> None:
             if target is None:
                 raise HTTPException(status_code=422, detail="no target")
-            await ClusterDecisions(grouping).move(post_id, target, request.user)
+            await ClusterDecisions(grouping).move(post_id, target, desk.user)
 
-        return await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "moved", action, f"member-{post_id}"
-        )
+        return await desk.on_cluster(cluster_id, "moved", action, f"member-{post_id}")
 
     @post("/clusters/{cluster_id:uuid}/split", name="triage:split", media_type=MediaType.HTML)
-    async def split(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        grouping: GroupingService,
-        cluster_id: UUID,
-    ) -> Any:
-        form = await request.form()
+    async def split(self, desk: Desk, grouping: GroupingService, cluster_id: UUID) -> Any:
+        form = await desk.request.form()
         chosen = [pid for pid in (_uuid(str(v)) for v in form.getall("post_ids", [])) if pid is not None]
         new_cluster: list[UUID] = []
 
         async def action() -> None:
             if not chosen:
                 raise HTTPException(status_code=422, detail="Every post to split off must be a member of this cluster")
-            new_cluster.append(await ClusterDecisions(grouping).split(cluster_id, chosen, request.user))
+            new_cluster.append(await ClusterDecisions(grouping).split(cluster_id, chosen, desk.user))
 
-        response = await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "split", action, "split"
-        )
+        response = await desk.on_cluster(cluster_id, "split", action, "split")
         if new_cluster:  # show the new cluster: what was split off, and a way back
             return back(f"/triage/clusters/{new_cluster[0]}", "split")
         return response
 
     @post("/clusters/{cluster_id:uuid}/members/{post_id:uuid}/merge", name="triage:merge", media_type=MediaType.HTML)
-    async def merge(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        cluster_id: UUID,
-        post_id: UUID,
-    ) -> Any:
-        into = _uuid((await read_form(request)).get("into"))
+    async def merge(self, desk: Desk, cluster_id: UUID, post_id: UUID) -> Any:
+        into = _uuid((await read_form(desk.request)).get("into"))
 
         async def action() -> None:
             if into is None:
                 raise HTTPException(status_code=422, detail="no target")
-            await MergeService(db_session).merge(post_id, into, request.user)
+            await MergeService(desk.session).merge(post_id, into, desk.user)
 
-        return await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "merged", action, f"member-{post_id}"
-        )
+        return await desk.on_cluster(cluster_id, "merged", action, f"member-{post_id}")
 
     @post(
         "/clusters/{cluster_id:uuid}/members/{post_id:uuid}/unmerge", name="triage:unmerge", media_type=MediaType.HTML
     )
-    async def unmerge(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        reports: ClusterReports,
-        posts: PostService,
-        cluster_id: UUID,
-        post_id: UUID,
-    ) -> Any:
+    async def unmerge(self, desk: Desk, cluster_id: UUID, post_id: UUID) -> Any:
         async def action() -> None:
-            await MergeService(db_session).unmerge(post_id, request.user)
+            await MergeService(desk.session).unmerge(post_id, desk.user)
 
-        return await self._cluster_action(
-            request, db_session, nav, reports, posts, cluster_id, "unmerged", action, f"member-{post_id}"
-        )
+        return await desk.on_cluster(cluster_id, "unmerged", action, f"member-{post_id}")
 
     # A post: status and critiques ----------------------------------------------------------------------
 
-    async def _post(
-        self,
-        request: Request[User, Any, Any],
-        nav: Nav,
-        posts: PostService,
-        grouping: GroupingService,
-        post_id: UUID,
-        *,
-        error: str | None = None,
-        error_for: str | None = None,
-        values: dict[str, str] | None = None,
-        status_code: int = 200,
-    ) -> Template:
-        view = await post_triage_page(posts, grouping, post_id, request.user)
-        return render(
-            "triage/post.html",
-            nav,
-            request,
-            status_code=status_code,
-            view=view,
-            statuses=STATUS_CHOICES,
-            note_max=NOTE_MAX,
-            error=error,
-            error_for=error_for,
-            values=values or {},
-        )
-
     @get("/posts/{post_id:uuid}", name="triage:post")
-    async def post_page(
-        self, request: Request[User, Any, Any], nav: Nav, posts: PostService, grouping: GroupingService, post_id: UUID
-    ) -> Template:
-        return await self._post(request, nav, posts, grouping, post_id)
-
-    async def _post_action(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        posts: PostService,
-        grouping: GroupingService,
-        post_id: UUID,
-        done: str,
-        action: Any,
-        error_for: str,
-        values: dict[str, str] | None = None,
-    ) -> Any:
-        try:
-            async with db_session.begin_nested():  # a refused action leaves nothing behind
-                await action()
-        except HTTPException as exc:
-            if exc.status_code not in (409, 422):
-                raise
-            return await self._post(
-                request,
-                nav,
-                posts,
-                grouping,
-                post_id,
-                error=refusal(exc),
-                error_for=error_for,
-                values=values,
-                status_code=exc.status_code,
-            )
-        await db_session.commit()
-        return back(f"/triage/posts/{post_id}", done)
+    async def post_page(self, desk: Desk, grouping: GroupingService, post_id: UUID) -> Template:
+        return await desk.post_page(post_id, grouping)
 
     @post("/posts/{post_id:uuid}/status", name="triage:status", media_type=MediaType.HTML)
-    async def change_status(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        posts: PostService,
-        grouping: GroupingService,
-        post_id: UUID,
-    ) -> Any:
-        values = await read_form(request)
+    async def change_status(self, desk: Desk, grouping: GroupingService, post_id: UUID) -> Any:
+        values = await read_form(desk.request)
         note = values.get("note", "").replace("\x00", "").strip()
 
         async def action() -> None:
@@ -503,47 +412,24 @@ class TriageController(Controller):
                 raise HTTPException(status_code=422, detail="bad status")
             if len(note) > NOTE_MAX:
                 raise HTTPException(status_code=422, detail="note too long")
-            await posts.change_status(post_id, request.user, PostStatus(values["status"]), note or None)
+            await desk.posts.change_status(post_id, desk.user, PostStatus(values["status"]), note or None)
 
-        return await self._post_action(
-            request, db_session, nav, posts, grouping, post_id, "status", action, "status", values
-        )
+        return await desk.on_post(post_id, grouping, "status", action, "status", values)
 
     @post("/posts/{post_id:uuid}/critiques", name="triage:link", media_type=MediaType.HTML)
-    async def link(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        posts: PostService,
-        grouping: GroupingService,
-        post_id: UUID,
-    ) -> Any:
-        critique = _uuid((await read_form(request)).get("critique_id"))
+    async def link(self, desk: Desk, grouping: GroupingService, post_id: UUID) -> Any:
+        critique = _uuid((await read_form(desk.request)).get("critique_id"))
 
         async def action() -> None:
             if critique is None:
                 raise HTTPException(status_code=422, detail="Only a critique can be linked to an idea")
-            await CritiqueLinkService(db_session).link(post_id, critique, request.user)
+            await CritiqueLinkService(desk.session).link(post_id, critique, desk.user)
 
-        return await self._post_action(
-            request, db_session, nav, posts, grouping, post_id, "linked", action, "critiques"
-        )
+        return await desk.on_post(post_id, grouping, "linked", action, "critiques")
 
     @post("/posts/{post_id:uuid}/critiques/{critique_id:uuid}/unlink", name="triage:unlink", media_type=MediaType.HTML)
-    async def unlink(
-        self,
-        request: Request[User, Any, Any],
-        db_session: AsyncSession,
-        nav: Nav,
-        posts: PostService,
-        grouping: GroupingService,
-        post_id: UUID,
-        critique_id: UUID,
-    ) -> Any:
+    async def unlink(self, desk: Desk, grouping: GroupingService, post_id: UUID, critique_id: UUID) -> Any:
         async def action() -> None:
-            await CritiqueLinkService(db_session).unlink(post_id, critique_id, request.user)
+            await CritiqueLinkService(desk.session).unlink(post_id, critique_id, desk.user)
 
-        return await self._post_action(
-            request, db_session, nav, posts, grouping, post_id, "unlinked", action, "critiques"
-        )
+        return await desk.on_post(post_id, grouping, "unlinked", action, "critiques")

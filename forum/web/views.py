@@ -14,8 +14,8 @@ from litestar.datastructures import State
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.board.schemas import RoadmapColumn
-from forum.board.services import RoadmapService
+from forum.board.schemas import PostEditOut, RoadmapColumn, VoterOut
+from forum.board.services import BoardService, RoadmapService
 from forum.credits.reports import CreditReports
 from forum.credits.schemas import Credit, UserCredits
 from forum.credits.services import CreditPolicy
@@ -31,6 +31,8 @@ from forum.web.surveys import SurveyPanel, pending_panel
 
 PAGE_SIZE = 20
 COMMENTS_SHOWN = 100
+VOTERS_SHOWN = 20
+EDITS_SHOWN = 10
 PROFILE_STATUSES = [s.value for s in PostStatus if s is not PostStatus.DUPLICATE]
 """A profile lists what its person wrote, shipped and declined too (the board, as the API, only live posts)."""
 
@@ -77,15 +79,24 @@ class PostPage:
     merged_here: list[MergedPost]
     credits: list[Credit]
     following: bool
+    may_edit: bool
+    """The author and the product team edit the title and body (``PATCH /api/posts/{id}``)."""
+    voters: Page[VoterOut] | None = None
+    """The product team's view: who voted (``GET /api/posts/{id}/voters``), a page of them."""
+    edits: Page[PostEditOut] | None = None
 
 
-async def post_page(posts: PostService, post_id: UUID, viewer: User | None) -> PostPage:
+async def post_page(
+    posts: PostService, post_id: UUID, viewer: User | None, voters_page: int = 1, edits_page: int = 1
+) -> PostPage:
     session = posts.session
     post = await posts.get_out(post_id, viewer)  # 404 first, exactly as the API
     target = None
     if post.merged_into is not None:
         target = (await posts.get_many_out([post.merged_into], viewer)).get(post.merged_into)
     shipped = post.status == PostStatus.SHIPPED
+    staff = viewer is not None and viewer.is_product_team
+    board = BoardService(posts)
     return PostPage(
         post=post,
         comments=await posts.list_comments(post_id, viewer, COMMENTS_SHOWN, 0),
@@ -94,6 +105,9 @@ async def post_page(posts: PostService, post_id: UUID, viewer: User | None) -> P
         merged_here=await MergeService(session).merged_into(post_id, viewer),
         credits=await CreditReports(session).post_credits(post_id, viewer) if shipped else [],
         following=bool(viewer) and await is_subscribed(session, viewer.id, post_id),
+        may_edit=viewer is not None and (staff or post.author.id == viewer.id),
+        voters=await board.voters(post_id, viewer, VOTERS_SHOWN, (voters_page - 1) * VOTERS_SHOWN) if staff else None,
+        edits=await board.edits(post_id, viewer, EDITS_SHOWN, (edits_page - 1) * EDITS_SHOWN) if staff else None,
     )
 
 

@@ -57,7 +57,8 @@ def test_main_pages_have_no_serious_accessibility_violations(open_page: Any, api
     problems += axe_problems(customer)
 
     product = open_page(PRODUCT, lang=lang, width=375)  # the desk on a phone, too
-    for path in ("/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}"):
+    board_pages = ("/tags", f"/posts/{shipped['id']}")  # the product team's tags, voters and edits
+    for path in ("/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}", *board_pages):
         assert product.goto(path).status == 200, path
         problems += axe_problems(product)
     assert not problems, "\n".join(problems)
@@ -69,7 +70,7 @@ def test_main_pages_fit_a_375px_phone(open_page: Any, api: Api) -> None:
     too_wide = []
     for who, paths in (
         (CUSTOMER, ["/", f"/posts/{shipped['id']}", "/new", "/inbox", "/roadmap", "/leaderboard"]),
-        (PRODUCT, ["/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}"]),
+        (PRODUCT, ["/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}", "/tags"]),
     ):
         page = open_page(who, width=375, height=740)
         for path in paths:
