@@ -33,7 +33,6 @@ from forum.errors import document_problems, exception_handlers, problem, problem
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
-from forum.jobs import BackgroundWorker
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
@@ -43,6 +42,7 @@ from forum.settings import Settings
 from forum.surveys.controllers import SurveyController, VoiceController
 from forum.web.plugin import WebPlugin
 from forum.webhooks.controllers import WebhookController
+from forum.worker import BackgroundWorker
 
 logger = logging.getLogger("forum")
 

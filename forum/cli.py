@@ -170,7 +170,7 @@ def worker(batch_size: int) -> None:
     """Run an embedding worker (any number, on any machine sharing the database)."""
     from forum.encoding import PostEmbedder
     from forum.grouping.thresholds import Thresholds
-    from forum.jobs import BackgroundWorker
+    from forum.worker import BackgroundWorker
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
@@ -204,7 +204,7 @@ def jobs() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
 def jobs_failed(limit: int) -> None:
     """List jobs that failed every retry and are held."""
-    from forum.jobs import failed_jobs
+    from forum.queue import failed_jobs
 
     url = _prepared_database(Settings.from_env())
     held = asyncio.run(failed_jobs(url, limit))
@@ -234,7 +234,7 @@ def _last_error(traceback: object) -> str:
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed job.")
 def jobs_retry(job_ids: tuple[int, ...], retry_all: bool) -> None:
     """Put failed jobs back in the queue (JOB_IDS, or --all)."""
-    from forum.jobs import retry_failed
+    from forum.queue import retry_failed
 
     if not job_ids and not retry_all:
         raise click.UsageError("name job ids or pass --all")

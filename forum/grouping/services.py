@@ -104,6 +104,7 @@ class GroupingService:
         self.embedder = embedder
         self.thresholds = Thresholds.of(threshold)
         self.threshold = self.thresholds.sure
+        self._transaction_state: tuple[Any, set[object]] = (None, set())
 
     # Vectors ----------------------------------------------------------------------------------
 
@@ -114,20 +115,42 @@ class GroupingService:
 
     async def store_embeddings(self, post_id: UUID, content_hash: str, vectors: dict[str, np.ndarray]) -> None:
         """One row per encoder (``post_embedding``), replacing older vectors of the post."""
-        for model, vector in vectors.items():
-            stmt = insert(PostEmbedding).values(
-                post_id=post_id, model=model, content_hash=content_hash, embedding=vector.tolist()
+        await self.store_many([(post_id, content_hash, vectors)])
+
+    async def store_many(self, posts: Sequence[tuple[UUID, str, dict[str, np.ndarray]]]) -> None:
+        """:meth:`store_embeddings` of several posts (post id, content hash, vectors) in one statement."""
+        rows = [
+            {"post_id": post_id, "model": model, "content_hash": digest, "embedding": vector.tolist()}
+            for post_id, digest, vectors in posts
+            for model, vector in vectors.items()
+        ]
+        if not rows:
+            return
+        stmt = insert(PostEmbedding).values(rows)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[PostEmbedding.post_id, PostEmbedding.model],
+                set_={
+                    "content_hash": stmt.excluded.content_hash,
+                    "embedding": stmt.excluded.embedding,
+                    "embedded_at": func.now(),
+                },
             )
-            await self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[PostEmbedding.post_id, PostEmbedding.model],
-                    set_={
-                        "content_hash": stmt.excluded.content_hash,
-                        "embedding": stmt.excluded.embedding,
-                        "embedded_at": func.now(),
-                    },
-                )
-            )
+        )
+
+    def _once_per_transaction(self, what: object) -> bool:
+        """True the first time ``what`` is asked for in the session's current (innermost) transaction: a
+        transaction-scoped setting or lock need not be sent again until that transaction or savepoint ends."""
+        sync = self.session.sync_session
+        transaction = sync.get_nested_transaction() or sync.get_transaction()
+        if transaction is None:
+            return True
+        if self._transaction_state[0] is not transaction:
+            self._transaction_state = (transaction, set())
+        if what in self._transaction_state[1]:
+            return False
+        self._transaction_state[1].add(what)
+        return True
 
     async def stored_vectors(self, post_id: UUID) -> PostVectors | None:
         """A post's recorded language and stored vectors (None until it has every encoder's vector)."""
@@ -159,12 +182,13 @@ class GroupingService:
         """Most similar embedded posts (HNSW with pgvector's iterative scan for the filters)."""
         # Both settings for this transaction only, in one round trip.
         ef_search = max(40, limit * 4)
-        await self.session.execute(
-            text(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                f"set_config('hnsw.ef_search', '{ef_search}', true)"
+        if self._once_per_transaction(("hnsw", ef_search)):
+            await self.session.execute(
+                text(
+                    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                    f"set_config('hnsw.ef_search', '{ef_search}', true)"
+                )
             )
-        )
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
         # Title views are never searched; the literal predicate lets the planner use the HNSW indexes (0008).
         conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL"]
@@ -234,7 +258,8 @@ class GroupingService:
         ``auto`` mode), ``maybe`` (or ``sure`` in ``suggest`` mode) leaves the post apart with a pending
         suggestion for the product team, lower leaves it apart.
         """
-        await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
+        if self._once_per_transaction(CLUSTER_LOCK_KEY):
+            await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
         current = await self._current_membership(post_id)
         if current is not None and current.manual:
             return current.cluster_id  # a person decided: never undone automatically

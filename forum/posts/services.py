@@ -24,7 +24,6 @@ from forum.accounts.schemas import UserPublic
 from forum.credits.services import CreditPolicy, ShipService
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
-from forum.jobs import enqueue_embeddings
 from forum.models import (
     ClusterMembership,
     Comment,
@@ -52,6 +51,7 @@ from forum.posts.schemas import (
     VoteCounts,
     VoteState,
 )
+from forum.queue import enqueue_embeddings
 from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit

@@ -33,8 +33,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forum.errors import UnprocessableError
-from forum.jobs import enqueue
 from forum.models import User, Webhook, WebhookDelivery
+from forum.queue import enqueue
 from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookEvent, WebhookOut
 
