@@ -51,7 +51,11 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     # uvicorn re-raises SIGTERM after a graceful shutdown; with Python's default handler the process would
     # die before atexit runs and leave the embedded PostgreSQL running. Exit normally instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    click.echo(f"forum serving on http://{host}:{port} (API docs at /schema)", err=True)
+    click.echo(
+        f"forum starting on http://{host}:{port} (API docs at /schema): ready once the models are loaded "
+        "(it logs 'forum is ready'; /health answers 503 until then)",
+        err=True,
+    )
     try:
         uvicorn.run(
             "forum.app:create_app",
