@@ -147,14 +147,17 @@ async def write_and_group(
                 rows.append((item.post_id, item.digest, batch.vectors[item.post_id]))
                 ready.append((item, language))
         await grouping.store_many(rows)
+        queries: list[tuple[UUID, PostVectors]] = []
         for item, language in sorted(ready, key=lambda pair: (pair[0].created_at, pair[0].post_id)):
             if set(batch.vectors[item.post_id]) == set(embedder.models):
                 query = PostVectors(language, batch.vectors[item.post_id])
             else:  # some vectors were current already: read them back
                 query = await grouping.stored_vectors(item.post_id)
             assert query is not None
-            await grouping.assign(item.post_id, query)
-            batch.outcomes[item.post_id] = "embedded"
+            queries.append((item.post_id, query))
+        await grouping.assign_many(queries)
+        for post_id, _ in queries:
+            batch.outcomes[post_id] = "embedded"
     return edited
 
 

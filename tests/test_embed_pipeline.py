@@ -39,6 +39,10 @@ def test_a_batch_is_written_in_a_few_statements(api: Api, settings, database_url
     assert sum("INSERT INTO post_embedding" in s for s in statements) == 1, "one statement for every vector"
     assert sum("pg_advisory_xact_lock" in s for s in statements) == 1, "the cluster lock once per batch"
     assert sum("set_config('hnsw" in s for s in statements) == 1, "the HNSW settings once per transaction"
+    for per_batch in ("FROM cluster_membership", "DELETE FROM cluster_suggestion", "UNION"):
+        reads = [s for s in statements if s.lstrip().startswith(("SELECT", "DELETE")) and per_batch in s]
+        assert reads, per_batch
+    print(len(statements), "statements:\n" + "\n---\n".join(statements))
     rows = run_sql(
         database_url, "SELECT count(*) FROM cluster_membership WHERE post_id = ANY(CAST(:ids AS uuid[]))", ids=ids
     )
