@@ -111,6 +111,7 @@ def _background_lifespan(settings: Settings, database_url: str):
                 Thresholds.from_settings(settings),
                 consolidate_seconds=settings.consolidate_seconds,
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
+                yield_to_requests=True,  # requests first: they share this process's cores and encoder
             )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)

@@ -50,11 +50,16 @@ class EncodedBatch:
 
 
 async def read_and_encode(
-    session_maker: async_sessionmaker[AsyncSession], embedder: PostEmbedder, post_ids: Sequence[UUID]
+    session_maker: async_sessionmaker[AsyncSession],
+    embedder: PostEmbedder,
+    post_ids: Sequence[UUID],
+    *,
+    yield_to_requests: bool = False,
 ) -> EncodedBatch:
     """Read the posts and their stored content hashes (no lock), and encode the texts whose vectors are
-    missing or stale: one model call per encoder. A deleted or missing post is ``gone``; one whose vectors
-    are all current is ``unchanged``."""
+    missing or stale: one model call per encoder (small ones on one model thread with
+    ``yield_to_requests``: ``EncodeBatcher.encode_background``). A deleted or missing post is ``gone``;
+    one whose vectors are all current is ``unchanged``."""
     await embedder.ready()
     todo = list(dict.fromkeys(post_ids))
     batch = EncodedBatch()
@@ -84,7 +89,9 @@ async def read_and_encode(
     for model in embedder.models:
         needing = [item for item in batch.work if model in item.missing]
         if needing:
-            encoded = await embedder.batchers[model].encode_many([item.text for item in needing])
+            batcher = embedder.batchers[model]
+            texts = [item.text for item in needing]
+            encoded = await (batcher.encode_background(texts) if yield_to_requests else batcher.encode_many(texts))
             for item, vector in zip(needing, encoded, strict=True):
                 batch.vectors[item.post_id][model] = vector
     return batch
@@ -201,9 +208,12 @@ class EmbedCollector:
         embedder: PostEmbedder,
         threshold: float | Thresholds,
         max_batch: int = 64,
+        *,
+        yield_to_requests: bool = False,
     ) -> None:
         self.session_maker, self.embedder, self.threshold = session_maker, embedder, threshold
         self.max_batch = max_batch
+        self.yield_to_requests = yield_to_requests
         self._pending: list[tuple[UUID, asyncio.Future[str]]] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -228,7 +238,10 @@ class EmbedCollector:
                 chunk, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                 batch: EncodedBatch | BaseException
                 try:  # overlaps the write of the previous batch
-                    batch = await read_and_encode(self.session_maker, self.embedder, [post_id for post_id, _ in chunk])
+                    ids = [post_id for post_id, _ in chunk]
+                    batch = await read_and_encode(
+                        self.session_maker, self.embedder, ids, yield_to_requests=self.yield_to_requests
+                    )
                 except Exception as exc:
                     batch = exc
                 if writing is not None:

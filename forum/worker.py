@@ -64,7 +64,11 @@ class BackgroundWorker:
         max_attempts: int = MAX_ATTEMPTS,
         initial_delay: timedelta = timedelta(seconds=1),
         webhook_allowed_hosts: list[str] | None = None,
+        yield_to_requests: bool = False,
     ) -> None:
+        """``yield_to_requests``: the worker shares its process (and the encoder) with ``forum serve``:
+        it encodes in small calls on one model thread, so requests keep their latency and the worker
+        its progress at a lower rate (docs/benchmarks.md)."""
         self.webhook_allowed_hosts = webhook_allowed_hosts or []
         self.max_attempts = max_attempts
         self.initial_delay = initial_delay
@@ -79,7 +83,9 @@ class BackgroundWorker:
         # Enough connections for a batch of jobs reading and writing at once (assignment itself is serialised).
         self.engine = engine or create_async_engine(database_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.collector = EmbedCollector(self.session_maker, embedder, threshold, max_batch=max(batch_size, 1))
+        self.collector = EmbedCollector(
+            self.session_maker, embedder, threshold, max_batch=max(batch_size, 1), yield_to_requests=yield_to_requests
+        )
         self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
         self._stopping = asyncio.Event()

@@ -5,8 +5,10 @@ an overlapping batch already stored, and a batch's writes cost a few statements,
 from __future__ import annotations
 
 import asyncio
+import time
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -108,3 +110,35 @@ def test_the_collector_pipelines_batches_and_answers_every_job(api: Api, setting
         database_url, "SELECT count(*) FROM cluster_membership WHERE post_id = ANY(CAST(:ids AS uuid[]))", ids=ids
     )
     assert rows[0][0] == len(ids)
+
+
+def test_a_worker_sharing_the_server_encodes_in_small_calls_and_lets_requests_in() -> None:
+    """``forum serve``'s embedded worker yields to requests: its texts go to the model in small calls, so a
+    typed text that arrives meanwhile is encoded after one small call, not after the whole batch."""
+    from embeddings import HashingEncoder
+    from forum.encoding import BACKGROUND_CHUNK, EncodeBatcher
+
+    calls: list[list[str]] = []
+
+    class Recording(HashingEncoder):
+        def encode(self, texts):
+            calls.append(list(texts))
+            time.sleep(0.01)
+            return super().encode(texts)
+
+    encoder = Recording()
+    texts = [f"post number {n}" for n in range(4 * BACKGROUND_CHUNK)]
+
+    async def run() -> tuple:
+        batcher = EncodeBatcher(encoder)
+        background = asyncio.create_task(batcher.encode_background(texts))
+        await asyncio.sleep(0.005)  # the first small call is running
+        typed = await batcher.encode_one("typed while the worker runs")
+        return await background, typed
+
+    vectors, typed = asyncio.run(run())
+    np.testing.assert_allclose(vectors, HashingEncoder().encode(texts))
+    np.testing.assert_allclose(typed, HashingEncoder().encode(["typed while the worker runs"])[0])
+    assert all(len(call) <= BACKGROUND_CHUNK for call in calls)
+    typed_at = calls.index(["typed while the worker runs"])
+    assert typed_at < len(calls) - 1, f"the typed text waited for the whole batch: {calls}"
