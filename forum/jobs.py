@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from forum.encoding import PostEmbedder, PostVectors, content_hash, post_language, post_text
@@ -139,6 +139,7 @@ async def write_and_group(
         grouping = GroupingService(session, embedder, thresholds)
         ready: list[tuple[_Pending, str]] = []
         rows: list[tuple[UUID, str, dict[str, np.ndarray]]] = []
+        detected: dict[UUID, str] = {}
         for item in work:
             row = current.get(item.post_id)
             if row is None:
@@ -149,10 +150,19 @@ async def write_and_group(
                 batch.outcomes[item.post_id] = "unchanged"  # written by an overlapping batch
             else:
                 language = row.language or post_language(row.title, row.body)
-                if row.language is None:  # written before languages were recorded
-                    await session.execute(update(Post).where(Post.id == item.post_id).values(language=language))
+                if row.language is None:  # written before languages were recorded (or imported)
+                    detected[item.post_id] = language
                 rows.append((item.post_id, item.digest, batch.vectors[item.post_id]))
                 ready.append((item, language))
+        if detected:  # one statement for the batch (an ORM update per post cost ~3 ms each)
+            await session.execute(
+                text(
+                    "UPDATE post SET language = v.language"
+                    " FROM unnest(CAST(:ids AS uuid[]), CAST(:languages AS text[])) AS v(id, language)"
+                    " WHERE post.id = v.id"
+                ),
+                {"ids": list(detected), "languages": list(detected.values())},
+            )
         await grouping.store_many(rows)
         queries: list[tuple[UUID, PostVectors]] = []
         for item, language in sorted(ready, key=lambda pair: (pair[0].created_at, pair[0].post_id)):
