@@ -425,6 +425,10 @@ async def insert_backlog(dsn: str, texts: Sequence[Any], author_email: str) -> i
 
     conn = await asyncpg.connect(dsn)
     try:
+        # The loaded corpus (English, bench/mobility_text.py) records its language, as posts written through
+        # the API do: otherwise the worker's sweep would queue every corpus post to record it, and the
+        # measured window would group old posts again instead of embedding the backlog.
+        await conn.execute("UPDATE post SET language = 'en' WHERE language IS NULL")
         author = await conn.fetchval("SELECT id FROM user_account WHERE email = $1", author_email)
         rng = random.Random()
         now = datetime.now(UTC)
@@ -549,6 +553,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="load the data dir, then stop")
     parser.add_argument("--worker-seconds", type=float, default=20.0, help="measured worker throughput window")
     parser.add_argument(
+        "--only", choices=["all", "worker"], default="all", help="worker: only the raw encoder, posting and the worker"
+    )
+    parser.add_argument(
+        "--worker",
+        choices=["server", "process"],
+        default="server",
+        help="the worker inside `forum serve` (the embedded default) or a `forum worker` process beside it",
+    )
+    parser.add_argument(
         "--no-wait-quiet", dest="wait_quiet", action="store_false", help="do not wait for a quiet machine"
     )
     parser.add_argument("--json", type=Path, default=None, help="write all results to this file")
@@ -583,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from embeddings import load_encoder
     from forum import database
     from forum.encoding import post_text
-    from forum.jobs import asyncpg_dsn
+    from forum.queue import asyncpg_dsn
 
     encoder = load_encoder(None)
     encoder.encode(["warm up"])
@@ -664,8 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"raw encoder ({encoder.name}, encode() alone): {raw_measures[0]}")
         postmaster = database._embedded_servers[pgdata.resolve()].get_pid()  # type: ignore[attr-defined]
 
-        def start_forum(name: str) -> ForumServer:
-            srv = ForumServer(data_dir, free_port(), work_dir / f"{name}.log")
+        def start_forum(name: str, **env: str) -> ForumServer:
+            # The model whose vectors were loaded (and the raw encoder's): the worker's sweep then finds the
+            # corpus current, and its texts/s compare with the raw encoder's on the same model.
+            extra_env = {"FORUM_EMBEDDING_MODEL": encoder.name, **env}
+            srv = ForumServer(data_dir, free_port(), work_dir / f"{name}.log", extra_env=extra_env)
             t = time.perf_counter()
             srv.start()
             servers.append(srv)
@@ -726,16 +742,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         workloads = build_workloads(fetched["ids"], tokens, new_posts, queries, args.seed)
         driver = Driver(client, work_dir, srv.proc.pid if srv.proc else None, postmaster)
-        # The model loads in the background at startup: wait until as-you-type answers.
-        driver.run(srv.url, workloads["similar"], 1, 5.0)
-        for name in ("list_top", "vote"):
-            measure(driver, srv, workloads[name], args.concurrency, name)
-            measure(fdriver, floor, workloads[name], args.concurrency, f"floor_{name}")
-        floor.stop()
-        for name in ("get_post", "create_post", "clusters"):
-            measure(driver, srv, workloads[name], args.concurrency, name)
-        for level in [int(x) for x in args.similar_concurrency.split(",") if x.strip()]:
-            measure(driver, srv, workloads["similar"], level, f"similar@{level}")
+        if args.only == "worker":  # the worker's rows alone: posting idle, the worker, posting while it is busy
+            floor.stop()
+            measure(driver, srv, workloads["create_post"], args.concurrency, "create_post")
+        else:
+            for name in ("list_top", "vote"):
+                measure(driver, srv, workloads[name], args.concurrency, name)
+                measure(fdriver, floor, workloads[name], args.concurrency, f"floor_{name}")
+            floor.stop()
+            for name in ("get_post", "create_post", "clusters"):
+                measure(driver, srv, workloads[name], args.concurrency, name)
+            for level in [int(x) for x in args.similar_concurrency.split(",") if x.strip()]:
+                measure(driver, srv, workloads["similar"], level, f"similar@{level}")
 
         # The raw encoder again, next to the worker phase (the servers idle); the best reading counts: other
         # processes can only slow it down.
@@ -756,19 +774,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = asyncio.run(count_embeddings(dsn))
         if args.wait_quiet:
             wait_quiet(max_wait=QUIET_MAX_WAIT)
-        worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "forum.cli", "worker"],
-            env=env,
-            cwd=ROOT,
-            stdout=(work_dir / "worker.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        driver.worker_pid = worker_proc.pid
+        if args.worker == "server":  # `forum serve` with its embedded worker: posting competes with it in-process
+            srv.stop()
+            srv = start_forum("server-with-worker", FORUM_WORKER_IN_SERVER="true")
+            driver = Driver(client, work_dir, srv.proc.pid if srv.proc else None, postmaster)
+            worker_proc = srv.proc
+            worker_log = work_dir / "server-with-worker.log"
+        else:
+            worker_log = work_dir / "worker.log"
+            worker_proc = subprocess.Popen(
+                [sys.executable, "-m", "forum.cli", "worker"],
+                env=env,
+                cwd=ROOT,
+                stdout=worker_log.open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            driver.worker_pid = worker_proc.pid
+        assert worker_proc is not None
+        results["worker_in"] = args.worker
         t_start = time.perf_counter()
         while asyncio.run(count_embeddings(dsn)) == base:
             if worker_proc.poll() is not None:
-                raise RuntimeError("forum worker exited:\n" + (work_dir / "worker.log").read_text()[-3000:])
+                raise RuntimeError("the worker exited:\n" + worker_log.read_text()[-3000:])
             if time.perf_counter() - t_start > 300:
                 raise RuntimeError("forum worker embedded nothing in 300 s")
             time.sleep(0.2)
@@ -798,12 +826,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"worker: {results['worker']}")
         if remaining <= 0:
             log("WARNING: the worker ran out of backlog before the end: 'busy' was not busy throughout")
-        worker_proc.send_signal(signal.SIGTERM)
-        try:
-            worker_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker_proc.kill()
-            worker_proc.wait()
+        if args.worker == "process":
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                worker_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+                worker_proc.wait()
         srv.stop()
         busy.extra["worker_embedded_per_s"] = results["worker"]["embedded_per_s_while_posting"]
         results["runs"] = [r.__dict__ for r in runs]

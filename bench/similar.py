@@ -374,8 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from embeddings import load_encoder
     from forum import database
-    from forum.jobs import asyncpg_dsn
     from forum.models import User
+    from forum.queue import asyncpg_dsn
 
     encoder = load_encoder(None)
     t = time.perf_counter()

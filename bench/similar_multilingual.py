@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench.mobility_text import generate_posts, generate_queries
     from forum import database
-    from forum.jobs import asyncpg_dsn
+    from forum.queue import asyncpg_dsn
 
     source = (args.source or Path(f"/tmp/forum-bench-similar/real-n{args.posts}-s{args.seed}")).resolve()
     if not (source / "bench-load.json").exists():

@@ -28,7 +28,6 @@ from .encoder import (
     HashingEncoder,
     SentenceTransformerEncoder,
     UniversalSentenceEncoder,
-    load_encoder,
     text_for_embedding,
 )
 from .evaluation import (
@@ -44,6 +43,7 @@ from .evaluation import (
 )
 from .grouping import GroupingRule, GroupingScorer, simulate_online
 from .language import detect_language, detect_languages, is_english_route
+from .loading import load_encoder
 from .multilingual import (
     DEFAULT_MULTILINGUAL_THRESHOLD,
     LinearCalibration,

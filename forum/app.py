@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,7 +37,6 @@ from forum.errors import document_problems, exception_handlers, problem, problem
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
-from forum.jobs import BackgroundWorker
 from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
 from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
@@ -48,22 +48,30 @@ from forum.settings import Settings
 from forum.surveys.controllers import SurveyController, VoiceController
 from forum.web.plugin import WebPlugin
 from forum.webhooks.controllers import WebhookController
+from forum.worker import BackgroundWorker
 
 logger = logging.getLogger("forum")
 
 AUTH_PATHS = ("/api/auth/login", "/api/auth/register", "/login", "/signup")
 READ_ONLY_POSTS = ("/api/posts/similar",)  # POST only to carry a body: it runs the model, so its own budget
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+READY_WAIT_SECONDS = 1.0  # how long start-up waits for the warm-up before serving (503 on /health meanwhile)
+WARM_UP_TEXTS = ("Pause a scooter rental", "Pausar el alquiler de un patinete")
 
 
-@get("/health", tags=["system"], summary="Liveness and database check", exclude_from_auth=True)
-async def health(db_session: AsyncSession) -> Any:
+@get("/health", tags=["system"], summary="Readiness: models loaded and database reachable", exclude_from_auth=True)
+async def health(db_session: AsyncSession, state: State) -> Any:
+    warm_up: asyncio.Task[None] | None = state.get("forum_warm_up")
+    if warm_up is not None and not warm_up.done():
+        return problem(503, "The models are still loading", headers={"Retry-After": "2"}, models="loading")
+    if warm_up is not None and (warm_up.cancelled() or warm_up.exception() is not None):
+        return problem(503, "The models failed to load", headers={"Retry-After": "30"}, models="failed")
     try:
         await db_session.execute(text("SELECT 1"))
     except Exception as exc:
         logger.warning("health check failed: %s", exc)
         return problem(503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable")
-    return {"status": "ok", "database": "ok", "version": __version__}
+    return {"status": "ok", "database": "ok", "models": "ready", "version": __version__}
 
 
 def _rate_limits(settings: Settings) -> list[Any]:
@@ -96,6 +104,10 @@ def _background_lifespan(settings: Settings, database_url: str):
         embedder = PostEmbedder.from_spec(settings.embedding_model)
         app.state["forum_embedder"] = embedder
         warm_up = asyncio.create_task(_warm_up(embedder))
+        app.state["forum_warm_up"] = warm_up  # /health answers 503 until it is done
+        # A fast encoder (the tests' hashing one) is ready before the first request; a real model answers
+        # 503 on /health meanwhile instead of holding up the server's start.
+        await asyncio.wait([warm_up], timeout=READY_WAIT_SECONDS)
         worker = task = None
         if settings.run_worker_in_server:
             worker = BackgroundWorker(
@@ -106,6 +118,7 @@ def _background_lifespan(settings: Settings, database_url: str):
                 webhook_allowed_hosts=settings.webhook_allowed_hosts,
                 webhook_max_failures=settings.webhook_max_failures,
                 mailer=Mailer.from_settings(settings, settings.jwt_secret()),
+                yield_to_requests=True,  # requests first: they share this process's cores and encoder
             )
             task = asyncio.create_task(worker.run())
             task.add_done_callback(_log_worker_exit)
@@ -126,10 +139,18 @@ def _background_lifespan(settings: Settings, database_url: str):
 
 
 async def _warm_up(embedder: PostEmbedder) -> None:
-    """Load the models, the language detector and the first model call's lazy state, off the loop."""
-    await embedder.ready()
-    await embedder.encode_query("warm up")
-    await asyncio.to_thread(post_language, "warm up", "")
+    """Load the models, the language detector and the first model call's lazy state, off the loop: the
+    first as-you-type call is then as fast as the next ones. Logs when the server is ready."""
+    started = time.perf_counter()
+    try:
+        await embedder.ready()
+        for text_ in WARM_UP_TEXTS:  # every route's encoders (English and non-English queries)
+            await embedder.encode_query(text_)
+        await asyncio.to_thread(post_language, "warm up", "")
+    except Exception:
+        logger.exception("the models failed to load: /health answers 503")
+        raise
+    logger.info("forum is ready: %s loaded and warmed in %.1f s", embedder.name, time.perf_counter() - started)
 
 
 def _log_worker_exit(task: asyncio.Task[None]) -> None:

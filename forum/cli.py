@@ -51,7 +51,11 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     # uvicorn re-raises SIGTERM after a graceful shutdown; with Python's default handler the process would
     # die before atexit runs and leave the embedded PostgreSQL running. Exit normally instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    click.echo(f"forum serving on http://{host}:{port} (API docs at /schema)", err=True)
+    click.echo(
+        f"forum starting on http://{host}:{port} (API docs at /schema): ready once the models are loaded "
+        "(it logs 'forum is ready'; /health answers 503 until then)",
+        err=True,
+    )
     try:
         uvicorn.run(
             "forum.app:create_app",
@@ -171,7 +175,7 @@ def worker(batch_size: int) -> None:
     from forum.email.smtp import Mailer
     from forum.encoding import PostEmbedder
     from forum.grouping.thresholds import Thresholds
-    from forum.jobs import BackgroundWorker
+    from forum.worker import BackgroundWorker
 
     settings = Settings.from_env()
     url = _prepared_database(settings)
@@ -207,7 +211,7 @@ def jobs() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
 def jobs_failed(limit: int) -> None:
     """List jobs that failed every retry and are held."""
-    from forum.jobs import failed_jobs
+    from forum.queue import failed_jobs
 
     url = _prepared_database(Settings.from_env())
     held = asyncio.run(failed_jobs(url, limit))
@@ -237,7 +241,7 @@ def _last_error(traceback: object) -> str:
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed job.")
 def jobs_retry(job_ids: tuple[int, ...], retry_all: bool) -> None:
     """Put failed jobs back in the queue (JOB_IDS, or --all)."""
-    from forum.jobs import retry_failed
+    from forum.queue import retry_failed
 
     if not job_ids and not retry_all:
         raise click.UsageError("name job ids or pass --all")

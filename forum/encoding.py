@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,10 @@ def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
         return _executor
 
 
+#: Texts per model call of a worker that yields to requests (:meth:`EncodeBatcher.encode_background`).
+BACKGROUND_CHUNK = 8
+
+
 class EncodeBatcher(Coalescer[str, np.ndarray]):
     """Encodes texts on the encoder's own thread, batching whatever arrives while the model is busy.
 
@@ -93,6 +98,33 @@ class EncodeBatcher(Coalescer[str, np.ndarray]):
 
     async def run_batch(self, items: list[str]) -> np.ndarray:
         return await self.encode_many(items)
+
+    async def encode_background(self, texts: Sequence[str], chunk: int = BACKGROUND_CHUNK) -> np.ndarray:
+        """Encode for a worker that shares this process with requests (``forum serve``'s embedded worker):
+        in model calls of ``chunk`` texts on one model thread. The encoder's thread takes calls in order,
+        so a request's text queued meanwhile waits for one small call at most, and the second core stays
+        free for the event loop and PostgreSQL. Slower per text than :meth:`encode_many` (docs/benchmarks.md)."""
+        loop = asyncio.get_running_loop()
+        items = list(texts)
+        parts = [
+            await loop.run_in_executor(encoder_executor(self.encoder), _one_thread, self.encoder, items[i : i + chunk])
+            for i in range(0, len(items), chunk)
+        ]
+        return np.concatenate(parts) if parts else self.encoder.encode([])
+
+
+def _one_thread(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """``encoder.encode(texts)`` with one torch thread (torch's thread count belongs to the calling thread's
+    OpenMP team: every model call runs on the encoder's own thread, so the next request's call is unaffected)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return encoder.encode(texts)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return encoder.encode(texts)
+    finally:
+        torch.set_num_threads(before)
 
 
 # Which posts a route compares with, by their recorded language (NULL: not detected yet, like "und").

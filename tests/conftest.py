@@ -177,7 +177,7 @@ def count_queries() -> Iterator[QueryCounter]:
 def drain(database_url: str, settings: Settings):
     """Run the embedding worker until the queue is empty (the app's own worker is off in tests)."""
     from forum.encoding import PostEmbedder, get_encoder
-    from forum.jobs import BackgroundWorker
+    from forum.worker import BackgroundWorker
 
     def run(**kwargs: Any) -> dict[str, int]:
         encoder = kwargs.pop("encoder", None) or get_encoder(settings.embedding_model)

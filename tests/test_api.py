@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from litestar.testing import TestClient
 
 from forum.app import create_app
@@ -37,6 +40,33 @@ def test_health_reports_database(api: Api) -> None:
     r = api.client.get("/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["database"] == "ok"
+
+
+def test_health_answers_503_until_the_models_are_loaded(settings: Settings, monkeypatch) -> None:
+    """Ready means ready: a server whose models are still loading says so (503, Retry-After), and answers
+    200 only once they are loaded and warmed, so a client that waits for /health never meets a cold model."""
+    from forum.encoding import PostEmbedder
+
+    loaded = threading.Event()
+    load = PostEmbedder.load
+
+    def slow_load(self: PostEmbedder) -> dict[str, int]:
+        assert loaded.wait(30), "the test never let the models load"
+        return load(self)
+
+    monkeypatch.setattr(PostEmbedder, "load", slow_load)
+    with TestClient(app=create_app(settings)) as client:
+        r = client.get("/health")
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] and r.json()["models"] == "loading"
+        assert r.headers["content-type"].startswith("application/problem+json")
+        loaded.set()
+        deadline = time.monotonic() + 30
+        while (r := client.get("/health")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["models"] == "ready", r.text
+        embedder = client.app.state["forum_embedder"]
+        assert embedder.dims  # loaded: as-you-type needs no model load from here on
 
 
 def test_hostile_bodies_get_problem_details_not_500(api: Api) -> None:

@@ -23,8 +23,9 @@ from forum.app import create_app
 from forum.email.services import SEND_DIGESTS
 from forum.email.smtp import Mailer
 from forum.encoding import PostEmbedder, get_encoder
-from forum.jobs import BackgroundWorker, enqueue
+from forum.queue import enqueue
 from forum.settings import Settings
+from forum.worker import BackgroundWorker
 from tests.conftest import Actor, Api, run_sql
 from tests.e2e import free_port
 

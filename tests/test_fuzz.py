@@ -48,8 +48,8 @@ from schemathesis.core.failures import FailureGroup
 
 from forum.app import create_app
 from forum.encoding import PostEmbedder
-from forum.jobs import BackgroundWorker
 from forum.settings import Settings
+from forum.worker import BackgroundWorker
 from tests.conftest import Actor, Api, _run, _truncate
 from tests.e2e import free_port
 

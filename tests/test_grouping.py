@@ -209,7 +209,7 @@ def test_split_a_cluster(api: Api, drain) -> None:
 
 def test_failed_jobs_are_held_listed_and_retried(api: Api, drain, database_url: str) -> None:
     from embeddings import HashingEncoder
-    from forum.jobs import failed_jobs, retry_failed
+    from forum.queue import failed_jobs, retry_failed
 
     class BrokenEncoder(HashingEncoder):
         def encode(self, texts):

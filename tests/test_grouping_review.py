@@ -173,7 +173,7 @@ ORDER_TITLES = {
 
 def _consolidate(database_url: str, settings) -> dict:
     from forum.encoding import PostEmbedder, get_encoder
-    from forum.jobs import BackgroundWorker
+    from forum.worker import BackgroundWorker
 
     worker = BackgroundWorker(database_url, PostEmbedder(get_encoder("hashing")), settings.duplicate_threshold)
 
@@ -457,7 +457,7 @@ def test_the_worker_consolidates_on_its_own(api: Api, drain, settings, database_
     from sqlalchemy import text
 
     from forum.encoding import PostEmbedder, get_encoder
-    from forum.jobs import BackgroundWorker
+    from forum.worker import BackgroundWorker
 
     posts = _arrive(api, drain, ["underground", "metro", "tunnels"])
     assert len(_partition(api, posts)) == 2, "online, in this order, the first phrasing is left alone"

@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -104,6 +104,7 @@ class GroupingService:
         self.embedder = embedder
         self.thresholds = Thresholds.of(threshold)
         self.threshold = self.thresholds.sure
+        self._transaction_state: tuple[Any, set[object]] = (None, set())
 
     # Vectors ----------------------------------------------------------------------------------
 
@@ -114,20 +115,42 @@ class GroupingService:
 
     async def store_embeddings(self, post_id: UUID, content_hash: str, vectors: dict[str, np.ndarray]) -> None:
         """One row per encoder (``post_embedding``), replacing older vectors of the post."""
-        for model, vector in vectors.items():
-            stmt = insert(PostEmbedding).values(
-                post_id=post_id, model=model, content_hash=content_hash, embedding=vector.tolist()
+        await self.store_many([(post_id, content_hash, vectors)])
+
+    async def store_many(self, posts: Sequence[tuple[UUID, str, dict[str, np.ndarray]]]) -> None:
+        """:meth:`store_embeddings` of several posts (post id, content hash, vectors) in one statement."""
+        rows = [
+            {"post_id": post_id, "model": model, "content_hash": digest, "embedding": vector.tolist()}
+            for post_id, digest, vectors in posts
+            for model, vector in vectors.items()
+        ]
+        if not rows:
+            return
+        stmt = insert(PostEmbedding).values(rows)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[PostEmbedding.post_id, PostEmbedding.model],
+                set_={
+                    "content_hash": stmt.excluded.content_hash,
+                    "embedding": stmt.excluded.embedding,
+                    "embedded_at": func.now(),
+                },
             )
-            await self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[PostEmbedding.post_id, PostEmbedding.model],
-                    set_={
-                        "content_hash": stmt.excluded.content_hash,
-                        "embedding": stmt.excluded.embedding,
-                        "embedded_at": func.now(),
-                    },
-                )
-            )
+        )
+
+    def _once_per_transaction(self, what: object) -> bool:
+        """True the first time ``what`` is asked for in the session's current (innermost) transaction: a
+        transaction-scoped setting or lock need not be sent again until that transaction or savepoint ends."""
+        sync = self.session.sync_session
+        transaction = sync.get_nested_transaction() or sync.get_transaction()
+        if transaction is None:
+            return True
+        if self._transaction_state[0] is not transaction:
+            self._transaction_state = (transaction, set())
+        if what in self._transaction_state[1]:
+            return False
+        self._transaction_state[1].add(what)
+        return True
 
     async def stored_vectors(self, post_id: UUID) -> PostVectors | None:
         """A post's recorded language and stored vectors (None until it has every encoder's vector)."""
@@ -159,12 +182,13 @@ class GroupingService:
         """Most similar embedded posts (HNSW with pgvector's iterative scan for the filters)."""
         # Both settings for this transaction only, in one round trip.
         ef_search = max(40, limit * 4)
-        await self.session.execute(
-            text(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                f"set_config('hnsw.ef_search', '{ef_search}', true)"
+        if self._once_per_transaction(("hnsw", ef_search)):
+            await self.session.execute(
+                text(
+                    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                    f"set_config('hnsw.ef_search', '{ef_search}', true)"
+                )
             )
-        )
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
         # Title views are never searched; the literal predicate lets the planner use the HNSW indexes (0008).
         conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL", "p.hidden_at IS NULL"]
@@ -234,20 +258,61 @@ class GroupingService:
         ``auto`` mode), ``maybe`` (or ``sure`` in ``suggest`` mode) leaves the post apart with a pending
         suggestion for the product team, lower leaves it apart.
         """
-        await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
-        current = await self._current_membership(post_id)
-        if current is not None and current.manual:
-            return current.cluster_id  # a person decided: never undone automatically
-        await self.session.execute(
-            delete(ClusterSuggestion).where(
-                ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.PENDING.value
+        (target,) = await self.assign_many([(post_id, query)])
+        return target
+
+    async def assign_many(self, posts: Sequence[tuple[UUID, PostVectors]]) -> list[UUID]:
+        """:meth:`assign` of several posts, one after the other in this order (each one meets the posts
+        placed before it), under one cluster lock. What each post's decision needs from its own rows (its
+        current membership, the clusters it was taken out of) is read for all of them at once: placing
+        one post changes no other post's rows."""
+        ids = [post_id for post_id, _ in posts]
+        if len(set(ids)) != len(ids):  # the same post twice: each placement must see the one before
+            return [target for pair in posts for target in await self.assign_many([pair])]
+        if not posts:
+            return []
+        if self._once_per_transaction(CLUSTER_LOCK_KEY):
+            await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
+        current = {
+            membership.post_id: membership
+            for membership in await self.session.scalars(
+                select(ClusterMembership).where(
+                    ClusterMembership.post_id.in_(ids), ClusterMembership.state != MembershipState.REJECTED.value
+                )
             )
-        )
-        candidate = await self.best_candidate(post_id, query, await self.excluded_clusters(post_id))
+        }
+        # A person decided these: never undone automatically.
+        automatic = [post_id for post_id in ids if post_id not in current or not current[post_id].manual]
+        if automatic:
+            await self.session.execute(
+                delete(ClusterSuggestion).where(
+                    ClusterSuggestion.post_id.in_(automatic),
+                    ClusterSuggestion.state == SuggestionState.PENDING.value,
+                )
+            )
+        excluded = await self._excluded_many(automatic)
+        targets = []
+        for post_id, query in posts:
+            membership = current.get(post_id)
+            if membership is not None and membership.manual:
+                targets.append(membership.cluster_id)
+            else:
+                targets.append(await self._place(post_id, query, membership, excluded.get(post_id, [])))
+        return targets
+
+    async def _place(
+        self, post_id: UUID, query: PostVectors, current: ClusterMembership | None, excluded: Sequence[UUID]
+    ) -> UUID:
+        candidate = await self.best_candidate(post_id, query, excluded)
         if candidate is not None and self.thresholds.applies(candidate.score):
             target, similarity = candidate.cluster_id, candidate.similarity
         elif current is not None and not await self._has_other_members(current.cluster_id, post_id):
             target, similarity = current.cluster_id, 1.0  # alone already: keep its cluster
+        elif current is None:  # the usual first placement: a cluster of its own, in one statement
+            target = await self._start_cluster(post_id)
+            if candidate is not None and self.thresholds.band(candidate.score):
+                await self.suggest(post_id, candidate)
+            return target
         else:
             target, similarity = await self._new_cluster(), 1.0
         if current is not None and current.cluster_id != target:
@@ -290,34 +355,41 @@ class GroupingService:
         k = int(np.argmax(scores))
         cluster_id = found[k].cluster_id
         assert cluster_id is not None
-        members = await self._comparable(await self._member_ids(cluster_id, exclude_post=post_id))
+        members = await self._comparable_members(cluster_id, exclude_post=post_id)
         mean = float(np.mean(self.embedder.grouping_scores(query, list(members.values())))) if members else None
         score = rule.cluster_score(float(scores[k]), mean, scores)
         return ClusterFit(cluster_id, found[k].post_id, float(scores[k]), score)
-
-    async def _member_ids(self, cluster_id: UUID, *, exclude_post: UUID) -> list[UUID]:
-        return list(
-            await self.session.scalars(
-                select(ClusterMembership.post_id)
-                .join(Post, Post.id == ClusterMembership.post_id)
-                .where(
-                    ClusterMembership.cluster_id == cluster_id,
-                    ClusterMembership.state != MembershipState.REJECTED.value,
-                    ClusterMembership.post_id != exclude_post,
-                    Post.deleted_at.is_(None),
-                )
-            )
-        )
 
     async def _comparable(self, post_ids: Sequence[UUID]) -> dict[UUID, PostVectors]:
         """Languages and re-scoring vectors of these posts (one query), leaving out any without them."""
         if not post_ids:
             return {}
-        rows = await self.session.execute(
-            select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.embedding, Post.language)
-            .join(Post, Post.id == PostEmbedding.post_id)
-            .where(PostEmbedding.post_id.in_(list(post_ids)), PostEmbedding.model.in_(self.embedder.models))
+        return self._complete_rows(
+            await self.session.execute(
+                select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.embedding, Post.language)
+                .join(Post, Post.id == PostEmbedding.post_id)
+                .where(PostEmbedding.post_id.in_(list(post_ids)), PostEmbedding.model.in_(self.embedder.models))
+            )
         )
+
+    async def _comparable_members(self, cluster_id: UUID, *, exclude_post: UUID) -> dict[UUID, PostVectors]:
+        """:meth:`_comparable` of a cluster's current live members but one, found and read in one query."""
+        return self._complete_rows(
+            await self.session.execute(
+                select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.embedding, Post.language)
+                .join(Post, Post.id == PostEmbedding.post_id)
+                .join(ClusterMembership, ClusterMembership.post_id == PostEmbedding.post_id)
+                .where(
+                    ClusterMembership.cluster_id == cluster_id,
+                    ClusterMembership.state != MembershipState.REJECTED.value,
+                    ClusterMembership.post_id != exclude_post,
+                    Post.deleted_at.is_(None),
+                    PostEmbedding.model.in_(self.embedder.models),
+                )
+            )
+        )
+
+    def _complete_rows(self, rows: Any) -> dict[UUID, PostVectors]:
         stored: dict[UUID, PostVectors] = {}
         for row in rows:
             post = stored.setdefault(row.post_id, PostVectors(row.language or "und"))
@@ -350,13 +422,22 @@ class GroupingService:
 
     async def excluded_clusters(self, post_id: UUID) -> list[UUID]:
         """Clusters a person took this post out of, or refused to put it in (dismissed suggestions)."""
-        rejected = select(ClusterMembership.cluster_id).where(
-            ClusterMembership.post_id == post_id, ClusterMembership.state == MembershipState.REJECTED.value
+        return (await self._excluded_many([post_id])).get(post_id, [])
+
+    async def _excluded_many(self, post_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+        """:meth:`excluded_clusters` of several posts in one query."""
+        if not post_ids:
+            return {}
+        rejected = select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
+            ClusterMembership.post_id.in_(list(post_ids)), ClusterMembership.state == MembershipState.REJECTED.value
         )
-        dismissed = select(ClusterSuggestion.cluster_id).where(
-            ClusterSuggestion.post_id == post_id, ClusterSuggestion.state == SuggestionState.DISMISSED.value
+        dismissed = select(ClusterSuggestion.post_id, ClusterSuggestion.cluster_id).where(
+            ClusterSuggestion.post_id.in_(list(post_ids)), ClusterSuggestion.state == SuggestionState.DISMISSED.value
         )
-        return list(await self.session.scalars(rejected.union(dismissed)))
+        out: dict[UUID, list[UUID]] = {}
+        for row in await self.session.execute(rejected.union(dismissed)):
+            out.setdefault(row.post_id, []).append(row.cluster_id)
+        return out
 
     async def suggest(self, post_id: UUID, candidate: Candidate) -> None:
         """A pending suggestion (or a new score for it); a decided one is never reopened."""
@@ -425,6 +506,21 @@ class GroupingService:
             )
         )
         return bool(count)
+
+    async def _start_cluster(self, post_id: UUID) -> UUID:
+        """A new cluster with this post as its only member (similarity 1.0), created in one statement."""
+        cluster_id = uuid7()
+        cluster = insert(Cluster).values(id=cluster_id).returning(Cluster.id).cte("new_cluster")
+        first = select(
+            literal(post_id),
+            cluster.c.id,
+            literal(1.0),
+            literal(MembershipState.SUGGESTED.value),
+            literal(False),
+        )
+        columns = ["post_id", "cluster_id", "similarity", "state", "manual"]
+        await self.session.execute(insert(ClusterMembership).from_select(columns, first))
+        return cluster_id
 
     async def _new_cluster(self) -> UUID:
         cluster = Cluster()

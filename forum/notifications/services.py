@@ -16,9 +16,9 @@ from sqlalchemy import and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.jobs import enqueue
 from forum.models import Notification, Post, Subscription, Unsubscription, User, Visibility, visible_to
 from forum.notifications.schemas import NotificationOut
+from forum.queue import enqueue
 from forum.schemas import Page
 
 EMAIL_ENABLED = "forum_email"

@@ -25,7 +25,6 @@ from forum.channels.captures import captures_of_comments, captures_of_posts
 from forum.credits.services import CreditPolicy, ShipService
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
-from forum.jobs import enqueue_embeddings
 from forum.models import (
     ClusterMembership,
     Comment,
@@ -56,6 +55,7 @@ from forum.posts.schemas import (
     VoteCounts,
     VoteState,
 )
+from forum.queue import enqueue_embeddings
 from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import WebhookEvent
 from forum.webhooks.services import emit

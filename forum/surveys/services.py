@@ -25,7 +25,6 @@ from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
 from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.services import GroupingService
-from forum.jobs import enqueue
 from forum.models import (
     PostKind,
     Survey,
@@ -38,6 +37,7 @@ from forum.models import (
 from forum.notifications.services import notify_users
 from forum.posts.schemas import PostCreate, PostOut
 from forum.posts.services import PostService
+from forum.queue import enqueue
 from forum.schemas import Page
 from forum.surveys.schemas import (
     MAX_SCORE,

@@ -42,9 +42,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forum.auth import SERVICE_PASSWORD_HASH
 from forum.errors import ConflictError, UnprocessableError
-from forum.jobs import enqueue
 from forum.models import ClusterMembership, MembershipState, Post, User, UserRole, Webhook, WebhookDelivery
 from forum.notifications.services import notify_users
+from forum.queue import enqueue
 from forum.schemas import Page, timestamp
 from forum.webhooks.schemas import (
     TEST_EVENT,
