@@ -284,6 +284,36 @@ class ClusterMembership(DefaultBase):
     )
 
 
+class ClusterTally(DefaultBase):
+    """Per cluster: its unique voters (all, and those who voted as employees) and its counted members.
+    Kept by triggers (migration 0015) on every vote, unvote, merge, membership change and post
+    delete/restore, so the triage list reads one row per cluster, never the votes."""
+
+    __tablename__ = "cluster_tally"
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    voters: Mapped[int] = mapped_column(Integer, default=0)
+    internal_voters: Mapped[int] = mapped_column(Integer, default=0)
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    idea_count: Mapped[int] = mapped_column(Integer, default=0)
+    critique_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_posted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class ClusterVoter(DefaultBase):
+    """One person who voted on a counted member of a cluster: on how many (``posts``), how many of those
+    as an employee, and when first (growth). Kept by the same triggers as ``ClusterTally``."""
+
+    __tablename__ = "cluster_voter"
+    __table_args__ = (Index("ix_cluster_voter_first_vote", "cluster_id", "first_vote"),)
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(primary_key=True)  # no foreign key: rows leave with the votes
+    posts: Mapped[int] = mapped_column(Integer)
+    internal_posts: Mapped[int] = mapped_column(Integer)
+    first_vote: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
 class SuggestionState(enum.StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"

@@ -26,51 +26,67 @@ from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
-# split by the voter's kind, plus growth over the last 30 days.
+# split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
+# cluster_voter (kept by migration 0015's triggers), so a page reads its own clusters only: the tally
+# row of every cluster to sort them (a few thousand small rows), then the members and recent voters of
+# the clusters on the page. Sorting by growth counts the last 30 days' voters and posts of every cluster.
+_GROWTH = """
+    LEFT JOIN (
+        SELECT cluster_id, sum(n) AS n FROM (
+            SELECT cv.cluster_id, count(*) AS n FROM cluster_tally t2
+            JOIN cluster_voter cv ON cv.cluster_id = t2.cluster_id AND cv.first_vote >= now() - interval '30 days'
+            GROUP BY cv.cluster_id
+            UNION ALL
+            SELECT m.cluster_id, count(*) FROM post p
+            JOIN cluster_membership m ON m.post_id = p.id AND m.state <> 'rejected'
+            WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p.id)
+            GROUP BY m.cluster_id
+        ) AS recent GROUP BY cluster_id
+    ) AS g ON g.cluster_id = t.cluster_id"""
+
 _SUMMARY_SQL = """
-WITH members AS (
-    SELECT m.cluster_id, p.id AS post_id, p.kind, p.title, p.vote_total, p.created_at, p.updated_at
-    FROM cluster_membership m
-    JOIN post p ON p.id = m.post_id
-    WHERE m.state <> 'rejected' AND p.deleted_at IS NULL {member_filter}
-),
-voters AS (
-    SELECT mem.cluster_id, v.user_id, min(v.created_at) AS first_vote, max(v.voter_kind) AS voter_kind
-    FROM members mem JOIN vote v ON v.post_id = mem.post_id
-    GROUP BY mem.cluster_id, v.user_id
-),
-voter_stats AS (
-    SELECT cluster_id,
-           count(*) AS voters,
-           count(*) FILTER (WHERE voter_kind = 'internal') AS internal_voters,
-           count(*) FILTER (WHERE first_vote >= now() - interval '30 days') AS new_voters
-    FROM voters GROUP BY cluster_id
-),
-member_stats AS (
-    SELECT cluster_id,
-           count(*) AS member_count,
-           count(*) FILTER (WHERE kind = 'idea') AS idea_count,
-           count(*) FILTER (WHERE kind = 'critique') AS critique_count,
-           count(*) FILTER (WHERE created_at >= now() - interval '30 days') AS new_posts,
-           min(created_at) AS first_posted_at,
-           max(updated_at) AS last_activity_at,
-           (array_agg(title ORDER BY vote_total DESC, created_at ASC))[1] AS title
-    FROM members GROUP BY cluster_id
+WITH page AS (
+    SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
+           t.first_posted_at, {growth_column} AS growth, count(*) OVER () AS total_rows
+    FROM cluster_tally t {growth_join}
+    WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
+    ORDER BY {order}, t.cluster_id
+    LIMIT :limit OFFSET :offset
 )
-SELECT ms.*, coalesce(vs.voters, 0) AS voters, coalesce(vs.internal_voters, 0) AS internal_voters,
-       coalesce(vs.new_voters, 0) AS new_voters, count(*) OVER () AS total_rows
-FROM member_stats ms LEFT JOIN voter_stats vs USING (cluster_id)
-WHERE ms.member_count >= :min_members
-ORDER BY {order}, ms.cluster_id
-LIMIT :limit OFFSET :offset
+SELECT page.*, nv.new_voters, ms.new_posts, ms.last_activity_at, ms.title
+FROM page
+CROSS JOIN LATERAL (
+    SELECT count(*) AS new_voters FROM cluster_voter cv
+    WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
+) AS nv
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE p.created_at >= now() - interval '30 days') AS new_posts,
+           max(p.updated_at) AS last_activity_at,
+           (array_agg(p.title ORDER BY p.vote_total DESC, p.created_at ASC))[1] AS title
+    FROM cluster_membership m JOIN post p ON p.id = m.post_id
+    WHERE m.cluster_id = page.cluster_id AND m.state <> 'rejected' AND post_counts_in_cluster(p.id)
+) AS ms
+ORDER BY {order}, page.cluster_id
 """
 
+_TOTAL_SQL = "SELECT count(*) FROM cluster_tally WHERE member_count >= greatest(:min_members, 1)"
+
 _ORDER = {
-    ClusterSort.VOTERS: "voters DESC, ms.member_count DESC",
-    ClusterSort.MEMBERS: "ms.member_count DESC, voters DESC",
-    ClusterSort.GROWTH: "(coalesce(vs.new_voters, 0) + ms.new_posts) DESC, voters DESC",
-    ClusterSort.NEW: "ms.first_posted_at DESC",
+    ClusterSort.VOTERS: "voters DESC, member_count DESC",
+    ClusterSort.MEMBERS: "member_count DESC, voters DESC",
+    ClusterSort.GROWTH: "growth DESC, voters DESC",
+    ClusterSort.NEW: "first_posted_at DESC",
 }
+
+
+def _summary_sql(sort: ClusterSort, *, one: bool = False) -> str:
+    growth = sort is ClusterSort.GROWTH
+    return _SUMMARY_SQL.format(
+        growth_column="coalesce(g.n, 0)" if growth else "0",
+        growth_join=_GROWTH if growth else "",
+        cluster_filter="AND t.cluster_id = :cluster_id" if one else "",
+        order=_ORDER[sort],
+    )
 
 
 def _summary(row: Any, description: Description | None) -> ClusterSummary:
@@ -98,13 +114,13 @@ class ClusterReports:
         self.explainer = Explainer(session, embedder, viewer)
 
     async def list(self, sort: ClusterSort, min_members: int, limit: int, offset: int) -> Page[ClusterSummary]:
-        sql = _SUMMARY_SQL.format(member_filter="", order=_ORDER[sort])
+        sql = _summary_sql(sort)
         params = {"min_members": min_members, "limit": limit, "offset": offset}
         rows = (await self.session.execute(text(sql), params)).all()
         if rows:
             total = rows[0].total_rows
         elif offset:
-            total = len((await self.session.execute(text(sql), {**params, "limit": None, "offset": 0})).all())
+            total = await self.session.scalar(text(_TOTAL_SQL), {"min_members": min_members}) or 0
         else:
             total = 0
         descriptions = await self.explainer.describe([r.cluster_id for r in rows])
@@ -113,7 +129,7 @@ class ClusterReports:
         )
 
     async def detail(self, cluster_id: UUID) -> ClusterDetail:
-        sql = _SUMMARY_SQL.format(member_filter="AND m.cluster_id = :cluster_id", order=_ORDER[ClusterSort.VOTERS])
+        sql = _summary_sql(ClusterSort.VOTERS, one=True)
         row = (
             await self.session.execute(text(sql), {"cluster_id": cluster_id, "min_members": 1, "limit": 1, "offset": 0})
         ).first()

@@ -1,0 +1,282 @@
+"""cluster tally: unique voters and member counts per cluster, kept by triggers
+
+Revision ID: 0015
+Revises: 0011
+Create Date: 2026-12-01 19:20:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from advanced_alchemy.types import GUID, DateTimeUTC
+from alembic import op
+
+sa.GUID = GUID
+sa.DateTimeUTC = DateTimeUTC
+
+revision: str = "0015"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# The triage list (GET /api/clusters) reads one cluster_tally row per cluster instead of aggregating every
+# vote of every member. What counts, in one place (post_counts_in_cluster): a live post (not deleted)
+# with a membership that is not rejected; a rule such as "a hidden post's votes stop counting" goes in
+# that function, and the column it reads in the post trigger's UPDATE OF list.
+#
+# cluster_voter holds, per cluster and person, how many counted members they voted on (and how many of
+# those votes were cast as an employee) and their first vote there; cluster_tally counts those rows. Row
+# triggers keep both: a vote or unvote moves one cluster_voter row (and the tally only when a person
+# starts or stops counting), a membership change or a post's delete/restore moves that post's voters,
+# and member counts are recounted for the one cluster concerned. Every path takes the cluster_voter
+# rows before the tally row, so concurrent votes queue instead of deadlocking.
+# cluster_voter.user_id has no foreign key on purpose: rows leave with the person's votes (their
+# triggers), never by a cascade that could run before them.
+_FUNCTIONS = [
+    """
+CREATE FUNCTION post_counts_in_cluster(p_post_id uuid) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM post WHERE id = p_post_id AND deleted_at IS NULL)
+$$""",
+    """
+CREATE FUNCTION cluster_voter_step(p_cluster uuid, p_user uuid, p_kind text, p_at timestamptz, p_step int)
+RETURNS int[] LANGUAGE plpgsql AS $$
+-- One vote starts (p_step 1) or stops (-1) counting in a cluster. Returns the tally's change:
+-- {voters, internal_voters}.
+DECLARE
+    internal int := (p_kind = 'internal')::int;
+    r record;
+BEGIN
+    IF p_step > 0 THEN
+        INSERT INTO cluster_voter AS cv (cluster_id, user_id, posts, internal_posts, first_vote)
+        VALUES (p_cluster, p_user, 1, internal, p_at)
+        ON CONFLICT (cluster_id, user_id) DO UPDATE SET
+            posts = cv.posts + 1,
+            internal_posts = cv.internal_posts + excluded.internal_posts,
+            first_vote = least(cv.first_vote, excluded.first_vote)
+        RETURNING cv.posts, cv.internal_posts INTO r;
+        RETURN ARRAY[(r.posts = 1)::int, (internal = 1 AND r.internal_posts = 1)::int];
+    END IF;
+    UPDATE cluster_voter SET posts = posts - 1, internal_posts = internal_posts - internal
+    WHERE cluster_id = p_cluster AND user_id = p_user
+    RETURNING posts, internal_posts, first_vote INTO r;
+    IF NOT FOUND THEN
+        RETURN ARRAY[0, 0];
+    END IF;
+    IF r.posts <= 0 THEN
+        DELETE FROM cluster_voter WHERE cluster_id = p_cluster AND user_id = p_user;
+        RETURN ARRAY[-1, -(internal = 1 OR r.internal_posts > 0)::int];
+    END IF;
+    IF r.first_vote = p_at THEN
+        UPDATE cluster_voter SET first_vote = coalesce((
+            SELECT min(v.created_at) FROM vote v
+            JOIN cluster_membership m ON m.post_id = v.post_id AND m.cluster_id = p_cluster AND m.state <> 'rejected'
+            WHERE v.user_id = p_user AND post_counts_in_cluster(v.post_id)
+        ), first_vote)
+        WHERE cluster_id = p_cluster AND user_id = p_user;
+    END IF;
+    RETURN ARRAY[0, -(internal = 1 AND r.internal_posts = 0)::int];
+END
+$$""",
+    """
+CREATE FUNCTION cluster_tally_add(p_cluster uuid, p_delta int[]) RETURNS void LANGUAGE sql AS $$
+    UPDATE cluster_tally SET voters = voters + p_delta[1], internal_voters = internal_voters + p_delta[2]
+    WHERE cluster_id = p_cluster AND (p_delta[1] <> 0 OR p_delta[2] <> 0)
+$$""",
+    """
+CREATE FUNCTION cluster_post_votes(p_cluster uuid, p_post uuid, p_step int) RETURNS void LANGUAGE plpgsql AS $$
+-- Every vote of one post starts or stops counting in a cluster (a membership or a post changed).
+DECLARE
+    v record;
+    delta int[] := ARRAY[0, 0];
+    d int[];
+BEGIN
+    FOR v IN SELECT user_id, voter_kind, created_at FROM vote WHERE post_id = p_post ORDER BY user_id LOOP
+        d := cluster_voter_step(p_cluster, v.user_id, v.voter_kind, v.created_at, p_step);
+        delta := ARRAY[delta[1] + d[1], delta[2] + d[2]];
+    END LOOP;
+    PERFORM cluster_tally_add(p_cluster, delta);
+END
+$$""",
+    """
+CREATE FUNCTION cluster_members_recount(p_cluster uuid) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cluster_tally AS t (cluster_id, voters, internal_voters, member_count, idea_count,
+                                    critique_count, first_posted_at)
+    SELECT p_cluster, 0, 0, s.members, s.ideas, s.critiques, s.first_posted_at
+    FROM (
+        SELECT count(*) AS members, count(*) FILTER (WHERE p.kind = 'idea') AS ideas,
+               count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at
+        FROM cluster_membership m JOIN post p ON p.id = m.post_id
+        WHERE m.cluster_id = p_cluster AND m.state <> 'rejected' AND post_counts_in_cluster(p.id)
+    ) AS s
+    WHERE EXISTS (SELECT 1 FROM cluster WHERE id = p_cluster)
+    ON CONFLICT (cluster_id) DO UPDATE SET
+        member_count = excluded.member_count, idea_count = excluded.idea_count,
+        critique_count = excluded.critique_count, first_posted_at = excluded.first_posted_at
+$$""",
+    """
+CREATE FUNCTION cluster_tally_vote() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    c uuid;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        SELECT m.cluster_id INTO c FROM cluster_membership m
+        WHERE m.post_id = OLD.post_id AND m.state <> 'rejected' AND post_counts_in_cluster(OLD.post_id);
+        IF c IS NOT NULL THEN
+            PERFORM cluster_tally_add(c, cluster_voter_step(c, OLD.user_id, OLD.voter_kind, OLD.created_at, -1));
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        c := NULL;
+        SELECT m.cluster_id INTO c FROM cluster_membership m
+        WHERE m.post_id = NEW.post_id AND m.state <> 'rejected' AND post_counts_in_cluster(NEW.post_id);
+        IF c IS NOT NULL THEN
+            PERFORM cluster_tally_add(c, cluster_voter_step(c, NEW.user_id, NEW.voter_kind, NEW.created_at, 1));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    """
+CREATE FUNCTION cluster_tally_membership() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.cluster_id = NEW.cluster_id AND OLD.post_id = NEW.post_id
+       AND (OLD.state = 'rejected') = (NEW.state = 'rejected') THEN
+        RETURN NULL;  -- confirmed, similarity, manual: nothing the tally counts
+    END IF;
+    -- Votes are written under their post's row lock (PostService, MergeService): wait for those in
+    -- flight, so that the votes read below are all there are.
+    PERFORM 1 FROM post WHERE id IN (OLD.post_id, NEW.post_id) ORDER BY id FOR SHARE;
+    IF TG_OP <> 'INSERT' AND OLD.state <> 'rejected' THEN
+        IF post_counts_in_cluster(OLD.post_id) THEN
+            PERFORM cluster_post_votes(OLD.cluster_id, OLD.post_id, -1);
+        END IF;
+        PERFORM cluster_members_recount(OLD.cluster_id);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.state <> 'rejected' THEN
+        INSERT INTO cluster_tally (cluster_id, voters, internal_voters, member_count, idea_count, critique_count)
+        VALUES (NEW.cluster_id, 0, 0, 0, 0, 0) ON CONFLICT DO NOTHING;  -- a new cluster: a row to count in
+        IF post_counts_in_cluster(NEW.post_id) THEN
+            PERFORM cluster_post_votes(NEW.cluster_id, NEW.post_id, 1);
+        END IF;
+        PERFORM cluster_members_recount(NEW.cluster_id);
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    """
+CREATE FUNCTION cluster_tally_post() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A post is deleted or restored (its voters and its membership stop or start counting), or its kind
+-- changes; BEFORE DELETE takes a post's voters out while its row is still there to say it counted.
+DECLARE
+    c uuid;
+    counted_before boolean := OLD.deleted_at IS NULL;
+BEGIN
+    SELECT m.cluster_id INTO c FROM cluster_membership m WHERE m.post_id = OLD.id AND m.state <> 'rejected';
+    IF TG_OP = 'DELETE' THEN
+        IF c IS NOT NULL AND counted_before THEN
+            PERFORM cluster_post_votes(c, OLD.id, -1);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF c IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF counted_before <> post_counts_in_cluster(NEW.id) THEN
+        PERFORM cluster_post_votes(c, NEW.id, CASE WHEN counted_before THEN -1 ELSE 1 END);
+    END IF;
+    PERFORM cluster_members_recount(c);
+    RETURN NULL;
+END
+$$""",
+]
+
+_TRIGGERS = [
+    "CREATE TRIGGER cluster_tally_vote AFTER INSERT OR DELETE OR UPDATE OF post_id, user_id, voter_kind, created_at "
+    "ON vote FOR EACH ROW EXECUTE FUNCTION cluster_tally_vote()",
+    "CREATE TRIGGER cluster_tally_membership AFTER INSERT OR DELETE OR UPDATE ON cluster_membership "
+    "FOR EACH ROW EXECUTE FUNCTION cluster_tally_membership()",
+    "CREATE TRIGGER cluster_tally_post AFTER UPDATE OF deleted_at, kind, created_at ON post "
+    "FOR EACH ROW WHEN ((OLD.deleted_at, OLD.kind, OLD.created_at) IS DISTINCT FROM "
+    "(NEW.deleted_at, NEW.kind, NEW.created_at)) EXECUTE FUNCTION cluster_tally_post()",
+    "CREATE TRIGGER cluster_tally_post_delete BEFORE DELETE ON post FOR EACH ROW EXECUTE FUNCTION cluster_tally_post()",
+]
+
+REBUILD_SQL = (
+    "DELETE FROM cluster_voter",
+    "DELETE FROM cluster_tally",
+    """
+INSERT INTO cluster_voter (cluster_id, user_id, posts, internal_posts, first_vote)
+SELECT m.cluster_id, v.user_id, count(*), count(*) FILTER (WHERE v.voter_kind = 'internal'), min(v.created_at)
+FROM cluster_membership m JOIN post p ON p.id = m.post_id JOIN vote v ON v.post_id = m.post_id
+WHERE m.state <> 'rejected' AND p.deleted_at IS NULL
+GROUP BY m.cluster_id, v.user_id""",
+    """
+INSERT INTO cluster_tally (cluster_id, voters, internal_voters, member_count, idea_count, critique_count,
+                           first_posted_at)
+SELECT c.id, coalesce(vs.voters, 0), coalesce(vs.internal_voters, 0), coalesce(ms.members, 0),
+       coalesce(ms.ideas, 0), coalesce(ms.critiques, 0), ms.first_posted_at
+FROM cluster c
+LEFT JOIN (SELECT cluster_id, count(*) AS voters, count(*) FILTER (WHERE internal_posts > 0) AS internal_voters
+           FROM cluster_voter GROUP BY cluster_id) vs ON vs.cluster_id = c.id
+LEFT JOIN (SELECT m.cluster_id, count(*) AS members, count(*) FILTER (WHERE p.kind = 'idea') AS ideas,
+                  count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at
+           FROM cluster_membership m JOIN post p ON p.id = m.post_id
+           WHERE m.state <> 'rejected' AND p.deleted_at IS NULL GROUP BY m.cluster_id) ms ON ms.cluster_id = c.id
+""",
+)
+"""Recount both tables from the votes and memberships (this migration, and bulk loads that bypass the
+triggers). It repeats post_counts_in_cluster inline, for one set-based pass."""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "cluster_tally",
+        sa.Column("cluster_id", sa.GUID(length=16), nullable=False),
+        sa.Column("voters", sa.Integer(), nullable=False),
+        sa.Column("internal_voters", sa.Integer(), nullable=False),
+        sa.Column("member_count", sa.Integer(), nullable=False),
+        sa.Column("idea_count", sa.Integer(), nullable=False),
+        sa.Column("critique_count", sa.Integer(), nullable=False),
+        sa.Column("first_posted_at", sa.DateTimeUTC(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["cluster_id"], ["cluster.id"], name=op.f("fk_cluster_tally_cluster_id_cluster"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("cluster_id", name=op.f("pk_cluster_tally")),
+    )
+    op.create_table(
+        "cluster_voter",
+        sa.Column("cluster_id", sa.GUID(length=16), nullable=False),
+        sa.Column("user_id", sa.GUID(length=16), nullable=False),
+        sa.Column("posts", sa.Integer(), nullable=False),
+        sa.Column("internal_posts", sa.Integer(), nullable=False),
+        sa.Column("first_vote", sa.DateTimeUTC(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["cluster_id"], ["cluster.id"], name=op.f("fk_cluster_voter_cluster_id_cluster"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("cluster_id", "user_id", name=op.f("pk_cluster_voter")),
+    )
+    op.create_index("ix_cluster_voter_first_vote", "cluster_voter", ["cluster_id", "first_vote"], unique=False)
+    for statement in _FUNCTIONS + _TRIGGERS:
+        op.execute(statement)
+    for statement in REBUILD_SQL:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER cluster_tally_post_delete ON post")
+    op.execute("DROP TRIGGER cluster_tally_post ON post")
+    op.execute("DROP TRIGGER cluster_tally_membership ON cluster_membership")
+    op.execute("DROP TRIGGER cluster_tally_vote ON vote")
+    for name in (
+        "cluster_tally_post()",
+        "cluster_tally_membership()",
+        "cluster_tally_vote()",
+        "cluster_members_recount(uuid)",
+        "cluster_post_votes(uuid, uuid, int)",
+        "cluster_tally_add(uuid, int[])",
+        "cluster_voter_step(uuid, uuid, text, timestamptz, int)",
+        "post_counts_in_cluster(uuid)",
+    ):
+        op.execute(f"DROP FUNCTION {name}")
+    op.drop_table("cluster_voter")
+    op.drop_table("cluster_tally")
