@@ -15,9 +15,9 @@ from uuid import UUID
 
 import msgspec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from sqlalchemy import Select, and_, case, delete, exists, false, func, literal, select, update
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
@@ -40,7 +40,7 @@ from forum.models import (
     Vote,
     visible_to,
 )
-from forum.notifications.services import NotificationKind, notify_subscribers, subscribe
+from forum.notifications.services import NotificationKind, notify_subscribers, subscribe, subscribe_statement
 from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
@@ -192,6 +192,54 @@ def _word_query(word: str, *, prefix: bool) -> Any:
     exact = func.to_tsquery("simple", literal(f"{word}:*" if prefix else word))
     stems = func.plainto_tsquery("english", word).op("||")(func.plainto_tsquery("spanish", word))
     return exact.op("||")(stems)
+
+
+# The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
+def _lock_votable(sees_internal: bool) -> Any:
+    visible = Post.deleted_at.is_(None)
+    if not sees_internal:
+        visible = and_(visible, Post.visibility == Visibility.PUBLIC.value)
+    return (
+        select(Post.merged_into_id, Post.status)
+        .where(Post.id == bindparam("post_id"), visible)
+        .with_for_update(of=Post)
+    )
+
+
+_LOCK_VOTABLE_PUBLIC = _lock_votable(False)
+_LOCK_VOTABLE_INTERNAL = _lock_votable(True)
+_INSERT_VOTE = (
+    insert(Vote)
+    .values(post_id=bindparam("post_id"), user_id=bindparam("user_id"), voter_kind=bindparam("voter_kind"))
+    .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
+    .returning(Vote.created_at)
+)
+_DELETE_VOTE = (
+    delete(Vote)
+    .where(Vote.post_id == bindparam("post_id"), Vote.user_id == bindparam("user_id"))
+    .returning(Vote.voter_kind, Vote.created_at)
+)
+_COUNT_VOTE = (
+    update(Post)
+    .where(Post.id == bindparam("post_id"))
+    .values(
+        vote_total=Post.vote_total + bindparam("total"),
+        vote_internal=Post.vote_internal + bindparam("internal"),
+        vote_external=Post.vote_external + bindparam("external"),
+        updated_at=Post.updated_at,  # a vote is not an edit
+    )
+    .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
+)
+_VOTE_DAY = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("votes"))
+_VOTE_DAY = _VOTE_DAY.on_conflict_do_update(
+    index_elements=[PostVoteDay.post_id, PostVoteDay.day], set_={"votes": PostVoteDay.votes + _VOTE_DAY.excluded.votes}
+)
+_SUBSCRIBE_VOTER = subscribe_statement()
+_VOTE_STATE = (
+    select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
+    .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == bindparam("user_id")))
+    .where(Post.id == bindparam("post_id"))
+)
 
 
 class PostService:
@@ -494,12 +542,15 @@ class PostService:
 
     # Votes ------------------------------------------------------------------------------------
 
-    async def _votable(self, post_id: UUID, voter: User) -> Post:
+    async def _votable(self, conn: AsyncConnection, post_id: UUID, voter: User) -> None:
         # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
-        post = await self.get_visible(post_id, voter, for_update=True)
+        lock = _LOCK_VOTABLE_INTERNAL if voter.sees_internal else _LOCK_VOTABLE_PUBLIC
+        post = (await conn.execute(lock, {"post_id": post_id})).first()
+        if post is None:
+            raise NotFoundException("Post not found")
         if post.merged_into_id is not None:
-            target_visible = await self.session.scalar(
+            target_visible = await conn.scalar(
                 select(exists().where(Post.id == post.merged_into_id, visible_to(voter)))
             )
             raise ConflictError(
@@ -508,65 +559,48 @@ class PostService:
             )
         if post.status in CLOSED_STATUSES:
             raise ConflictError(detail=CLOSED_STATUSES[post.status])
-        return post
 
     async def vote(self, post_id: UUID, voter: User) -> VoteState:
-        """Idempotent: a second PUT changes nothing and keeps the first vote's time."""
-        await self._votable(post_id, voter)
-        inserted = await self.session.scalar(
-            insert(Vote)
-            .values(post_id=post_id, user_id=voter.id, voter_kind=voter.kind)
-            .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
-            .returning(Vote.created_at)
-        )
-        if inserted is not None:
-            await self._count_vote(post_id, voter.kind, +1, inserted)
-            await subscribe(self.session, voter.id, post_id)
-        return await self._vote_state(post_id, voter)
+        """Idempotent: a second PUT changes nothing and keeps the first vote's time.
+
+        The hot path of a launch day, so a few prepared Core statements and no ORM: lock the post, insert
+        the vote, move the counters (their new values answer), the day bucket, the voter's subscription."""
+        conn = await self.session.connection()
+        await self._votable(conn, post_id, voter)
+        params = {"post_id": post_id, "user_id": voter.id}
+        inserted = await conn.scalar(_INSERT_VOTE, {**params, "voter_kind": voter.kind})
+        if inserted is None:
+            return await self._vote_state(conn, post_id, voter)
+        counts = await self._count_vote(conn, post_id, voter.kind, +1, inserted)
+        await conn.execute(_SUBSCRIBE_VOTER, params)
+        return VoteState(post_id=post_id, has_voted=True, voted_at=inserted, votes=counts)
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        await self._votable(post_id, voter)
-        removed = (
-            await self.session.execute(
-                delete(Vote)
-                .where(Vote.post_id == post_id, Vote.user_id == voter.id)
-                .returning(Vote.voter_kind, Vote.created_at)
-            )
-        ).first()
-        if removed is not None:
-            await self._count_vote(post_id, removed.voter_kind, -1, removed.created_at)
-        return await self._vote_state(post_id, voter)
+        conn = await self.session.connection()
+        await self._votable(conn, post_id, voter)
+        removed = (await conn.execute(_DELETE_VOTE, {"post_id": post_id, "user_id": voter.id})).first()
+        if removed is None:
+            return await self._vote_state(conn, post_id, voter)
+        counts = await self._count_vote(conn, post_id, removed.voter_kind, -1, removed.created_at)
+        return VoteState(post_id=post_id, has_voted=False, voted_at=None, votes=counts)
 
-    async def _count_vote(self, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> None:
+    @staticmethod
+    async def _count_vote(
+        conn: AsyncConnection, post_id: UUID, voter_kind: str, step: int, voted_at: datetime
+    ) -> VoteCounts:
         internal = step if voter_kind == "internal" else 0
-        await self.session.execute(
-            update(Post)
-            .where(Post.id == post_id)
-            .values(
-                vote_total=Post.vote_total + step,
-                vote_internal=Post.vote_internal + internal,
-                vote_external=Post.vote_external + (step - internal),
-                updated_at=Post.updated_at,  # a vote is not an edit
-            )
-        )
-        day = voted_at.astimezone(UTC).date()
-        upsert = insert(PostVoteDay).values(post_id=post_id, day=day, votes=step)
-        await self.session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[PostVoteDay.post_id, PostVoteDay.day],
-                set_={"votes": PostVoteDay.votes + step},
-            )
-        )
-
-    async def _vote_state(self, post_id: UUID, voter: User) -> VoteState:
         row = (
-            await self.session.execute(
-                select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
-                .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == voter.id))
-                .where(Post.id == post_id)
-                .execution_options(populate_existing=True)
+            await conn.execute(
+                _COUNT_VOTE, {"post_id": post_id, "total": step, "internal": internal, "external": step - internal}
             )
         ).one()
+        await conn.execute(_VOTE_DAY, {"post_id": post_id, "day": voted_at.astimezone(UTC).date(), "votes": step})
+        return VoteCounts(total=row.vote_total, internal=row.vote_internal, external=row.vote_external)
+
+    @staticmethod
+    async def _vote_state(conn: AsyncConnection, post_id: UUID, voter: User) -> VoteState:
+        """The answer when nothing changed (a repeated PUT, a DELETE without a vote)."""
+        row = (await conn.execute(_VOTE_STATE, {"post_id": post_id, "user_id": voter.id})).one()
         return VoteState(
             post_id=post_id,
             has_voted=row.created_at is not None,
