@@ -6,6 +6,7 @@ employees and the product team; everyone else gets 404, the same answer as for a
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import astuple, dataclass
@@ -14,8 +15,8 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.exceptions import NotFoundException, PermissionDeniedException
-from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, update
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
@@ -46,6 +47,7 @@ from forum.posts.schemas import (
     CommentOut,
     PostCreate,
     PostOut,
+    PostPage,
     PostSort,
     PostUpdate,
     StatusChangeOut,
@@ -177,14 +179,14 @@ class PostSearch:
         return condition
 
     def rank_keys(self, search: Any = Post.search) -> list[Any]:
-        """How many of the terms match, then PostgreSQL's cover density over all of them."""
+        """How many of the terms match, then PostgreSQL's cover density over all of them (best first)."""
         if not self.terms:
-            return []
+            return [literal(0), literal(0.0)]
         hits = [case((search.op("@@")(term), 1), else_=0) for term in self.terms]
         matched = hits[0]
         for hit in hits[1:]:
             matched = matched + hit
-        return [matched.desc(), func.ts_rank_cd(search, self._any(self.terms)).desc()]
+        return [matched, func.ts_rank_cd(search, self._any(self.terms))]
 
 
 def _word_query(word: str, *, prefix: bool) -> Any:
@@ -192,6 +194,34 @@ def _word_query(word: str, *, prefix: bool) -> Any:
     exact = func.to_tsquery("simple", literal(f"{word}:*" if prefix else word))
     stems = func.plainto_tsquery("english", word).op("||")(func.plainto_tsquery("spanish", word))
     return exact.op("||")(stems)
+
+
+SortKey = tuple[Any, type]
+"""A sort key of a post list and the Python type of its value (a cursor holds the values)."""
+
+
+def _cursor_error(message: str) -> ValidationException:
+    return ValidationException(detail="Invalid cursor", extra=[{"key": "after", "message": message, "source": "query"}])
+
+
+def _encode_cursor(sort: PostSort, values: list[Any]) -> str:
+    """Opaque to clients: the sort and the last post's sort keys, as URL-safe base64 of JSON."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([sort.value, values])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: PostSort, keys: list[SortKey]) -> list[Any]:
+    try:
+        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        cursor_sort, values = raw
+        if cursor_sort != sort.value:
+            raise _cursor_error("the cursor belongs to another sort: start again without it")
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ValueError
+        return [msgspec.convert(v, t, strict=False) for v, (_, t) in zip(values, keys, strict=True)]
+    except ValidationException:
+        raise
+    except (ValueError, TypeError, msgspec.ValidationError, msgspec.DecodeError):
+        raise _cursor_error("not a cursor this list gave") from None
 
 
 # The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
@@ -334,26 +364,43 @@ class PostService:
         return {row[0].id: self._row_out(row, viewer) for row in rows}
 
     async def list(
-        self, filters: PostFilters, sort: PostSort | None, limit: int, offset: int, viewer: User | None
-    ) -> Page[PostOut]:
+        self,
+        filters: PostFilters,
+        sort: PostSort | None,
+        limit: int,
+        offset: int,
+        viewer: User | None,
+        after: str | None = None,
+    ) -> PostPage:
         """One page: one statement for the rows (author, the viewer's vote, the cluster) and one for the total.
 
         The total is counted apart: a ``count(*) OVER ()`` beside ``LIMIT`` made PostgreSQL join and
         sort every matching post for each page (0.5 s at 100k posts; docs/benchmarks.md), while the page
-        alone walks the sort's index for ``limit`` rows.
+        alone walks the sort's index for ``limit`` rows. ``after`` (the ``next`` of the previous page)
+        continues right after that page's last post: the sort keys compared as one row, every key
+        descending, so a deep page walks the same few index entries as the first one (``OFFSET`` reads
+        and drops every skipped post).
         """
         stmt = self._filtered(select(Post), filters, viewer)
         if sort is None:
             sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
-        stmt = self._ordered(stmt, sort, filters)
-        stmt = stmt.add_columns(*self._columns(viewer))
-        rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
-        if offset == 0 and len(rows) < limit:
+        stmt, keys = self._ordered(stmt, sort, filters)
+        if after is not None:
+            if offset:
+                raise _cursor_error("use either after or offset, not both")
+            stmt = stmt.where(tuple_(*(k for k, _ in keys)) < tuple_(*_decode_cursor(after, sort, keys)))
+        stmt = stmt.order_by(*(k.desc() for k, _ in keys))
+        stmt = stmt.add_columns(*self._columns(viewer), *(k.label(f"sort_key_{i}") for i, (k, _) in enumerate(keys)))
+        rows = (await self.session.execute(stmt.limit(limit + 1).offset(offset))).all()
+        more, rows = len(rows) > limit, rows[:limit]
+        if offset == 0 and after is None and not more:
             total = len(rows)  # the whole list fits in this page
         else:
             total = await self._total(filters, viewer)
         items = [self._row_out(row, viewer) for row in rows]
-        return Page(items=items, total=total or 0, limit=limit, offset=offset)
+        last = rows[-1] if more else None
+        cursor = _encode_cursor(sort, [getattr(last, f"sort_key_{i}") for i in range(len(keys))]) if last else None
+        return PostPage(items=items, total=total or 0, limit=limit, offset=offset, next=cursor)
 
     async def _total(self, filters: PostFilters, viewer: User | None) -> int:
         """How many posts match. Counting is O(matching posts), so a large total (over
@@ -389,15 +436,17 @@ class PostService:
             stmt = stmt.where(PostSearch.parse(f.q).condition())
         return stmt
 
-    def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> Select[Any]:
+    def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> tuple[Select[Any], list[SortKey]]:
+        """The statement (joined to what its sort needs) and its sort keys, every one descending."""
         if sort is PostSort.TOP:
-            keys = [Post.vote_total.desc()]
+            keys: list[SortKey] = [(Post.vote_total, int)]
         elif sort is PostSort.NEW:
             keys = []
         elif sort is PostSort.DISCUSSED:
-            keys = [Post.comment_count.desc()]
+            keys = [(Post.comment_count, int)]
         elif sort is PostSort.RELEVANCE and f.q:
-            keys = [*PostSearch.parse(f.q).rank_keys(), Post.vote_total.desc()]
+            matched, rank = PostSearch.parse(f.q).rank_keys()
+            keys = [(matched, int), (rank, float), (Post.vote_total, int)]
         else:  # trending (also relevance without q): votes of the last TRENDING_DAYS, then all votes
             recent = (
                 select(PostVoteDay.post_id, func.sum(PostVoteDay.votes).label("votes"))
@@ -406,8 +455,8 @@ class PostService:
                 .subquery("recent")
             )
             stmt = stmt.outerjoin(recent, recent.c.post_id == Post.id)
-            keys = [func.coalesce(recent.c.votes, 0).desc(), Post.vote_total.desc()]
-        return stmt.order_by(*keys, Post.created_at.desc(), Post.id.desc())
+            keys = [(func.coalesce(recent.c.votes, 0), int), (Post.vote_total, int)]
+        return stmt, [*keys, (Post.created_at, datetime), (Post.id, UUID)]
 
     # Writing ----------------------------------------------------------------------------------
 
