@@ -285,7 +285,8 @@ class ClusterMembership(DefaultBase):
 
 
 class ClusterTally(DefaultBase):
-    """Per cluster: its unique voters (all, and those who voted as employees) and its counted members.
+    """Per cluster: its unique voters (all, and those who voted as employees), its counted members, their
+    last activity and the most voted of them.
     Kept by triggers (migration 0015) on every vote, unvote, merge, membership change and post
     delete/restore, so the triage list reads one row per cluster, never the votes."""
 
@@ -298,6 +299,9 @@ class ClusterTally(DefaultBase):
     idea_count: Mapped[int] = mapped_column(Integer, default=0)
     critique_count: Mapped[int] = mapped_column(Integer, default=0)
     first_posted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    top_post_id: Mapped[UUID | None] = mapped_column(nullable=True)
+    """The most voted counted member (the earliest of a tie): its title names the cluster."""
 
 
 class ClusterVoter(DefaultBase):

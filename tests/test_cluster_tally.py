@@ -1,4 +1,4 @@
-"""The per-cluster counts kept by migration 0015's triggers stay equal to a from-scratch aggregation."""
+"""Per-cluster counts, most voted member and last activity (migration 0015) equal a fresh aggregation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.conftest import Api, run_sql
 # non-rejected members, an employee when any of their votes there was cast as one.
 FROM_SCRATCH = """
 WITH members AS (
-    SELECT m.cluster_id, p.id AS post_id, p.kind, p.created_at FROM cluster_membership m
+    SELECT m.cluster_id, p.id AS post_id, p.kind, p.created_at, p.updated_at, p.vote_total FROM cluster_membership m
     JOIN post p ON p.id = m.post_id WHERE m.state <> 'rejected' AND p.deleted_at IS NULL
 ), voters AS (
     SELECT mem.cluster_id, v.user_id, max(v.voter_kind) AS kind, min(v.created_at) AS first_vote
@@ -23,12 +23,15 @@ SELECT c.id::text,
        (SELECT count(*) FROM members WHERE cluster_id = c.id),
        (SELECT count(*) FROM members WHERE cluster_id = c.id AND kind = 'idea'),
        (SELECT min(created_at) FROM members WHERE cluster_id = c.id),
+       (SELECT max(updated_at) FROM members WHERE cluster_id = c.id),
+       (SELECT (array_agg(post_id::text ORDER BY vote_total DESC, created_at, post_id))[1] FROM members
+        WHERE cluster_id = c.id),
        (SELECT array_agg(user_id::text || '@' || first_vote::text ORDER BY user_id) FROM voters WHERE cluster_id = c.id)
 FROM cluster c ORDER BY 1
 """
 MAINTAINED = """
 SELECT c.id::text, coalesce(t.voters, 0), coalesce(t.internal_voters, 0), coalesce(t.member_count, 0),
-       coalesce(t.idea_count, 0), t.first_posted_at,
+       coalesce(t.idea_count, 0), t.first_posted_at, t.last_activity_at, t.top_post_id::text,
        (SELECT array_agg(user_id::text || '@' || first_vote::text ORDER BY user_id) FROM cluster_voter
         WHERE cluster_id = c.id)
 FROM cluster c LEFT JOIN cluster_tally t ON t.cluster_id = c.id ORDER BY 1
@@ -64,7 +67,9 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
         assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH), step
 
     check("after grouping")
-    actions = ["vote"] * 6 + ["unvote"] * 3 + ["merge", "unmerge", "move", "split", "reject", "delete", "restore"]
+    actions = (
+        ["vote"] * 6 + ["unvote"] * 3 + ["merge", "unmerge", "move", "split", "reject", "delete", "restore", "edit"]
+    )
     merged: list[str] = []
     for step in range(120):
         action = rng.choice(actions)
@@ -110,6 +115,9 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
             run_sql(database_url, "UPDATE post SET deleted_at = now() WHERE id = :p", p=post["id"])
         elif action == "restore":
             run_sql(database_url, "UPDATE post SET deleted_at = NULL WHERE id = :p", p=post["id"])
+        elif action == "edit":
+            r = api.client.patch(f"/api/posts/{post['id']}", json={"tags": ["edited"]}, headers=h)
+            assert r.status_code in (200, 404), r.text
         check(f"step {step}: {action}")
     assert run_sql(database_url, "SELECT count(*) FROM cluster_voter")[0][0] > 0, "the mix left votes to count"
 

@@ -27,47 +27,59 @@ from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
 # split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
-# cluster_voter (kept by migration 0015's triggers), so a page reads its own clusters only: the tally
-# row of every cluster to sort them (a few thousand small rows), then the members and recent voters of
-# the clusters on the page. Sorting by growth counts the last 30 days' voters and posts of every cluster.
+# cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
+# sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
+# index range each) and the posts of the last 30 days. Sorting by growth counts those for every cluster.
 _GROWTH = """
-    LEFT JOIN (
-        SELECT cluster_id, sum(n) AS n FROM (
-            SELECT cv.cluster_id, count(*) AS n FROM cluster_tally t2
-            JOIN cluster_voter cv ON cv.cluster_id = t2.cluster_id AND cv.first_vote >= now() - interval '30 days'
-            GROUP BY cv.cluster_id
-            UNION ALL
-            SELECT m.cluster_id, count(*) FROM post p
-            JOIN cluster_membership m ON m.post_id = p.id AND m.state <> 'rejected'
-            WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p.id)
-            GROUP BY m.cluster_id
-        ) AS recent GROUP BY cluster_id
-    ) AS g ON g.cluster_id = t.cluster_id"""
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM cluster_voter cv
+        WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
+    ) AS g"""
 
+_RECENT_POSTS_JOIN = """
+    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+        ON rp.cluster_id = t.cluster_id"""
+
+# recent_posts starts from the posts of the last 30 days (their index), never from a cluster's members.
 _SUMMARY_SQL = """
-WITH page AS (
+WITH recent_posts AS MATERIALIZED (
+    SELECT m.cluster_id FROM post p
+    CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
+        SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
+    ) AS m
+    WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
+), page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
-           t.first_posted_at, {growth_column} AS growth, count(*) OVER () AS total_rows
+           t.first_posted_at, t.last_activity_at, t.top_post_id, {growth_column} AS growth,
+           count(*) OVER () AS total_rows
     FROM cluster_tally t {growth_join}
     WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
 )
-SELECT page.*, nv.new_voters, ms.new_posts, ms.last_activity_at, ms.title
+SELECT page.*, top.title, nv.new_voters,
+       coalesce(rp.n, 0) AS new_posts
 FROM page
+LEFT JOIN post top ON top.id = page.top_post_id
+LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+    ON rp.cluster_id = page.cluster_id
 CROSS JOIN LATERAL (
     SELECT count(*) AS new_voters FROM cluster_voter cv
     WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
 ) AS nv
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE p.created_at >= now() - interval '30 days') AS new_posts,
-           max(p.updated_at) AS last_activity_at,
-           (array_agg(p.title ORDER BY p.vote_total DESC, p.created_at ASC))[1] AS title
-    FROM cluster_membership m JOIN post p ON p.id = m.post_id
-    WHERE m.cluster_id = page.cluster_id AND m.state <> 'rejected' AND post_counts_in_cluster(p.id)
-) AS ms
 ORDER BY {order}, page.cluster_id
 """
+
+
+def _summary_sql(sort: ClusterSort, *, one: bool = False) -> str:
+    growth = sort is ClusterSort.GROWTH
+    return _SUMMARY_SQL.format(
+        growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
+        growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
+        cluster_filter="AND t.cluster_id = :cluster_id" if one else "",
+        order=_ORDER[sort],
+    )
+
 
 _TOTAL_SQL = "SELECT count(*) FROM cluster_tally WHERE member_count >= greatest(:min_members, 1)"
 
@@ -77,16 +89,6 @@ _ORDER = {
     ClusterSort.GROWTH: "growth DESC, voters DESC",
     ClusterSort.NEW: "first_posted_at DESC",
 }
-
-
-def _summary_sql(sort: ClusterSort, *, one: bool = False) -> str:
-    growth = sort is ClusterSort.GROWTH
-    return _SUMMARY_SQL.format(
-        growth_column="coalesce(g.n, 0)" if growth else "0",
-        growth_join=_GROWTH if growth else "",
-        cluster_filter="AND t.cluster_id = :cluster_id" if one else "",
-        order=_ORDER[sort],
-    )
 
 
 def _summary(row: Any, description: Description | None) -> ClusterSummary:

@@ -34,8 +34,12 @@ depends_on: str | Sequence[str] | None = None
 # triggers), never by a cascade that could run before them.
 _FUNCTIONS = [
     """
+CREATE FUNCTION post_counts_in_cluster(p post) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT p.deleted_at IS NULL
+$$""",
+    """
 CREATE FUNCTION post_counts_in_cluster(p_post_id uuid) RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM post WHERE id = p_post_id AND deleted_at IS NULL)
+    SELECT coalesce((SELECT post_counts_in_cluster(p) FROM post p WHERE p.id = p_post_id), false)
 $$""",
     """
 CREATE FUNCTION cluster_voter_step(p_cluster uuid, p_user uuid, p_kind text, p_at timestamptz, p_step int)
@@ -100,18 +104,21 @@ $$""",
     """
 CREATE FUNCTION cluster_members_recount(p_cluster uuid) RETURNS void LANGUAGE sql AS $$
     INSERT INTO cluster_tally AS t (cluster_id, voters, internal_voters, member_count, idea_count,
-                                    critique_count, first_posted_at)
-    SELECT p_cluster, 0, 0, s.members, s.ideas, s.critiques, s.first_posted_at
+                                    critique_count, first_posted_at, last_activity_at, top_post_id)
+    SELECT p_cluster, 0, 0, s.members, s.ideas, s.critiques, s.first_posted_at, s.last_activity_at, s.top_post_id
     FROM (
         SELECT count(*) AS members, count(*) FILTER (WHERE p.kind = 'idea') AS ideas,
-               count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at
+               count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at,
+               max(p.updated_at) AS last_activity_at,
+               (array_agg(p.id ORDER BY p.vote_total DESC, p.created_at, p.id))[1] AS top_post_id
         FROM cluster_membership m JOIN post p ON p.id = m.post_id
-        WHERE m.cluster_id = p_cluster AND m.state <> 'rejected' AND post_counts_in_cluster(p.id)
+        WHERE m.cluster_id = p_cluster AND m.state <> 'rejected' AND post_counts_in_cluster(p)
     ) AS s
     WHERE EXISTS (SELECT 1 FROM cluster WHERE id = p_cluster)
     ON CONFLICT (cluster_id) DO UPDATE SET
         member_count = excluded.member_count, idea_count = excluded.idea_count,
-        critique_count = excluded.critique_count, first_posted_at = excluded.first_posted_at
+        critique_count = excluded.critique_count, first_posted_at = excluded.first_posted_at,
+        last_activity_at = excluded.last_activity_at, top_post_id = excluded.top_post_id
 $$""",
     """
 CREATE FUNCTION cluster_tally_vote() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -169,7 +176,7 @@ CREATE FUNCTION cluster_tally_post() RETURNS trigger LANGUAGE plpgsql AS $$
 -- changes; BEFORE DELETE takes a post's voters out while its row is still there to say it counted.
 DECLARE
     c uuid;
-    counted_before boolean := OLD.deleted_at IS NULL;
+    counted_before boolean := post_counts_in_cluster(OLD);
 BEGIN
     SELECT m.cluster_id INTO c FROM cluster_membership m WHERE m.post_id = OLD.id AND m.state <> 'rejected';
     IF TG_OP = 'DELETE' THEN
@@ -181,10 +188,51 @@ BEGIN
     IF c IS NULL THEN
         RETURN NULL;
     END IF;
-    IF counted_before <> post_counts_in_cluster(NEW.id) THEN
+    IF counted_before <> post_counts_in_cluster(NEW) THEN
         PERFORM cluster_post_votes(c, NEW.id, CASE WHEN counted_before THEN -1 ELSE 1 END);
     END IF;
     PERFORM cluster_members_recount(c);
+    RETURN NULL;
+END
+$$""",
+    """
+CREATE FUNCTION cluster_tally_activity() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A counted member's votes or last edit changed: the cluster's most voted member (its title) and its
+-- last activity. Only a gain can make another member the top one, and only a loss of the top one needs
+-- the members recounted; both read the top member under the tally row's lock, so concurrent votes in a
+-- cluster compare against each other's committed counts.
+DECLARE
+    c uuid;
+    t record;
+    top record;
+BEGIN
+    IF NOT post_counts_in_cluster(NEW) THEN
+        RETURN NULL;
+    END IF;
+    SELECT m.cluster_id INTO c FROM cluster_membership m WHERE m.post_id = NEW.id AND m.state <> 'rejected';
+    IF c IS NULL OR (NEW.vote_total < OLD.vote_total AND NEW.updated_at = OLD.updated_at
+                     AND NOT EXISTS (SELECT 1 FROM cluster_tally WHERE cluster_id = c AND top_post_id = NEW.id)) THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO t FROM cluster_tally WHERE cluster_id = c FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.updated_at > coalesce(t.last_activity_at, '-infinity') THEN
+        UPDATE cluster_tally SET last_activity_at = NEW.updated_at WHERE cluster_id = c;
+    END IF;
+    IF NEW.vote_total = OLD.vote_total THEN
+        RETURN NULL;
+    END IF;
+    IF t.top_post_id = NEW.id AND NEW.vote_total < OLD.vote_total THEN
+        PERFORM cluster_members_recount(c);
+    ELSIF t.top_post_id IS DISTINCT FROM NEW.id AND NEW.vote_total > OLD.vote_total THEN
+        SELECT vote_total, created_at, id INTO top FROM post WHERE id = t.top_post_id;
+        IF NOT FOUND OR NEW.vote_total > top.vote_total
+           OR (NEW.vote_total = top.vote_total AND (NEW.created_at, NEW.id) < (top.created_at, top.id)) THEN
+            UPDATE cluster_tally SET top_post_id = NEW.id WHERE cluster_id = c;
+        END IF;
+    END IF;
     RETURN NULL;
 END
 $$""",
@@ -198,6 +246,9 @@ _TRIGGERS = [
     "CREATE TRIGGER cluster_tally_post AFTER UPDATE OF deleted_at, kind, created_at ON post "
     "FOR EACH ROW WHEN ((OLD.deleted_at, OLD.kind, OLD.created_at) IS DISTINCT FROM "
     "(NEW.deleted_at, NEW.kind, NEW.created_at)) EXECUTE FUNCTION cluster_tally_post()",
+    "CREATE TRIGGER cluster_tally_activity AFTER UPDATE OF vote_total, updated_at ON post FOR EACH ROW "
+    "WHEN ((OLD.vote_total, OLD.updated_at) IS DISTINCT FROM (NEW.vote_total, NEW.updated_at)) "
+    "EXECUTE FUNCTION cluster_tally_activity()",
     "CREATE TRIGGER cluster_tally_post_delete BEFORE DELETE ON post FOR EACH ROW EXECUTE FUNCTION cluster_tally_post()",
 ]
 
@@ -208,24 +259,26 @@ REBUILD_SQL = (
 INSERT INTO cluster_voter (cluster_id, user_id, posts, internal_posts, first_vote)
 SELECT m.cluster_id, v.user_id, count(*), count(*) FILTER (WHERE v.voter_kind = 'internal'), min(v.created_at)
 FROM cluster_membership m JOIN post p ON p.id = m.post_id JOIN vote v ON v.post_id = m.post_id
-WHERE m.state <> 'rejected' AND p.deleted_at IS NULL
+WHERE m.state <> 'rejected' AND post_counts_in_cluster(p)
 GROUP BY m.cluster_id, v.user_id""",
     """
 INSERT INTO cluster_tally (cluster_id, voters, internal_voters, member_count, idea_count, critique_count,
-                           first_posted_at)
+                           first_posted_at, last_activity_at, top_post_id)
 SELECT c.id, coalesce(vs.voters, 0), coalesce(vs.internal_voters, 0), coalesce(ms.members, 0),
-       coalesce(ms.ideas, 0), coalesce(ms.critiques, 0), ms.first_posted_at
+       coalesce(ms.ideas, 0), coalesce(ms.critiques, 0), ms.first_posted_at, ms.last_activity_at, ms.top_post_id
 FROM cluster c
 LEFT JOIN (SELECT cluster_id, count(*) AS voters, count(*) FILTER (WHERE internal_posts > 0) AS internal_voters
            FROM cluster_voter GROUP BY cluster_id) vs ON vs.cluster_id = c.id
 LEFT JOIN (SELECT m.cluster_id, count(*) AS members, count(*) FILTER (WHERE p.kind = 'idea') AS ideas,
-                  count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at
+                  count(*) FILTER (WHERE p.kind = 'critique') AS critiques, min(p.created_at) AS first_posted_at,
+                  max(p.updated_at) AS last_activity_at,
+                  (array_agg(p.id ORDER BY p.vote_total DESC, p.created_at, p.id))[1] AS top_post_id
            FROM cluster_membership m JOIN post p ON p.id = m.post_id
-           WHERE m.state <> 'rejected' AND p.deleted_at IS NULL GROUP BY m.cluster_id) ms ON ms.cluster_id = c.id
+           WHERE m.state <> 'rejected' AND post_counts_in_cluster(p) GROUP BY m.cluster_id) ms ON ms.cluster_id = c.id
 """,
 )
 """Recount both tables from the votes and memberships (this migration, and bulk loads that bypass the
-triggers). It repeats post_counts_in_cluster inline, for one set-based pass."""
+triggers), in one set-based pass."""
 
 
 def upgrade() -> None:
@@ -238,6 +291,8 @@ def upgrade() -> None:
         sa.Column("idea_count", sa.Integer(), nullable=False),
         sa.Column("critique_count", sa.Integer(), nullable=False),
         sa.Column("first_posted_at", sa.DateTimeUTC(timezone=True), nullable=True),
+        sa.Column("last_activity_at", sa.DateTimeUTC(timezone=True), nullable=True),
+        sa.Column("top_post_id", sa.GUID(length=16), nullable=True),
         sa.ForeignKeyConstraint(
             ["cluster_id"], ["cluster.id"], name=op.f("fk_cluster_tally_cluster_id_cluster"), ondelete="CASCADE"
         ),
@@ -264,10 +319,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER cluster_tally_post_delete ON post")
+    op.execute("DROP TRIGGER cluster_tally_activity ON post")
     op.execute("DROP TRIGGER cluster_tally_post ON post")
     op.execute("DROP TRIGGER cluster_tally_membership ON cluster_membership")
     op.execute("DROP TRIGGER cluster_tally_vote ON vote")
     for name in (
+        "cluster_tally_activity()",
         "cluster_tally_post()",
         "cluster_tally_membership()",
         "cluster_tally_vote()",
@@ -276,6 +333,7 @@ def downgrade() -> None:
         "cluster_tally_add(uuid, int[])",
         "cluster_voter_step(uuid, uuid, text, timestamptz, int)",
         "post_counts_in_cluster(uuid)",
+        "post_counts_in_cluster(post)",
     ):
         op.execute(f"DROP FUNCTION {name}")
     op.drop_table("cluster_voter")
