@@ -302,6 +302,8 @@ class ClusterTally(DefaultBase):
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     top_post_id: Mapped[UUID | None] = mapped_column(nullable=True)
     """The most voted counted member (the earliest of a tie): its title names the cluster."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Moves on every change of members or of a member's text: descriptions are cached per revision."""
 
 
 class ClusterVoter(DefaultBase):

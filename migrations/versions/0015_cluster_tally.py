@@ -118,7 +118,7 @@ CREATE FUNCTION cluster_members_recount(p_cluster uuid) RETURNS void LANGUAGE sq
     ON CONFLICT (cluster_id) DO UPDATE SET
         member_count = excluded.member_count, idea_count = excluded.idea_count,
         critique_count = excluded.critique_count, first_posted_at = excluded.first_posted_at,
-        last_activity_at = excluded.last_activity_at, top_post_id = excluded.top_post_id
+        last_activity_at = excluded.last_activity_at, top_post_id = excluded.top_post_id, revision = t.revision + 1
 $$""",
     """
 CREATE FUNCTION cluster_tally_vote() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -218,8 +218,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF NEW.updated_at > coalesce(t.last_activity_at, '-infinity') THEN
-        UPDATE cluster_tally SET last_activity_at = NEW.updated_at WHERE cluster_id = c;
+    IF NEW.updated_at <> OLD.updated_at THEN  -- an edit: what describes the cluster may have changed
+        UPDATE cluster_tally SET last_activity_at = greatest(last_activity_at, NEW.updated_at),
+                                 revision = revision + 1
+        WHERE cluster_id = c;
     END IF;
     IF NEW.vote_total = OLD.vote_total THEN
         RETURN NULL;
@@ -236,6 +238,16 @@ BEGIN
     RETURN NULL;
 END
 $$""",
+    """
+CREATE FUNCTION cluster_tally_vectors() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A member's vector changed (re-embedded after an edit): its cluster's cached description is stale.
+BEGIN
+    UPDATE cluster_tally t SET revision = t.revision + 1
+    FROM cluster_membership m
+    WHERE m.post_id = NEW.post_id AND m.state <> 'rejected' AND t.cluster_id = m.cluster_id;
+    RETURN NULL;
+END
+$$""",
 ]
 
 _TRIGGERS = [
@@ -249,6 +261,8 @@ _TRIGGERS = [
     "CREATE TRIGGER cluster_tally_activity AFTER UPDATE OF vote_total, updated_at ON post FOR EACH ROW "
     "WHEN ((OLD.vote_total, OLD.updated_at) IS DISTINCT FROM (NEW.vote_total, NEW.updated_at)) "
     "EXECUTE FUNCTION cluster_tally_activity()",
+    "CREATE TRIGGER cluster_tally_vectors AFTER INSERT OR UPDATE OF embedding ON post_embedding "
+    "FOR EACH ROW EXECUTE FUNCTION cluster_tally_vectors()",
     "CREATE TRIGGER cluster_tally_post_delete BEFORE DELETE ON post FOR EACH ROW EXECUTE FUNCTION cluster_tally_post()",
 ]
 
@@ -293,6 +307,7 @@ def upgrade() -> None:
         sa.Column("first_posted_at", sa.DateTimeUTC(timezone=True), nullable=True),
         sa.Column("last_activity_at", sa.DateTimeUTC(timezone=True), nullable=True),
         sa.Column("top_post_id", sa.GUID(length=16), nullable=True),
+        sa.Column("revision", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(
             ["cluster_id"], ["cluster.id"], name=op.f("fk_cluster_tally_cluster_id_cluster"), ondelete="CASCADE"
         ),
@@ -319,11 +334,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER cluster_tally_post_delete ON post")
+    op.execute("DROP TRIGGER cluster_tally_vectors ON post_embedding")
     op.execute("DROP TRIGGER cluster_tally_activity ON post")
     op.execute("DROP TRIGGER cluster_tally_post ON post")
     op.execute("DROP TRIGGER cluster_tally_membership ON cluster_membership")
     op.execute("DROP TRIGGER cluster_tally_vote ON vote")
     for name in (
+        "cluster_tally_vectors()",
         "cluster_tally_activity()",
         "cluster_tally_post()",
         "cluster_tally_membership()",
