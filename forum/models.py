@@ -128,9 +128,10 @@ class Post(UUIDv7AuditBase):
         _check_in("status", PostStatus),
         Index("ix_post_search", "search", postgresql_using="gin"),
         Index("ix_post_tags", "tags", postgresql_using="gin"),
-        Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        # Every sort key down to the id (migration 0015): a keyset page walks the index from its cursor.
+        Index("ix_post_top", "vote_total", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_new", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_discussed", "comment_count", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_language", "language", postgresql_where=text("deleted_at IS NULL")),
     )
 

@@ -1,4 +1,4 @@
-"""cluster tally: unique voters and member counts per cluster, kept by triggers
+"""cluster tally: unique voters and member counts per cluster, kept by triggers; sort indexes end in id
 
 Revision ID: 0015
 Revises: 0011
@@ -295,7 +295,24 @@ LEFT JOIN (SELECT m.cluster_id, count(*) AS members, count(*) FILTER (WHERE p.ki
 triggers), in one set-based pass."""
 
 
+# The post lists' sort indexes end in the id, the last key of every sort, so that a keyset page
+# (``after=``) is an index range from its cursor. Without it PostgreSQL estimates the row comparison at
+# about one row deep in a list and sorts every post behind the cursor instead (0.2-0.3 s at 100k posts).
+_SORT_INDEXES = {
+    "ix_post_top": (["vote_total", "created_at"], ["vote_total", "created_at", "id"]),
+    "ix_post_new": (["created_at"], ["created_at", "id"]),
+    "ix_post_discussed": (["comment_count", "created_at"], ["comment_count", "created_at", "id"]),
+}
+
+
+def _sort_indexes(which: int) -> None:
+    for name, columns in _SORT_INDEXES.items():
+        op.drop_index(name, table_name="post")
+        op.create_index(name, "post", columns[which], postgresql_where=sa.text("deleted_at IS NULL"))
+
+
 def upgrade() -> None:
+    _sort_indexes(1)
     op.create_table(
         "cluster_tally",
         sa.Column("cluster_id", sa.GUID(length=16), nullable=False),
@@ -333,6 +350,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _sort_indexes(0)
     op.execute("DROP TRIGGER cluster_tally_post_delete ON post")
     op.execute("DROP TRIGGER cluster_tally_vectors ON post_embedding")
     op.execute("DROP TRIGGER cluster_tally_activity ON post")
