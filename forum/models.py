@@ -142,9 +142,10 @@ class Post(UUIDv7AuditBase):
         _check_in("channel", Channel),
         Index("ix_post_search", "search", postgresql_using="gin"),
         Index("ix_post_tags", "tags", postgresql_using="gin"),
-        Index("ix_post_top", "vote_total", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index("ix_post_new", "created_at", postgresql_where=text("deleted_at IS NULL")),
-        Index("ix_post_discussed", "comment_count", "created_at", postgresql_where=text("deleted_at IS NULL")),
+        # Every sort key down to the id (migration 0015): a keyset page walks the index from its cursor.
+        Index("ix_post_top", "vote_total", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_new", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_post_discussed", "comment_count", "created_at", "id", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_language", "language", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_post_channel", "channel", postgresql_where=text("deleted_at IS NULL AND channel <> 'web'")),
     )
@@ -339,6 +340,42 @@ class ClusterMembership(DefaultBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=text("now()"), onupdate=text("now()")
     )
+
+
+class ClusterTally(DefaultBase):
+    """Per cluster: its unique voters (all, and those who voted as employees), its counted members, their
+    last activity and the most voted of them.
+    Kept by triggers (migration 0015) on every vote, unvote, merge, membership change and post
+    delete/restore, so the triage list reads one row per cluster, never the votes."""
+
+    __tablename__ = "cluster_tally"
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    voters: Mapped[int] = mapped_column(Integer, default=0)
+    internal_voters: Mapped[int] = mapped_column(Integer, default=0)
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    idea_count: Mapped[int] = mapped_column(Integer, default=0)
+    critique_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_posted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    top_post_id: Mapped[UUID | None] = mapped_column(nullable=True)
+    """The most voted counted member (the earliest of a tie): its title names the cluster."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Moves on every change of members or of a member's text: descriptions are cached per revision."""
+
+
+class ClusterVoter(DefaultBase):
+    """One person who voted on a counted member of a cluster: on how many (``posts``), how many of those
+    as an employee, and when first (growth). Kept by the same triggers as ``ClusterTally``."""
+
+    __tablename__ = "cluster_voter"
+    __table_args__ = (Index("ix_cluster_voter_first_vote", "cluster_id", "first_vote"),)
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(primary_key=True)  # no foreign key: rows leave with the votes
+    posts: Mapped[int] = mapped_column(Integer)
+    internal_posts: Mapped[int] = mapped_column(Integer)
+    first_vote: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class SuggestionState(enum.StrEnum):

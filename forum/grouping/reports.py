@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
@@ -26,43 +27,48 @@ from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
-# split by the voter's kind, plus growth over the last 30 days.
+# split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
+# cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
+# sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
+# index range each) and the posts of the last 30 days. Sorting by growth counts those for every cluster.
+_GROWTH = """
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM cluster_voter cv
+        WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
+    ) AS g"""
+
+_RECENT_POSTS_JOIN = """
+    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+        ON rp.cluster_id = t.cluster_id"""
+
+# recent_posts starts from the posts of the last 30 days (their index), never from a cluster's members.
 _SUMMARY_SQL = """
-WITH members AS (
-    SELECT m.cluster_id, p.id AS post_id, p.kind, p.title, p.vote_total, p.created_at, p.updated_at
-    FROM cluster_membership m
-    JOIN post p ON p.id = m.post_id
-    WHERE m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL {member_filter}
-),
-voters AS (
-    SELECT mem.cluster_id, v.user_id, min(v.created_at) AS first_vote, max(v.voter_kind) AS voter_kind
-    FROM members mem JOIN vote v ON v.post_id = mem.post_id
-    GROUP BY mem.cluster_id, v.user_id
-),
-voter_stats AS (
-    SELECT cluster_id,
-           count(*) AS voters,
-           count(*) FILTER (WHERE voter_kind = 'internal') AS internal_voters,
-           count(*) FILTER (WHERE first_vote >= now() - interval '30 days') AS new_voters
-    FROM voters GROUP BY cluster_id
-),
-member_stats AS (
-    SELECT cluster_id,
-           count(*) AS member_count,
-           count(*) FILTER (WHERE kind = 'idea') AS idea_count,
-           count(*) FILTER (WHERE kind = 'critique') AS critique_count,
-           count(*) FILTER (WHERE created_at >= now() - interval '30 days') AS new_posts,
-           min(created_at) AS first_posted_at,
-           max(updated_at) AS last_activity_at,
-           (array_agg(title ORDER BY vote_total DESC, created_at ASC))[1] AS title
-    FROM members GROUP BY cluster_id
+WITH recent_posts AS MATERIALIZED (
+    SELECT m.cluster_id FROM post p
+    CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
+        SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
+    ) AS m
+    WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
+), page AS (
+    SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
+           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, {growth_column} AS growth,
+           count(*) OVER () AS total_rows
+    FROM cluster_tally t {growth_join}
+    WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
+    ORDER BY {order}, t.cluster_id
+    LIMIT :limit OFFSET :offset
 )
-SELECT ms.*, coalesce(vs.voters, 0) AS voters, coalesce(vs.internal_voters, 0) AS internal_voters,
-       coalesce(vs.new_voters, 0) AS new_voters, count(*) OVER () AS total_rows
-FROM member_stats ms LEFT JOIN voter_stats vs USING (cluster_id)
-WHERE ms.member_count >= :min_members
-ORDER BY {order}, ms.cluster_id
-LIMIT :limit OFFSET :offset
+SELECT page.*, top.title, nv.new_voters,
+       coalesce(rp.n, 0) AS new_posts
+FROM page
+LEFT JOIN post top ON top.id = page.top_post_id
+LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+    ON rp.cluster_id = page.cluster_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS new_voters FROM cluster_voter cv
+    WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
+) AS nv
+ORDER BY {order}, page.cluster_id
 """
 
 # Members and unique voters per channel, hidden posts left out
@@ -82,16 +88,28 @@ LEFT JOIN feedback_capture c
 WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected'
 GROUP BY m.cluster_id, coalesce(c.channel, 'web')
 """
-_WITH_CHANNEL = """AND m.cluster_id IN (
+_WITH_CHANNEL = """AND t.cluster_id IN (
     SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
-    WHERE cm.state <> 'rejected' AND cp.deleted_at IS NULL AND cp.hidden_at IS NULL
-    AND cp.channel = ANY(:channels))"""
+    WHERE cm.state <> 'rejected' AND post_counts_in_cluster(cp) AND cp.channel = ANY(:channels))"""
+
+
+def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
+    growth = sort is ClusterSort.GROWTH
+    return _SUMMARY_SQL.format(
+        growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
+        growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
+        cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
+        order=_ORDER[sort],
+    )
+
+
+_TOTAL_SQL = "SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}"
 
 _ORDER = {
-    ClusterSort.VOTERS: "voters DESC, ms.member_count DESC",
-    ClusterSort.MEMBERS: "ms.member_count DESC, voters DESC",
-    ClusterSort.GROWTH: "(coalesce(vs.new_voters, 0) + ms.new_posts) DESC, voters DESC",
-    ClusterSort.NEW: "ms.first_posted_at DESC",
+    ClusterSort.VOTERS: "voters DESC, member_count DESC",
+    ClusterSort.MEMBERS: "member_count DESC, voters DESC",
+    ClusterSort.GROWTH: "growth DESC, voters DESC",
+    ClusterSort.NEW: "first_posted_at DESC",
 }
 
 
@@ -114,10 +132,39 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
     )
 
 
+DESCRIPTION_TTL_SECONDS = 60.0
+_described: dict[tuple[str, UUID, int, bool], tuple[float, Any]] = {}
+"""What ``Explainer`` computed for a cluster (its description, its members' explanations), per process, by
+``cluster_tally.revision`` (moved by every change of members or of a member's text). Votes change none of
+it, so the triage list no longer compares every member's vectors and words on each call (1.8 s per page
+of large clusters at 100k posts). The TTL bounds what the revision cannot see: a vector re-embedded after
+an edit."""
+
+
 class ClusterReports:
     def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
         self.explainer = Explainer(session, embedder, viewer)
+        self.sees_internal = bool(viewer and viewer.sees_internal)
+
+    async def _cached(self, kind: str, revisions: dict[UUID, int], compute: Any) -> dict[UUID, Any]:
+        now = time.monotonic()
+        out: dict[UUID, Any] = {}
+        for cluster_id, revision in revisions.items():
+            hit = _described.get((kind, cluster_id, revision, self.sees_internal))
+            if hit is not None and now - hit[0] < DESCRIPTION_TTL_SECONDS:
+                out[cluster_id] = hit[1]
+        missing = [cluster_id for cluster_id in revisions if cluster_id not in out]
+        if missing:
+            if len(_described) > 20_000:
+                _described.clear()
+            for cluster_id, value in (await compute(missing)).items():
+                _described[(kind, cluster_id, revisions[cluster_id], self.sees_internal)] = (now, value)
+                out[cluster_id] = value
+        return out
+
+    async def _describe(self, rows: Any) -> dict[UUID, Description]:
+        return await self._cached("describe", {r.cluster_id: r.revision for r in rows}, self.explainer.describe)
 
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
@@ -131,7 +178,7 @@ class ClusterReports:
         self, sort: ClusterSort, min_members: int, limit: int, offset: int, channels: list[str] | None = None
     ) -> Page[ClusterSummary]:
         """``channels``: only clusters with a member from one of them."""
-        sql = _SUMMARY_SQL.format(member_filter=_WITH_CHANNEL if channels else "", order=_ORDER[sort])
+        sql = _summary_sql(sort, channels=bool(channels))
         params = {"min_members": min_members, "limit": limit, "offset": offset}
         if channels:
             params["channels"] = channels
@@ -139,15 +186,17 @@ class ClusterReports:
         if rows:
             total = rows[0].total_rows
         elif offset:
-            total = len((await self.session.execute(text(sql), {**params, "limit": None, "offset": 0})).all())
+            count = _TOTAL_SQL.format(cluster_filter=_WITH_CHANNEL if channels else "")
+            params.pop("limit"), params.pop("offset")
+            total = await self.session.scalar(text(count), params) or 0
         else:
             total = 0
-        descriptions = await self.explainer.describe([r.cluster_id for r in rows])
+        descriptions = await self._describe(rows)
         items = await self._count_channels([_summary(r, descriptions.get(r.cluster_id)) for r in rows])
         return Page(items=items, total=total, limit=limit, offset=offset)
 
     async def detail(self, cluster_id: UUID) -> ClusterDetail:
-        sql = _SUMMARY_SQL.format(member_filter="AND m.cluster_id = :cluster_id", order=_ORDER[ClusterSort.VOTERS])
+        sql = _summary_sql(ClusterSort.VOTERS, one=True)
         row = (
             await self.session.execute(text(sql), {"cluster_id": cluster_id, "min_members": 1, "limit": 1, "offset": 0})
         ).first()
@@ -161,8 +210,12 @@ class ClusterReports:
                 .order_by(Post.created_at)
             )
         ).all()
-        explanations = await self.explainer.explain_members(cluster_id)
-        descriptions = await self.explainer.describe([cluster_id])
+
+        async def explain(ids: list[UUID]) -> dict[UUID, Any]:
+            return {ids[0]: await self.explainer.explain_members(ids[0])}
+
+        explanations = (await self._cached("explain", {cluster_id: row.revision}, explain))[cluster_id]
+        descriptions = await self._describe([row])
         members, rejected = [], []
         for membership, post in memberships:
             member = ClusterMember(

@@ -22,6 +22,7 @@ from forum.posts.schemas import (
     PostCreate,
     PostLanguage,
     PostOut,
+    PostPage,
     PostSort,
     PostUpdate,
     StatusChangeOut,
@@ -82,7 +83,15 @@ class PostController(Controller):
         sort: PostSort | None = None,
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[PostOut]:
+        after: Annotated[
+            str | None,
+            Parameter(
+                max_length=1000,
+                description="Continue after a page: its `next` cursor (opaque; same filters and sort). "
+                "Use it instead of `offset` for deep pages",
+            ),
+        ] = None,
+    ) -> PostPage:
         filters = PostFilters(
             kind=kind.value if kind else None,
             status=[s.value for s in status] if status else None,
@@ -93,7 +102,7 @@ class PostController(Controller):
             q=q.strip() if q and q.strip() else None,
             channel=[c.value for c in channel] if channel else None,
         )
-        return await posts.list(filters, sort, limit, offset, request.user)
+        return await posts.list(filters, sort, limit, offset, request.user, after)
 
     @post(guards=[requires_login], response_headers=[LOCATION], summary="Post an idea or a critique")
     async def create_post(

@@ -6,6 +6,7 @@ employees and the product team; everyone else gets 404, the same answer as for a
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import astuple, dataclass
@@ -14,9 +15,10 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.exceptions import NotFoundException, PermissionDeniedException
-from sqlalchemy import Select, and_, case, delete, exists, false, func, literal, select, update
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -43,12 +45,13 @@ from forum.models import (
     visibility_scope,
     visible_to,
 )
-from forum.notifications.services import NotificationKind, notify_subscribers, subscribe
+from forum.notifications.services import NotificationKind, notify_subscribers, subscribe, subscribe_statement
 from forum.posts.schemas import (
     CommentCreate,
     CommentOut,
     PostCreate,
     PostOut,
+    PostPage,
     PostSort,
     PostUpdate,
     StatusChangeOut,
@@ -182,14 +185,14 @@ class PostSearch:
         return condition
 
     def rank_keys(self, search: Any = Post.search) -> list[Any]:
-        """How many of the terms match, then PostgreSQL's cover density over all of them."""
+        """How many of the terms match, then PostgreSQL's cover density over all of them (best first)."""
         if not self.terms:
-            return []
+            return [literal(0), literal(0.0)]
         hits = [case((search.op("@@")(term), 1), else_=0) for term in self.terms]
         matched = hits[0]
         for hit in hits[1:]:
             matched = matched + hit
-        return [matched.desc(), func.ts_rank_cd(search, self._any(self.terms)).desc()]
+        return [matched, func.ts_rank_cd(search, self._any(self.terms))]
 
 
 def _word_query(word: str, *, prefix: bool) -> Any:
@@ -197,6 +200,115 @@ def _word_query(word: str, *, prefix: bool) -> Any:
     exact = func.to_tsquery("simple", literal(f"{word}:*" if prefix else word))
     stems = func.plainto_tsquery("english", word).op("||")(func.plainto_tsquery("spanish", word))
     return exact.op("||")(stems)
+
+
+SortKey = tuple[Any, type]
+"""A sort key of a post list and the Python type of its value (a cursor holds the values)."""
+
+
+def _cursor_error(message: str) -> ValidationException:
+    return ValidationException(detail="Invalid cursor", extra=[{"key": "after", "message": message, "source": "query"}])
+
+
+def _encode_cursor(sort: PostSort, values: list[Any]) -> str:
+    """Opaque to clients: the sort and the last post's sort keys, as URL-safe base64 of JSON."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([sort.value, values])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: PostSort, keys: list[SortKey]) -> list[Any]:
+    try:
+        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        cursor_sort, values = raw
+        if cursor_sort != sort.value:
+            raise _cursor_error("the cursor belongs to another sort: start again without it")
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ValueError
+        return [msgspec.convert(v, t, strict=False) for v, (_, t) in zip(values, keys, strict=True)]
+    except ValidationException:
+        raise
+    except (ValueError, TypeError, msgspec.ValidationError, msgspec.DecodeError):
+        raise _cursor_error("not a cursor this list gave") from None
+
+
+class DriverStatement:
+    """A Core statement compiled once for asyncpg and run on the request's own connection, inside its
+    transaction: the vote path skips SQLAlchemy's per-execution work (cache key, parameter and result
+    processing), about half of a vote's CPU (docs/benchmarks.md). asyncpg prepares it once per connection."""
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=asyncpg_dialect())
+        self.sql = str(compiled)
+        self.defaults = dict(compiled.params)
+        self.names = list(compiled.positiontup or [])
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = {**self.defaults, **params}
+        return [values[name] for name in self.names]
+
+
+async def driver_of(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's (the transaction the request commits)."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+# The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
+def _lock_votable(scope: str) -> Any:
+    """The post as ``visible_to`` shows it to a viewer of ``scope`` (:func:`visibility_scope`)."""
+    visible = Post.deleted_at.is_(None)
+    if scope != "staff":
+        visible = and_(visible, Post.hidden_at.is_(None))
+    if scope == "public":
+        visible = and_(visible, Post.visibility == Visibility.PUBLIC.value)
+    return (
+        select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility)
+        .where(Post.id == bindparam("post_id"), visible)
+        .with_for_update(of=Post)
+    )
+
+
+_LOCK_VOTABLE = {scope: DriverStatement(_lock_votable(scope)) for scope in ("public", "internal", "staff")}
+_INSERT_VOTE = DriverStatement(
+    insert(Vote)
+    .values(
+        post_id=bindparam("post_id"),
+        user_id=bindparam("user_id"),
+        voter_kind=bindparam("voter_kind"),
+        # When the voter said it (a vote captured on their behalf), else now (the column's default).
+        created_at=func.coalesce(bindparam("said_at", type_=Vote.created_at.type), func.now()),
+    )
+    .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
+    .returning(Vote.created_at)
+)
+_DELETE_VOTE = DriverStatement(
+    delete(Vote)
+    .where(Vote.post_id == bindparam("post_id"), Vote.user_id == bindparam("user_id"))
+    .returning(Vote.voter_kind, Vote.created_at)
+)
+_COUNT_VOTE = DriverStatement(
+    update(Post)
+    .where(Post.id == bindparam("post_id"))
+    .values(
+        vote_total=Post.vote_total + bindparam("total"),
+        vote_internal=Post.vote_internal + bindparam("internal"),
+        vote_external=Post.vote_external + bindparam("external"),
+        updated_at=Post.updated_at,  # a vote is not an edit
+    )
+    .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
+)
+_VOTE_DAY = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("votes"))
+_VOTE_DAY = DriverStatement(
+    _VOTE_DAY.on_conflict_do_update(
+        index_elements=[PostVoteDay.post_id, PostVoteDay.day],
+        set_={"votes": PostVoteDay.votes + _VOTE_DAY.excluded.votes},
+    )
+)
+_SUBSCRIBE_VOTER = DriverStatement(subscribe_statement())
+_VOTE_STATE = DriverStatement(
+    select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
+    .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == bindparam("user_id")))
+    .where(Post.id == bindparam("post_id"))
+)
 
 
 class PostService:
@@ -301,26 +413,43 @@ class PostService:
         return {row[0].id: self._row_out(row, viewer) for row in rows}
 
     async def list(
-        self, filters: PostFilters, sort: PostSort | None, limit: int, offset: int, viewer: User | None
-    ) -> Page[PostOut]:
+        self,
+        filters: PostFilters,
+        sort: PostSort | None,
+        limit: int,
+        offset: int,
+        viewer: User | None,
+        after: str | None = None,
+    ) -> PostPage:
         """One page: one statement for the rows (author, the viewer's vote, the cluster) and one for the total.
 
         The total is counted apart: a ``count(*) OVER ()`` beside ``LIMIT`` made PostgreSQL join and
         sort every matching post for each page (0.5 s at 100k posts; docs/benchmarks.md), while the page
-        alone walks the sort's index for ``limit`` rows.
+        alone walks the sort's index for ``limit`` rows. ``after`` (the ``next`` of the previous page)
+        continues right after that page's last post: the sort keys compared as one row, every key
+        descending, so a deep page walks the same few index entries as the first one (``OFFSET`` reads
+        and drops every skipped post).
         """
         stmt = self._filtered(select(Post), filters, viewer)
         if sort is None:
             sort = PostSort.RELEVANCE if filters.q else PostSort.TRENDING
-        stmt = self._ordered(stmt, sort, filters)
-        stmt = stmt.add_columns(*self._columns(viewer))
-        rows = (await self.session.execute(stmt.limit(limit).offset(offset))).all()
-        if offset == 0 and len(rows) < limit:
+        stmt, keys = self._ordered(stmt, sort, filters)
+        if after is not None:
+            if offset:
+                raise _cursor_error("use either after or offset, not both")
+            stmt = stmt.where(tuple_(*(k for k, _ in keys)) < tuple_(*_decode_cursor(after, sort, keys)))
+        stmt = stmt.order_by(*(k.desc() for k, _ in keys))
+        stmt = stmt.add_columns(*self._columns(viewer), *(k.label(f"sort_key_{i}") for i, (k, _) in enumerate(keys)))
+        rows = (await self.session.execute(stmt.limit(limit + 1).offset(offset))).all()
+        more, rows = len(rows) > limit, rows[:limit]
+        if offset == 0 and after is None and not more:
             total = len(rows)  # the whole list fits in this page
         else:
             total = await self._total(filters, viewer)
         items = await self._with_captures([self._row_out(row, viewer) for row in rows], viewer)
-        return Page(items=items, total=total or 0, limit=limit, offset=offset)
+        last = rows[-1] if more else None
+        cursor = _encode_cursor(sort, [getattr(last, f"sort_key_{i}") for i in range(len(keys))]) if last else None
+        return PostPage(items=items, total=total or 0, limit=limit, offset=offset, next=cursor)
 
     async def list_recently_shipped(self, limit: int, offset: int, viewer: User | None) -> Page[PostOut]:
         """Shipped posts the viewer may see, the most recently shipped first (the roadmap's last column)."""
@@ -372,15 +501,17 @@ class PostService:
             stmt = stmt.where(PostSearch.parse(f.q).condition())
         return stmt
 
-    def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> Select[Any]:
+    def _ordered(self, stmt: Select[Any], sort: PostSort, f: PostFilters) -> tuple[Select[Any], list[SortKey]]:
+        """The statement (joined to what its sort needs) and its sort keys, every one descending."""
         if sort is PostSort.TOP:
-            keys = [Post.vote_total.desc()]
+            keys: list[SortKey] = [(Post.vote_total, int)]
         elif sort is PostSort.NEW:
             keys = []
         elif sort is PostSort.DISCUSSED:
-            keys = [Post.comment_count.desc()]
+            keys = [(Post.comment_count, int)]
         elif sort is PostSort.RELEVANCE and f.q:
-            keys = [*PostSearch.parse(f.q).rank_keys(), Post.vote_total.desc()]
+            matched, rank = PostSearch.parse(f.q).rank_keys()
+            keys = [(matched, int), (rank, float), (Post.vote_total, int)]
         else:  # trending (also relevance without q): votes of the last TRENDING_DAYS, then all votes
             recent = (
                 select(PostVoteDay.post_id, func.sum(PostVoteDay.votes).label("votes"))
@@ -389,8 +520,8 @@ class PostService:
                 .subquery("recent")
             )
             stmt = stmt.outerjoin(recent, recent.c.post_id == Post.id)
-            keys = [func.coalesce(recent.c.votes, 0).desc(), Post.vote_total.desc()]
-        return stmt.order_by(*keys, Post.created_at.desc(), Post.id.desc())
+            keys = [(func.coalesce(recent.c.votes, 0), int), (Post.vote_total, int)]
+        return stmt, [*keys, (Post.created_at, datetime), (Post.id, UUID)]
 
     # Writing ----------------------------------------------------------------------------------
 
@@ -554,108 +685,90 @@ class PostService:
 
     # Votes ------------------------------------------------------------------------------------
 
-    async def _votable(self, post_id: UUID, voter: User) -> Post:
+    async def _votable(self, conn: Any, post_id: UUID, voter: User) -> Any:
         # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
-        post = await self.get_visible(post_id, voter, for_update=True)
-        if post.merged_into_id is not None:
+        lock = _LOCK_VOTABLE[visibility_scope(voter)]
+        post = await conn.fetchrow(lock.sql, *lock.args({"post_id": post_id}))
+        if post is None:
+            raise NotFoundException("Post not found")
+        if post["merged_into_id"] is not None:
             target_visible = await self.session.scalar(
-                select(exists().where(Post.id == post.merged_into_id, visible_to(voter)))
+                select(exists().where(Post.id == post["merged_into_id"], visible_to(voter)))
             )
             raise ConflictError(
                 detail="This post was merged into another: vote there",
-                extra={"merged_into": str(post.merged_into_id)} if target_visible else None,
+                extra={"merged_into": str(post["merged_into_id"])} if target_visible else None,
             )
-        if post.status in CLOSED_STATUSES:
-            raise ConflictError(detail=CLOSED_STATUSES[post.status])
-        if post.hidden_at is not None:
+        if post["status"] in CLOSED_STATUSES:
+            raise ConflictError(detail=CLOSED_STATUSES[post["status"]])
+        if post["hidden_at"] is not None:
             raise ConflictError(detail="This post is hidden: it takes no votes")
         return post
 
     async def vote(self, post_id: UUID, voter: User, *, said_at: datetime | None = None) -> VoteState:
         """Idempotent: a second PUT changes nothing and keeps the first vote's time (``said_at``: a vote
-        captured on the voter's behalf, counted from when they said it)."""
-        post = await self._votable(post_id, voter)
-        inserted = await self.session.scalar(
-            insert(Vote)
-            .values(
-                post_id=post_id, user_id=voter.id, voter_kind=voter.kind, **({"created_at": said_at} if said_at else {})
-            )
-            .on_conflict_do_nothing(index_elements=[Vote.post_id, Vote.user_id])
-            .returning(Vote.created_at)
+        captured on the voter's behalf, counted from when they said it).
+
+        The hot path of a launch day, so a few prepared statements and no ORM: lock the post, insert the
+        vote, move the counters (their new values answer), the day bucket, the voter's subscription."""
+        conn = await driver_of(self.session)
+        post = await self._votable(conn, post_id, voter)
+        params = {"post_id": post_id, "user_id": voter.id}
+        inserted = await conn.fetchval(
+            _INSERT_VOTE.sql, *_INSERT_VOTE.args({**params, "voter_kind": voter.kind, "said_at": said_at})
         )
-        if inserted is not None:
-            await self._count_vote(post_id, voter.kind, +1, inserted)
-            await subscribe(self.session, voter.id, post_id)
-        state = await self._vote_state(post_id, voter)
-        if inserted is not None:
-            await self._emit_vote(post, voter, "voted", state)
+        if inserted is None:
+            return await self._vote_state(conn, post_id, voter)
+        counts = await self._count_vote(conn, post_id, voter.kind, +1, inserted)
+        await conn.execute(_SUBSCRIBE_VOTER.sql, *_SUBSCRIBE_VOTER.args(params))
+        state = VoteState(post_id=post_id, has_voted=True, voted_at=inserted, votes=counts)
+        await self._emit_vote(post_id, post, voter, "voted", state)
         return state
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        post = await self._votable(post_id, voter)
-        removed = (
-            await self.session.execute(
-                delete(Vote)
-                .where(Vote.post_id == post_id, Vote.user_id == voter.id)
-                .returning(Vote.voter_kind, Vote.created_at)
-            )
-        ).first()
-        if removed is not None:
-            await self._count_vote(post_id, removed.voter_kind, -1, removed.created_at)
-        state = await self._vote_state(post_id, voter)
-        if removed is not None:
-            await self._emit_vote(post, voter, "unvoted", state)
+        conn = await driver_of(self.session)
+        post = await self._votable(conn, post_id, voter)
+        removed = await conn.fetchrow(_DELETE_VOTE.sql, *_DELETE_VOTE.args({"post_id": post_id, "user_id": voter.id}))
+        if removed is None:
+            return await self._vote_state(conn, post_id, voter)
+        counts = await self._count_vote(conn, post_id, removed["voter_kind"], -1, removed["created_at"])
+        state = VoteState(post_id=post_id, has_voted=False, voted_at=None, votes=counts)
+        await self._emit_vote(post_id, post, voter, "unvoted", state)
         return state
 
-    async def _emit_vote(self, post: Post, voter: User, action: str, state: VoteState) -> None:
-        """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing)."""
+    async def _emit_vote(self, post_id: UUID, post: Any, voter: User, action: str, state: VoteState) -> None:
+        """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing).
+        ``post``: the row the vote path locked (title, visibility)."""
         votes = {"total": state.votes.total, "internal": state.votes.internal, "external": state.votes.external}
         payload = {
-            "post_id": str(post.id),
-            "title": post.title,
-            "visibility": post.visibility,
+            "post_id": str(post_id),
+            "title": post["title"],
+            "visibility": post["visibility"],
             "action": action,
             "voter": {"id": str(voter.id), "display_name": voter.display_name, "kind": voter.kind},
             "votes": votes,
         }
         await emit(self.session, WebhookEvent.POST_VOTED, payload)
 
-    async def _count_vote(self, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> None:
+    @staticmethod
+    async def _count_vote(conn: Any, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> VoteCounts:
         internal = step if voter_kind == "internal" else 0
-        await self.session.execute(
-            update(Post)
-            .where(Post.id == post_id)
-            .values(
-                vote_total=Post.vote_total + step,
-                vote_internal=Post.vote_internal + internal,
-                vote_external=Post.vote_external + (step - internal),
-                updated_at=Post.updated_at,  # a vote is not an edit
-            )
-        )
-        day = voted_at.astimezone(UTC).date()
-        upsert = insert(PostVoteDay).values(post_id=post_id, day=day, votes=step)
-        await self.session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[PostVoteDay.post_id, PostVoteDay.day],
-                set_={"votes": PostVoteDay.votes + step},
-            )
-        )
+        params = {"post_id": post_id, "total": step, "internal": internal, "external": step - internal}
+        row = await conn.fetchrow(_COUNT_VOTE.sql, *_COUNT_VOTE.args(params))
+        day = {"post_id": post_id, "day": voted_at.astimezone(UTC).date(), "votes": step}
+        await conn.execute(_VOTE_DAY.sql, *_VOTE_DAY.args(day))
+        return VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"])
 
-    async def _vote_state(self, post_id: UUID, voter: User) -> VoteState:
-        row = (
-            await self.session.execute(
-                select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
-                .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == voter.id))
-                .where(Post.id == post_id)
-                .execution_options(populate_existing=True)
-            )
-        ).one()
+    @staticmethod
+    async def _vote_state(conn: Any, post_id: UUID, voter: User) -> VoteState:
+        """The answer when nothing changed (a repeated PUT, a DELETE without a vote)."""
+        row = await conn.fetchrow(_VOTE_STATE.sql, *_VOTE_STATE.args({"post_id": post_id, "user_id": voter.id}))
         return VoteState(
             post_id=post_id,
-            has_voted=row.created_at is not None,
-            voted_at=row.created_at,
-            votes=VoteCounts(total=row.vote_total, internal=row.vote_internal, external=row.vote_external),
+            has_voted=row["created_at"] is not None,
+            voted_at=row["created_at"],
+            votes=VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"]),
         )
 
     # Comments ---------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Per-cluster counts, most voted member and last activity (migration 0015) equal a fresh aggregation."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from tests.conftest import Api, run_sql
+
+# What GET /api/clusters counted before the tally existed: unique voters over each cluster's live,
+# non-rejected members, an employee when any of their votes there was cast as one.
+FROM_SCRATCH = """
+WITH members AS (
+    SELECT m.cluster_id, p.id AS post_id, p.kind, p.created_at, p.updated_at, p.vote_total FROM cluster_membership m
+    JOIN post p ON p.id = m.post_id WHERE m.state <> 'rejected' AND p.deleted_at IS NULL
+), voters AS (
+    SELECT mem.cluster_id, v.user_id, max(v.voter_kind) AS kind, min(v.created_at) AS first_vote
+    FROM members mem JOIN vote v ON v.post_id = mem.post_id GROUP BY mem.cluster_id, v.user_id
+)
+SELECT c.id::text,
+       (SELECT count(*) FROM voters WHERE cluster_id = c.id),
+       (SELECT count(*) FROM voters WHERE cluster_id = c.id AND kind = 'internal'),
+       (SELECT count(*) FROM members WHERE cluster_id = c.id),
+       (SELECT count(*) FROM members WHERE cluster_id = c.id AND kind = 'idea'),
+       (SELECT min(created_at) FROM members WHERE cluster_id = c.id),
+       (SELECT max(updated_at) FROM members WHERE cluster_id = c.id),
+       (SELECT (array_agg(post_id::text ORDER BY vote_total DESC, created_at, post_id))[1] FROM members
+        WHERE cluster_id = c.id),
+       (SELECT array_agg(user_id::text || '@' || first_vote::text ORDER BY user_id) FROM voters WHERE cluster_id = c.id)
+FROM cluster c ORDER BY 1
+"""
+MAINTAINED = """
+SELECT c.id::text, coalesce(t.voters, 0), coalesce(t.internal_voters, 0), coalesce(t.member_count, 0),
+       coalesce(t.idea_count, 0), t.first_posted_at, t.last_activity_at, t.top_post_id::text,
+       (SELECT array_agg(user_id::text || '@' || first_vote::text ORDER BY user_id) FROM cluster_voter
+        WHERE cluster_id = c.id)
+FROM cluster c LEFT JOIN cluster_tally t ON t.cluster_id = c.id ORDER BY 1
+"""
+
+
+def _clusters(database_url: str, posts: list[dict], groups: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(groups)]
+    for cluster_id in ids:
+        run_sql(
+            database_url, "INSERT INTO cluster (id, created_at, updated_at) VALUES (:id, now(), now())", id=cluster_id
+        )
+    for i, post in enumerate(posts):
+        run_sql(
+            database_url,
+            "INSERT INTO cluster_membership (post_id, cluster_id, similarity, state) VALUES (:p, :c, 0.9, 'suggested')",
+            p=post["id"],
+            c=ids[i % groups],
+        )
+    return ids
+
+
+def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, database_url: str) -> None:
+    rng = random.Random(14)
+    product = api.make_user("internal", "product")
+    voters = [api.make_user("internal") for _ in range(3)] + [api.register() for _ in range(5)] + [product]
+    author = api.register()
+    posts = [api.post(author, title=f"Idea number {i}", kind="critique" if i % 3 == 0 else "idea") for i in range(9)]
+    clusters = _clusters(database_url, posts, 3)
+    h = product.headers
+
+    def check(step: str) -> None:
+        assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH), step
+
+    check("after grouping")
+    actions = (
+        ["vote"] * 6 + ["unvote"] * 3 + ["merge", "unmerge", "move", "split", "reject", "delete", "restore", "edit"]
+    )
+    merged: list[str] = []
+    for step in range(120):
+        action = rng.choice(actions)
+        post = rng.choice(posts)
+        if action in ("vote", "unvote"):
+            voter = rng.choice(voters)
+            call = api.client.put if action == "vote" else api.client.delete
+            r = call(f"/api/posts/{post['id']}/vote", headers=voter.headers)
+            assert r.status_code in (200, 404, 409), r.text  # deleted; merged or closed
+        elif action == "merge":
+            target = rng.choice(posts)
+            r = api.client.post(f"/api/posts/{post['id']}/merge", json={"into": target["id"]}, headers=h)
+            if r.status_code == 200:
+                merged.append(post["id"])
+        elif action == "unmerge" and merged:
+            source = merged.pop(rng.randrange(len(merged)))
+            assert api.client.post(f"/api/posts/{source}/unmerge", headers=h).status_code in (200, 404)
+        elif action == "move":
+            r = api.client.post(
+                f"/api/posts/{post['id']}/cluster", json={"cluster_id": rng.choice(clusters)}, headers=h
+            )
+            assert r.status_code in (200, 404, 409), r.text
+        elif action == "split":
+            cluster = api.client.get(f"/api/clusters/{rng.choice(clusters)}", headers=h)
+            if cluster.status_code == 200 and len(cluster.json()["members"]) > 1:
+                members = [m["post_id"] for m in cluster.json()["members"]]
+                r = api.client.post(
+                    f"/api/clusters/{cluster.json()['summary']['id']}/split",
+                    json={"post_ids": rng.sample(members, 1)},
+                    headers=h,
+                )
+                assert r.status_code in (200, 201), r.text
+                clusters.append(r.json()["cluster_id"])
+        elif action == "reject":
+            row = run_sql(
+                database_url,
+                "SELECT cluster_id::text FROM cluster_membership WHERE post_id = :p AND state <> 'rejected'",
+                p=post["id"],
+            )
+            if row:
+                api.client.post(f"/api/clusters/{row[0][0]}/members/{post['id']}/reject", headers=h)
+        elif action == "delete":
+            run_sql(database_url, "UPDATE post SET deleted_at = now() WHERE id = :p", p=post["id"])
+        elif action == "restore":
+            run_sql(database_url, "UPDATE post SET deleted_at = NULL WHERE id = :p", p=post["id"])
+        elif action == "edit":
+            r = api.client.patch(f"/api/posts/{post['id']}", json={"tags": ["edited"]}, headers=h)
+            assert r.status_code in (200, 404), r.text
+        check(f"step {step}: {action}")
+    assert run_sql(database_url, "SELECT count(*) FROM cluster_voter")[0][0] > 0, "the mix left votes to count"
+
+    run_sql(database_url, "DELETE FROM post WHERE id = :p", p=posts[0]["id"])  # a hard delete cascades
+    check("after a hard delete")
+
+
+def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
+    product = api.make_user("internal", "product")
+    employee, customer = api.make_user("internal"), api.register()
+    author = api.register()
+    a, b, c = (api.post(author, title=t) for t in ("Dark mode please", "A dark theme", "Export to PDF"))
+    big, small = _clusters(database_url, [a, c, b], 2)  # a and b in one cluster, c alone
+    for voter in (employee, customer):
+        for post in (a, b):
+            assert api.client.put(f"/api/posts/{post['id']}/vote", headers=voter.headers).status_code == 200
+    assert api.client.put(f"/api/posts/{c['id']}/vote", headers=customer.headers).status_code == 200
+
+    for sort in ("voters", "members", "growth", "new"):
+        page = api.client.get(f"/api/clusters?sort={sort}", headers=product.headers).json()
+        by_id = {s["id"]: s for s in page["items"]}
+        assert page["total"] == 2
+        assert by_id[big]["unique_voters"] == {"total": 2, "internal": 1, "external": 1}, sort
+        assert by_id[big]["member_count"] == 2 and by_id[big]["growth_30d"] == {"new_posts": 2, "new_voters": 2}
+        assert by_id[small]["unique_voters"] == {"total": 1, "internal": 0, "external": 1}
+    assert [s["id"] for s in api.client.get("/api/clusters?sort=voters", headers=product.headers).json()["items"]] == [
+        big,
+        small,
+    ]
+    assert api.client.get("/api/clusters?min_members=2", headers=product.headers).json()["total"] == 1
+    detail = api.client.get(f"/api/clusters/{big}", headers=product.headers).json()
+    assert detail["summary"]["unique_voters"]["total"] == 2
+
+    assert api.client.delete(f"/api/posts/{a['id']}/vote", headers=employee.headers).status_code == 200
+    summary = api.client.get(f"/api/clusters/{big}", headers=product.headers).json()["summary"]
+    assert summary["unique_voters"] == {"total": 2, "internal": 1, "external": 1}, "still voted on b"
+    assert api.client.delete(f"/api/posts/{b['id']}/vote", headers=employee.headers).status_code == 200
+    summary = api.client.get(f"/api/clusters/{big}", headers=product.headers).json()["summary"]
+    assert summary["unique_voters"] == {"total": 1, "internal": 0, "external": 1}
