@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -206,8 +206,10 @@ SortKey = tuple[Any, type]
 """A sort key of a post list and the Python type of its value (a cursor holds the values)."""
 
 
-def _cursor_error(message: str) -> ValidationException:
-    return ValidationException(detail="Invalid cursor", extra=[{"key": "after", "message": message, "source": "query"}])
+def _cursor_error(message: str) -> UnprocessableError:
+    """A string the schema allows that this list never gave out: a rule of the forum (``/problems/domain-rule``),
+    not a schema mismatch."""
+    return UnprocessableError(f"Invalid cursor: {message}", field="after")
 
 
 def _encode_cursor(sort: PostSort, values: list[Any]) -> str:
@@ -224,7 +226,7 @@ def _decode_cursor(cursor: str, sort: PostSort, keys: list[SortKey]) -> list[Any
         if not isinstance(values, list) or len(values) != len(keys):
             raise ValueError
         return [msgspec.convert(v, t, strict=False) for v, (_, t) in zip(values, keys, strict=True)]
-    except ValidationException:
+    except UnprocessableError:
         raise
     except (ValueError, TypeError, msgspec.ValidationError, msgspec.DecodeError):
         raise _cursor_error("not a cursor this list gave") from None
