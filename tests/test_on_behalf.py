@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import PASSWORD, Actor, Api, run_sql
+from tests.test_web_pages import browser_login
 
 
 def _ago(**delta: float) -> str:
@@ -139,6 +140,17 @@ def test_votes_and_comments_on_behalf_count_for_the_customer_from_when_they_said
     # Who voted, for the product team: the customer first (when they said it), with the channel it came from.
     voters = api.client.get(f"/api/posts/{post['id']}/voters", headers=product.headers).json()["items"]
     assert [(v["user"]["display_name"], v["channel"]) for v in voters] == [("caller", "sales"), ("voter", "web")]
+    exported = api.client.get("/api/export/votes.csv", headers=product.headers).text.splitlines()
+    assert exported[0].endswith(",channel") and sorted(line.rsplit(",", 1)[1] for line in exported[1:]) == [
+        "sales",
+        "web",
+    ]
+    assert api.client.get("/api/export/posts.csv", headers=product.headers).text.splitlines()[1].endswith(",web")
+    # The portal's list of voters says so too, in the reader's language.
+    browser_login(api.client, product)
+    page = api.client.get(f"/posts/{post['id']}", headers={"Accept-Language": "es"}).text
+    assert 'data-channel="sales"' in page and "por ventas" in page
+    api.client.cookies.clear()
 
     r = api.client.post(
         f"/api/posts/{post['id']}/comments",

@@ -20,7 +20,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
-from forum.models import ClusterMembership, CreditEntry, Post, User, Vote
+from forum.models import ClusterMembership, CreditEntry, FeedbackCapture, Post, User, Vote
 
 BATCH_ROWS = 2_000
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -65,6 +65,7 @@ def _posts() -> Select[Any]:
             Post.comment_count,
             Post.merged_into_id,
             cluster.label("cluster_id"),
+            Post.channel,
         )
         .join(User, User.id == Post.author_id)
         .where(Post.deleted_at.is_(None))
@@ -83,9 +84,16 @@ def _votes() -> Select[Any]:
             Vote.voter_kind,
             Vote.created_at.label("voted_at"),
             Vote.merged_from_id,
+            func.coalesce(FeedbackCapture.channel, "web").label("channel"),
         )
         .join(Post, Post.id == Vote.post_id)
         .join(User, User.id == Vote.user_id)
+        .outerjoin(  # a vote captured on the voter's behalf: its channel (kept on the post it was given to)
+            FeedbackCapture,
+            (FeedbackCapture.subject == "vote")
+            & (FeedbackCapture.customer_id == Vote.user_id)
+            & (FeedbackCapture.post_id == func.coalesce(Vote.merged_from_id, Vote.post_id)),
+        )
         .where(Post.deleted_at.is_(None))
         .order_by(Vote.created_at, Vote.post_id, Vote.user_id)
     )
