@@ -176,13 +176,15 @@ async def write_and_group(
             assert query is not None
             queries.append((item.post_id, query))
         watched = bool(await subscribers(session, WebhookEvent.CLUSTER_CHANGED))
-        before = {post_id: await grouping.cluster_of(post_id) for post_id, _ in queries} if watched else {}
+        before = await grouping.clusters_of([post_id for post_id, _ in queries]) if watched else {}
         targets = await grouping.assign_many(queries)
         for (post_id, _), target in zip(queries, targets, strict=True):
             batch.outcomes[post_id] = "embedded"
-            if watched and target != before[post_id]:  # a post alone in a new cluster is no change to tell
+            if watched and target != before.get(post_id):  # a post alone in a new cluster is no change to tell
                 joined = await cluster_members(session, target, exclude=[post_id])
-                await emit_cluster_changed(session, [before[post_id], target if joined else None], "grouped", post_id)
+                await emit_cluster_changed(
+                    session, [before.get(post_id), target if joined else None], "grouped", post_id
+                )
     return edited
 
 

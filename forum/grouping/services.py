@@ -532,6 +532,15 @@ class GroupingService:
         membership = await self._current_membership(post_id)
         return membership.cluster_id if membership else None
 
+    async def clusters_of(self, post_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        """Each post's current cluster (posts in none are left out), in one query."""
+        rows = await self.session.execute(
+            select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
+                ClusterMembership.post_id.in_(post_ids), ClusterMembership.state != MembershipState.REJECTED.value
+            )
+        )
+        return dict(rows.tuples().all())
+
 
 def visible_neighbours_filter(viewer: User | None) -> str:
     """SQL text for the similar-posts viewer filter (same rule as ``visible_to``)."""

@@ -42,6 +42,7 @@ from forum.models import (
     User,
     Visibility,
     Vote,
+    Webhook,
     visibility_scope,
     visible_to,
 )
@@ -306,6 +307,13 @@ _VOTE_DAY = DriverStatement(
     )
 )
 _SUBSCRIBE_VOTER = DriverStatement(subscribe_statement())
+# Whether any webhook listens to post.voted: asked on the vote's own connection, so a board without
+# webhooks pays one prepared statement per vote, not an ORM query (``emit`` runs only when one does).
+_VOTE_WATCHED = DriverStatement(
+    select(
+        exists().where(Webhook.active.is_(True), Webhook.events.any(bindparam("event", WebhookEvent.POST_VOTED.value)))
+    )
+)
 _VOTE_STATE = DriverStatement(
     select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
     .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == bindparam("user_id")))
@@ -725,7 +733,7 @@ class PostService:
         counts = await self._count_vote(conn, post_id, voter.kind, +1, inserted)
         await conn.execute(_SUBSCRIBE_VOTER.sql, *_SUBSCRIBE_VOTER.args(params))
         state = VoteState(post_id=post_id, has_voted=True, voted_at=inserted, votes=counts)
-        await self._emit_vote(post_id, post, voter, "voted", state)
+        await self._emit_vote(conn, post_id, post, voter, "voted", state)
         return state
 
     async def unvote(self, post_id: UUID, voter: User) -> VoteState:
@@ -736,12 +744,14 @@ class PostService:
             return await self._vote_state(conn, post_id, voter)
         counts = await self._count_vote(conn, post_id, removed["voter_kind"], -1, removed["created_at"])
         state = VoteState(post_id=post_id, has_voted=False, voted_at=None, votes=counts)
-        await self._emit_vote(post_id, post, voter, "unvoted", state)
+        await self._emit_vote(conn, post_id, post, voter, "unvoted", state)
         return state
 
-    async def _emit_vote(self, post_id: UUID, post: Any, voter: User, action: str, state: VoteState) -> None:
+    async def _emit_vote(self, conn: Any, post_id: UUID, post: Any, voter: User, action: str, state: VoteState) -> None:
         """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing).
         ``post``: the row the vote path locked (title, visibility)."""
+        if not await conn.fetchval(_VOTE_WATCHED.sql, *_VOTE_WATCHED.args({})):
+            return
         votes = {"total": state.votes.total, "internal": state.votes.internal, "external": state.votes.external}
         payload = {
             "post_id": str(post_id),
