@@ -273,6 +273,17 @@ def test_comments_become_voices_in_the_cluster_of_the_same_need(api: Api, produc
     assert (past["items"], past["total"], past["offset"]) == ([], 1, 1)
     by_cluster = report(api, product, survey)["by_cluster"]
     assert [(c["cluster_id"], c["score"]["nps"]) for c in by_cluster] == [(cluster, 0.0)]
+    # The triage list ranks by detractor voices too (every survey's, each respondent's latest answer).
+    other = api.client.get(f"/api/posts/{unrelated['id']}", headers=product.headers).json()["cluster_id"]
+    for _ in range(3):  # votes put the unrelated cluster first by voters, never by detractors
+        assert api.client.put(f"/api/posts/{unrelated['id']}/vote", headers=api.register().headers).status_code == 200
+    ranked = api.client.get("/api/clusters?sort=detractors", headers=product.headers).json()["items"]
+    assert [(c["id"], c["survey_voices"]) for c in ranked[:2]] == [
+        (cluster, {"total": 2, "detractors": 1}),
+        (other, {"total": 0, "detractors": 0}),
+    ]
+    assert api.client.get("/api/clusters?sort=voters", headers=product.headers).json()["items"][0]["id"] == other
+    assert api.client.get("/api/clusters?sort=detractors", headers=detractor.headers).status_code == 403
 
     # The product team turns the detractor's voice into a critique by the respondent.
     made = api.client.post(f"/api/survey-answers/{voiced['id']}/post", json={}, headers=product.headers)

@@ -215,3 +215,74 @@ def test_the_forms_need_a_session_and_a_csrf_token(api: Api, product: Actor) -> 
     r = api.client.post(f"/surveys/{survey['id']}/answer", data={"score": "9"}, follow_redirects=False)
     assert r.status_code == 403 and 'data-testid="error-403"' in r.text
     assert my_answers(api, customer) == []
+
+
+# Voices on a cluster's triage page ---------------------------------------------------------------------------
+
+
+def test_a_clusters_triage_page_shows_its_voices_and_turns_one_into_a_critique(api: Api, product: Actor, drain) -> None:
+    author = api.register("author")
+    idea = api.post(author, title="Dark mode for the app at night", body="The white screen is too bright at night")
+    api.post(api.register(), title="Dark mode for the app at night please", body="Too bright at night")
+    other = api.post(author, title="Export invoices as PDF for the accountant")
+    drain()
+    cluster = api.client.get(f"/api/posts/{idea['id']}", headers=product.headers).json()["cluster_id"]
+    other_cluster = api.client.get(f"/api/posts/{other['id']}", headers=product.headers).json()["cluster_id"]
+    survey = make_survey(api, product)
+    detractor, promoter = api.register("Dora"), api.register("Pablo")
+    said = "Dark mode for the app at night <b>now</b>, the screen is too bright"
+    for actor, score, comment in ((detractor, 3, said), (promoter, 9, "Dark mode for the app at night would be great")):
+        r = api.client.post(
+            f"/api/surveys/{survey['id']}/answers", json={"score": score, "comment": comment}, headers=actor.headers
+        )
+        assert r.status_code == 201, r.text
+    assert drain().get("voice_placed") == 2
+    voiced = {
+        v["answer"]["respondent"]["id"]: v["answer"]["id"]
+        for v in api.client.get(f"/api/clusters/{cluster}/voices", headers=product.headers).json()["items"]
+    }
+    page_path = f"/triage/clusters/{cluster}"
+
+    browser_login(api.client, detractor)  # a customer, even one of the voices, never reaches it
+    r = api.client.get(page_path)
+    assert r.status_code == 403 and said not in r.text and "&lt;b&gt;now" not in r.text
+
+    browser_login(api.client, product)
+    html = api.client.get(page_path, headers={"Accept-Language": "en"}).text
+    assert html.count('data-testid="voice"') == 2
+    assert "Dark mode for the app at night &lt;b&gt;now&lt;/b&gt;" in html, "a comment is escaped"
+    assert re.search(r'data-testid="voice-nps">NPS 0</strong>\s*\(± [\d.]+\)', html), "1 promoter, 1 detractor"
+    assert "1 promoter" in html and "1 detractor" in html and "0 passives" in html
+    assert f'data-answer-id="{voiced[detractor.id]}" data-bucket="detractor"' in html
+    spanish = api.client.get(page_path, headers={"Accept-Language": "es"}).text
+    assert "Voces de las encuestas" in spanish and "1 promotor" in spanish and "Detractor" in spanish
+    assert 'data-testid="no-voices"' in api.client.get(f"/triage/clusters/{other_cluster}").text
+
+    # A voice of another cluster cannot be posted from this one: 404, nothing made.
+    action = f"/triage/clusters/{other_cluster}/voices/{voiced[detractor.id]}/post"
+    r = api.client.post(action, data={"_csrf_token": csrf(api.client, page_path)}, follow_redirects=False)
+    assert r.status_code == 404
+    # Without the CSRF token: refused, nothing made.
+    action = f"{page_path}/voices/{voiced[detractor.id]}/post"
+    assert api.client.post(action, data={}, follow_redirects=False).status_code == 403
+    assert api.client.get(f"/api/clusters/{cluster}/voices", headers=product.headers).json()["items"][0]["answer"][
+        "post_id"
+    ] is None
+
+    r = api.client.post(action, data={"_csrf_token": csrf(api.client, page_path)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"{page_path}?done=voice-posted"
+    answers = api.client.get(f"/api/surveys/{survey['id']}/answers", headers=product.headers).json()["items"]
+    critique_id = {a["id"]: a["post_id"] for a in answers}[voiced[detractor.id]]
+    critique = api.client.get(f"/api/posts/{critique_id}", headers=product.headers).json()
+    assert (critique["kind"], critique["author"]["id"], critique["cluster_id"]) == ("critique", detractor.id, cluster)
+    html = api.client.get(f"{page_path}?done=voice-posted").text
+    assert "is now a critique by its respondent" in html
+    assert f'href="/triage/posts/{critique_id}" data-testid="voice-post-link"' in html
+    assert html.count('data-testid="member"') == 3, "the critique is a member now"
+
+    # Again: the refusal is said next to the voice, in the reader's language, and nothing changes.
+    r = api.client.post(
+        action, data={"_csrf_token": csrf(api.client, page_path)}, headers={"Accept-Language": "es"}
+    )
+    assert r.status_code == 409 and "Este comentario ya es una publicación." in r.text
+    assert 'data-testid="voice-error"' in r.text

@@ -20,6 +20,7 @@ from forum.grouping.schemas import (
     ClusterSort,
     ClusterSummary,
     Growth,
+    SurveyVoices,
     VoterCounts,
 )
 from forum.models import ClusterMembership, MembershipState, Post, User
@@ -49,11 +50,16 @@ WITH recent_posts AS MATERIALIZED (
         SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
     ) AS m
     WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
+), voices AS MATERIALIZED (  -- survey comments voiced per cluster (each respondent's latest answer), 0011's tally
+    SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
+    WHERE dimension = 'cluster' AND n > 0 GROUP BY value
 ), page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
            t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, {growth_column} AS growth,
+           coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
            count(*) OVER () AS total_rows
     FROM cluster_tally t {growth_join}
+    LEFT JOIN voices sv ON sv.cluster_key = t.cluster_id::text
     WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
@@ -110,6 +116,7 @@ _ORDER = {
     ClusterSort.MEMBERS: "member_count DESC, voters DESC",
     ClusterSort.GROWTH: "growth DESC, voters DESC",
     ClusterSort.NEW: "first_posted_at DESC",
+    ClusterSort.DETRACTORS: "detractor_voices DESC, voices DESC, voters DESC",
 }
 
 
@@ -127,6 +134,7 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
             total=row.voters, internal=row.internal_voters, external=row.voters - row.internal_voters
         ),
         growth_30d=Growth(new_posts=row.new_posts, new_voters=row.new_voters),
+        survey_voices=SurveyVoices(total=row.voices, detractors=row.detractor_voices),
         first_posted_at=row.first_posted_at,
         last_activity_at=row.last_activity_at,
     )

@@ -80,6 +80,12 @@ class Explanation(msgspec.Struct):
     """Across languages: its words paired with the member's by the multilingual encoder ("oscuro ↔ dark")."""
 
 
+class SurveyVoices(msgspec.Struct):
+    total: int
+    detractors: int
+    """NPS 0-6, CSAT 1-2."""
+
+
 class ClusterSummary(msgspec.Struct):
     id: UUID
     title: str
@@ -95,6 +101,8 @@ class ClusterSummary(msgspec.Struct):
     critique_count: int
     unique_voters: VoterCounts
     growth_30d: Growth
+    survey_voices: SurveyVoices
+    """Survey comments placed in the cluster by meaning (each respondent's latest answer per survey)."""
     first_posted_at: datetime
     last_activity_at: datetime
     channels: dict[str, int] = msgspec.field(default_factory=dict)
@@ -135,6 +143,8 @@ class ClusterSort(enum.StrEnum):
     MEMBERS = "members"
     GROWTH = "growth"
     NEW = "new"
+    DETRACTORS = "detractors"
+    """The most detractor voices first: what drives detractors (survey comments placed in the cluster)."""
 
 
 class MoveRequest(msgspec.Struct, forbid_unknown_fields=True):

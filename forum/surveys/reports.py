@@ -170,6 +170,26 @@ class SurveyReports:
             trend=trend,
         )
 
+    async def cluster_scores(self, cluster_id: UUID) -> list[tuple[Survey, Score]]:
+        """Each survey's score among the current answers voiced in one cluster, newest survey first (the
+        triage page of a cluster): the same tallies as a report's ``by_cluster``."""
+        tallies = {
+            r.survey_id: r
+            for r in await self.session.execute(
+                text(
+                    "SELECT survey_id, n, total, high, low FROM survey_tally "
+                    "WHERE dimension = 'cluster' AND value = :cluster AND n > 0"
+                ),
+                {"cluster": str(cluster_id)},
+            )
+        }
+        if not tallies:
+            return []
+        surveys = await self.session.scalars(
+            select(Survey).where(Survey.id.in_(tallies)).order_by(Survey.created_at.desc(), Survey.id)
+        )
+        return [(survey, _score(survey.kind, tallies[survey.id])) for survey in surveys]
+
     async def drivers(self, survey_id: UUID, limit: int, offset: int) -> Page[Driver]:
         """Clusters ranked by the detractors among the current answers voiced in them."""
         survey = await self._survey(survey_id)

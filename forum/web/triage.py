@@ -30,17 +30,24 @@ from forum.grouping.reports import ClusterReports
 from forum.grouping.schemas import ClusterDetail, ClusterMember, ClusterSort, ClusterSummary, SimilarPost
 from forum.grouping.services import GroupingService
 from forum.merges.services import MergeService
-from forum.models import PostKind, PostStatus, User
+from forum.models import PostKind, PostStatus, SurveyAnswer, User
 from forum.posts.schemas import PostOut, StatusChangeOut
 from forum.posts.services import PostService
 from forum.schemas import Page
+from forum.surveys.controllers import provide_survey_reports, provide_surveys
+from forum.surveys.reports import SurveyReports
+from forum.surveys.schemas import Score, VoiceOut, VoicePostRequest
+from forum.surveys.services import SurveyService
 from forum.web.forms import read_form
+from forum.web.i18n import current_locale
 from forum.web.i18n import gettext as _
+from forum.web.surveys import Localized, localized
 from forum.web.views import Nav, page, provide_nav, provide_posts
 
 DESK_PAGE_SIZE = 25
 MOVE_TARGETS = 100
 SUGGESTIONS = 5
+VOICES = 20  # the newest survey comments voiced in a cluster, on its page
 NOTE_MAX = 2_000  # forum.posts.schemas.Note
 MIN_MEMBERS_CHOICES = (1, 2, 3, 5)
 STATUS_CHOICES = [s for s in PostStatus if s is not PostStatus.DUPLICATE]
@@ -62,6 +69,7 @@ DONE = {
     "status": N_("Status changed. Everybody who follows the post was notified."),
     "linked": N_("The critique is linked to this idea."),
     "unlinked": N_("The link was removed."),
+    "voice-posted": N_("The comment is now a critique by its respondent, who was notified and follows it."),
 }
 REFUSALS = {
     # The services' messages (English, for the API), said again in the reader's language.
@@ -81,6 +89,8 @@ REFUSALS = {
     "This post is merged into another: unmerge it first": N_("This post is merged into another: unmerge it first."),
     "Only critiques are addressed; ideas ship": N_("Only critiques are addressed; ideas ship."),
     "This critique is already linked to this idea": N_("This critique is already linked to this idea."),
+    "This voice is already a post": N_("This comment is already a post."),
+    "This answer has no comment to turn into a post": N_("This answer has no comment to turn into a post."),
     "A public critique cannot be answered by an internal idea": N_(
         "A public critique cannot be answered by an internal idea."
     ),
@@ -128,6 +138,17 @@ class ClusterPage:
     """For each member that may be merged: the other live members it may be merged into."""
     titles: dict[UUID, str]
     """Titles of the posts members were merged into (members or not)."""
+    scores: list[VoiceScore]
+    voices: Page[VoiceOut]
+
+
+@dataclass
+class VoiceScore:
+    """One survey's score among the answers voiced in a cluster (each respondent's latest answer)."""
+
+    question: Localized | None
+    kind: str
+    score: Score
 
 
 @dataclass
@@ -138,8 +159,15 @@ class PostTriagePage:
     suggestions: list[SimilarPost] = field(default_factory=list)
 
 
-async def cluster_page(reports: ClusterReports, posts: PostService, cluster_id: UUID, viewer: User) -> ClusterPage:
+async def cluster_page(
+    reports: ClusterReports, posts: PostService, survey_reports: SurveyReports, cluster_id: UUID, viewer: User
+) -> ClusterPage:
     cluster = await reports.detail(cluster_id)
+    locale = current_locale()
+    scores = [
+        VoiceScore(localized({"en": s.question_en, "es": s.question_es}, locale), s.kind, score)
+        for s, score in await survey_reports.cluster_scores(cluster_id)
+    ]
     targets = await reports.list(ClusterSort.VOTERS, 1, MOVE_TARGETS, 0)
     live = [m for m in cluster.members if m.merged_into is None]
     merge_targets = {m.post_id: [t for t in live if t.post_id != m.post_id] for m in live}
@@ -150,6 +178,8 @@ async def cluster_page(reports: ClusterReports, posts: PostService, cluster_id: 
         move_targets=[t for t in targets.items if t.id != cluster_id],
         merge_targets=merge_targets,
         titles=titles,
+        scores=scores,
+        voices=await survey_reports.voices(cluster_id, VOICES, 0),
     )
 
 
@@ -189,6 +219,7 @@ class Desk:
     nav: Nav
     reports: ClusterReports
     posts: PostService
+    survey_reports: SurveyReports
 
     @property
     def user(self) -> User:
@@ -197,7 +228,7 @@ class Desk:
     async def cluster_page(
         self, cluster_id: UUID, *, error: str | None = None, error_for: str | None = None, status_code: int = 200
     ) -> Template:
-        view = await cluster_page(self.reports, self.posts, cluster_id, self.user)
+        view = await cluster_page(self.reports, self.posts, self.survey_reports, cluster_id, self.user)
         return render(
             "triage/cluster.html",
             self.nav,
@@ -279,8 +310,11 @@ async def provide_desk(
     nav: Nav,
     reports: ClusterReports,
     posts: PostService,
+    survey_reports: SurveyReports,
 ) -> Desk:
-    return Desk(request=request, session=db_session, nav=nav, reports=reports, posts=posts)
+    return Desk(
+        request=request, session=db_session, nav=nav, reports=reports, posts=posts, survey_reports=survey_reports
+    )
 
 
 # Routes ----------------------------------------------------------------------------------------------
@@ -295,6 +329,8 @@ class TriageController(Controller):
         "posts": Provide(provide_posts),
         "reports": Provide(provide_reports),
         "grouping": Provide(provide_grouping),
+        "survey_reports": Provide(provide_survey_reports),
+        "surveys": Provide(provide_surveys),
         "desk": Provide(provide_desk),
     }
 
@@ -323,6 +359,7 @@ class TriageController(Controller):
                 ("growth", _("Growth (30 days)")),
                 ("members", _("Members")),
                 ("new", _("Newest")),
+                ("detractors", _("Detractor voices")),
             ],
             min_members_choices=MIN_MEMBERS_CHOICES,
         )
@@ -395,6 +432,23 @@ class TriageController(Controller):
             await MergeService(desk.session).unmerge(post_id, desk.user)
 
         return await desk.on_cluster(cluster_id, "unmerged", action, f"member-{post_id}")
+
+    @post(
+        "/clusters/{cluster_id:uuid}/voices/{answer_id:uuid}/post", name="triage:voice-post", media_type=MediaType.HTML
+    )
+    async def voice_to_post(
+        self, desk: Desk, grouping: GroupingService, surveys: SurveyService, cluster_id: UUID, answer_id: UUID
+    ) -> Any:
+        """A survey comment voiced here becomes a critique by its respondent (the API's
+        ``POST /api/survey-answers/{id}/post`` with its defaults), and the page shows it as a member."""
+
+        async def action() -> None:
+            answer = await desk.session.get(SurveyAnswer, answer_id)
+            if answer is None or answer.cluster_id != cluster_id:
+                raise NotFoundException("Answer not found")
+            await surveys.voice_to_post(answer_id, desk.user, VoicePostRequest(), grouping)
+
+        return await desk.on_cluster(cluster_id, "voice-posted", action, f"voice-{answer_id}")
 
     # A post: status and critiques ----------------------------------------------------------------------
 
