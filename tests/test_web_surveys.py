@@ -286,3 +286,49 @@ def test_a_clusters_triage_page_shows_its_voices_and_turns_one_into_a_critique(a
     )
     assert r.status_code == 409 and "Este comentario ya es una publicación." in r.text
     assert 'data-testid="voice-error"' in r.text
+
+
+def test_the_product_team_reads_survey_reports_on_the_desk_and_nobody_else(api: Api, product: Actor) -> None:
+    survey = make_survey(api, product, question_es=QUESTION_ES)
+    customers = [api.register(f"c{n}") for n in range(4)]
+    employee = api.make_user("internal", name="Elena")
+    scores = [(customers[0], 10, {"plan": "pro"}), (customers[1], 9, {"plan": "pro"}), (customers[2], 3, {})]
+    for actor, score, properties in [*scores, (customers[3], 7, {"plan": "free"}), (employee, 2, {})]:
+        r = api.client.post(
+            f"/api/surveys/{survey['id']}/answers",
+            json={"score": score, "properties": properties, "comment": "<script>x</script>"},
+            headers=actor.headers,
+        )
+        assert r.status_code == 201, r.text
+    report_path = f"/triage/surveys/{survey['id']}"
+
+    for actor in (customers[0], employee):  # a respondent, an employee: the site's 403, no figure
+        browser_login(api.client, actor)
+        for path in ("/triage/surveys/", report_path):
+            r = api.client.get(path)
+            assert r.status_code == 403 and "text/html" in r.headers["content-type"], path
+            assert QUESTION_EN not in r.text
+    api.client.cookies.clear()
+    assert api.client.get(report_path, follow_redirects=False).status_code == 303  # to the login form
+
+    browser_login(api.client, product)
+    assert 'href="/triage/surveys/"' in api.client.get("/triage/").text
+    listing = api.client.get("/triage/surveys/", headers={"Accept-Language": "en"}).text
+    row = listing.split(f'data-testid="survey-row" data-survey-id="{survey["id"]}"')[1].split("</tr>")[0]
+    # 5 latest answers: 2 promoters, 1 passive, 2 detractors -> NPS 0; margin 1.96*100*sqrt(0.8/5) = 78.4
+    assert re.search(r'data-testid="survey-score"><strong>0</strong> <span class="muted">± 78.4</span>', row), row
+    html = api.client.get(report_path, headers={"Accept-Language": "en"}).text
+    assert f'lang="en">{QUESTION_EN}</h1>' in html
+    externals = html.split('data-testid="kind-external"')[1].split("</tr>")[0]
+    cells = re.findall(r'<td class="num"[^>]*>(.*?)</td>', externals, re.S)
+    assert [re.sub(r"<[^>]+>", "", c).strip() for c in cells[1:]] == ["4", "2", "1", "1"]
+    assert "<strong>25</strong>" in cells[0], "customers: 50 % promoters - 25 % detractors"
+    internals = html.split('data-testid="kind-internal"')[1].split("</tr>")[0]
+    assert "<strong>-100</strong>" in internals
+    assert "By plan" in html and ">pro</th>" in html and ">free</th>" in html and "(not given)" in html
+    assert "<script>x</script>" not in html
+    spanish = api.client.get(report_path, headers={"Accept-Language": "es"}).text
+    assert f'lang="es">{QUESTION_ES}</h1>' in spanish and "Clientes y empleados" in spanish
+    assert api.client.get(f"{report_path}?trend=week").status_code == 200
+    assert api.client.get(f"{report_path}?trend=nonsense").status_code == 200
+    assert api.client.get("/triage/surveys/01a00000-0000-7000-8000-000000000000").status_code == 404

@@ -170,6 +170,12 @@ class SurveyReports:
             trend=trend,
         )
 
+    async def overall(self, survey_id: UUID) -> Score:
+        """A survey's current score alone (each respondent's latest answer): one tally row."""
+        survey = await self._survey(survey_id)
+        rows = await self._tallies(survey.id, "dimension = 'all'")
+        return _score(survey.kind, rows[0]) if rows else score_of(survey.kind, 0, 0, 0, 0)
+
     async def cluster_scores(self, cluster_id: UUID) -> list[tuple[Survey, Score]]:
         """Each survey's score among the current answers voiced in one cluster, newest survey first (the
         triage page of a cluster): the same tallies as a report's ``by_cluster``."""

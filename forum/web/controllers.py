@@ -38,6 +38,7 @@ from forum.web.board import BOARD_CONTROLLERS
 from forum.web.i18n import LANG_COOKIE, LOCALES
 from forum.web.i18n import gettext as _
 from forum.web.surveys import SurveyActions
+from forum.web.survey_reports import SurveyReportPages
 from forum.web.triage import TriageController
 from forum.web.views import PAGE_SIZE, Nav, fragment, page
 
@@ -383,4 +384,12 @@ class AccountPages(Controller):
         return _back(values, "/inbox")
 
 
-PAGE_CONTROLLERS = [BoardPages, PostActions, AccountPages, TriageController, SurveyActions, *BOARD_CONTROLLERS]
+PAGE_CONTROLLERS = [
+    BoardPages,
+    PostActions,
+    AccountPages,
+    TriageController,
+    SurveyActions,
+    SurveyReportPages,
+    *BOARD_CONTROLLERS,
+]

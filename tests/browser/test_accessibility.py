@@ -58,7 +58,15 @@ def test_main_pages_have_no_serious_accessibility_violations(open_page: Any, api
 
     product = open_page(PRODUCT, lang=lang, width=375)  # the desk on a phone, too
     board_pages = ("/tags", f"/posts/{shipped['id']}")  # the product team's tags, voters and edits
-    for path in ("/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}", *board_pages):
+    survey_id = api.get("/api/surveys")["items"][0]["id"]  # the demo's NPS survey
+    survey_pages = ("/triage/surveys/", f"/triage/surveys/{survey_id}")
+    for path in (
+        "/triage/",
+        f"/triage/clusters/{cluster_id}",
+        f"/triage/posts/{shipped['id']}",
+        *board_pages,
+        *survey_pages,
+    ):
         assert product.goto(path).status == 200, path
         problems += axe_problems(product)
     assert not problems, "\n".join(problems)
@@ -70,7 +78,17 @@ def test_main_pages_fit_a_375px_phone(open_page: Any, api: Api) -> None:
     too_wide = []
     for who, paths in (
         (CUSTOMER, ["/", f"/posts/{shipped['id']}", "/new", "/inbox", "/roadmap", "/leaderboard"]),
-        (PRODUCT, ["/triage/", f"/triage/clusters/{cluster_id}", f"/triage/posts/{shipped['id']}", "/tags"]),
+        (
+            PRODUCT,
+            [
+                "/triage/",
+                f"/triage/clusters/{cluster_id}",
+                f"/triage/posts/{shipped['id']}",
+                "/tags",
+                "/triage/surveys/",
+                f"/triage/surveys/{api.get('/api/surveys')['items'][0]['id']}",
+            ],
+        ),
     ):
         page = open_page(who, width=375, height=740)
         for path in paths:
