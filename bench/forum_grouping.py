@@ -195,6 +195,7 @@ def simulate_consolidation(
     sure: float,
     posts: Sequence[int],
     *,
+    retrieval: NDArray[np.floating] | None = None,
     neighbours: int = NEIGHBOURS,
     margin: float = REHOME_MARGIN,
     rounds: int = MAX_ROUNDS,
@@ -202,7 +203,8 @@ def simulate_consolidation(
     """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) on one board's cluster labels.
 
     ``scores``: the pass's pair scores, the route score (``GroupingService.cluster_score`` and
-    ``pairs.scores_of`` compare stored vectors by route, not by the re-scoring); ``posts``: the posts
+    ``pairs.scores_of`` compare stored vectors by route, not by the re-scoring); ``retrieval``: what the
+    nearest-neighbour search ranks by (default: ``scores``); ``posts``: the posts
     it looks at, in the order they were embedded (``forum demo load`` ends with one pass over all).
     First each post moves to the best cluster among its ``neighbours`` nearest posts' outside its
     own when that cluster's score (:func:`_link`) is sure and beats its current one by ``margin``
@@ -211,6 +213,7 @@ def simulate_consolidation(
     is sure. Labels are renumbered ``0..k-1``. No decision by a person is simulated.
     """
     s = np.asarray(scores, dtype=np.float64)
+    r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
     label = np.asarray(labels, dtype=np.intp).copy()
 
     def members(c: int, but: int = -1) -> list[int]:
@@ -218,7 +221,7 @@ def simulate_consolidation(
 
     def near_clusters(p: int) -> list[int]:
         outside = np.flatnonzero(label != label[p])
-        near = outside[np.argsort(-s[p, outside], kind="stable")[:neighbours]]
+        near = outside[np.argsort(-r[p, outside], kind="stable")[:neighbours]]
         return list(dict.fromkeys(int(label[q]) for q in near))
 
     for p in posts:
