@@ -500,7 +500,6 @@ def test_grouping_settings_from_the_environment(monkeypatch) -> None:
 def test_the_bench_replays_the_consolidation_pass(api: Api, drain, settings, database_url) -> None:
     """bench.forum_grouping.simulate_consolidation, started from the app's online clusters, ends where the
     app's pass ends (the bench's "what users see" rows rest on this)."""
-    import numpy as np
 
     from bench.forum_grouping import simulate_consolidation
     from embeddings.encoder import HashingEncoder, text_for_embedding
@@ -518,7 +517,9 @@ def test_the_bench_replays_the_consolidation_pass(api: Api, drain, settings, dat
         vectors = HashingEncoder().encode([text_for_embedding(ORDER_TITLES[k], None) for k in order])
         labels = [next(n for n, part in enumerate(online) if k in part) for k in order]
         replayed = simulate_consolidation(labels, vectors @ vectors.T, settings.duplicate_threshold, range(len(order)))
-        simulated = {frozenset(k for k, c in zip(order, replayed, strict=True) if c == label) for label in set(replayed)}
+        simulated = {
+            frozenset(k for k, c in zip(order, replayed, strict=True) if c == label) for label in set(replayed)
+        }
         print(order, online, consolidated, simulated, sep="\n")
         assert simulated == consolidated
         changed += online != consolidated
