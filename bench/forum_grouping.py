@@ -16,8 +16,11 @@ Labelled sets, each split into boards (one board = one forum; a post only meets 
 Configurations: the previous default (all-MiniLM-L6-v2 alone, threshold 0.66), issue 6's
 ``multilingual`` (route score, 0.44), and the default rule (:mod:`embeddings.grouping`: the ten
 nearest candidates by route score re-scored by two encoders' agreement on whole texts and titles;
-"sure" threshold, and the "maybe" threshold counting suggestions as grouped). Each is replayed
-exactly as the application assigns posts (:func:`embeddings.grouping.simulate_online`) in file order
+"sure" threshold, and the "maybe" threshold counting suggestions as grouped), and the default rule
+followed by the worker's consolidation pass (:func:`simulate_consolidation`, replaying
+forum/grouping/consolidation.py: what a board shows once the pass has run, e.g. after
+``forum demo load``). Each is replayed exactly as the application assigns posts
+(:func:`embeddings.grouping.simulate_online`) in file order
 and in ``--orders`` random arrival orders (seeded), scored by pairwise precision / recall / F1
 (mean [min, max] over the orders). As-you-type recall@3: for every post with a duplicate on its
 board, the other posts ranked by the route score as ``POST /api/posts/similar`` does (query = the
@@ -52,6 +55,7 @@ from embeddings.grouping import (
     title_of,
 )
 from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD, MultilingualEncoder
+from forum.grouping.consolidation import MAX_ROUNDS, NEIGHBOURS, REHOME_MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEAS = ROOT / "bench" / "data" / "forum_ideas.jsonl"
@@ -148,8 +152,10 @@ def build_boards(posts: Sequence[dict[str, Any]], multi: MultilingualEncoder) ->
 # --------------------------------------------------------------------------- configurations
 
 Config = tuple[str, str, float, GroupingRule]  # (label, score: route | grouping | minilm, threshold, rule)
+# A fifth element ``True`` replays the consolidation pass after the online assignment (:func:`consolidated`).
 
 PLAIN = GroupingRule(ENGLISH_THRESHOLD, ENGLISH_THRESHOLD, stand_out=None, candidates=1)
+CONSOLIDATED = "default rule, sure, then the consolidation pass (what users see)"
 
 
 def configs(sure: float = DEFAULT_DUPLICATE_THRESHOLD, maybe: float = DEFAULT_SUGGEST_THRESHOLD) -> list[Config]:
@@ -158,14 +164,94 @@ def configs(sure: float = DEFAULT_DUPLICATE_THRESHOLD, maybe: float = DEFAULT_SU
         ("multilingual route score (issue 6)", "route", DEFAULT_MULTILINGUAL_THRESHOLD, PLAIN),
         ("default rule, sure (automatic)", "grouping", sure, GroupingRule()),
         ("default rule, sure + maybe (suggestions too)", "grouping", maybe, GroupingRule()),
+        (CONSOLIDATED, "grouping", sure, GroupingRule(), True),  # type: ignore[list-item]
     ]
 
 
 def cluster(board: Board, config: Config, order: Sequence[int] | None = None) -> NDArray[np.intp]:
-    _, score, threshold, rule = config
+    """Cluster labels of the board's posts arriving in ``order``: the online rule, then (when the
+    configuration asks for it) the consolidation pass."""
+    _, score, threshold, rule, *consolidate = config
     scores = getattr(board, score)
     retrieval = board.minilm if score == "minilm" else board.route
-    return simulate_online(scores, threshold, rule, retrieval=retrieval, order=order)
+    labels = simulate_online(scores, threshold, rule, retrieval=retrieval, order=order)
+    if not any(consolidate):
+        return labels
+    arrival = np.arange(len(board.posts)) if order is None else np.asarray(order, dtype=np.intp)
+    return simulate_consolidation(labels, retrieval, threshold, arrival)
+
+
+def _link(scores: NDArray[np.float64], post: int, members: Sequence[int]) -> float | None:
+    """``GroupingService.cluster_score``: the weaker of the best and the mean score to the members."""
+    if not members:
+        return None
+    row = scores[post, list(members)]
+    return float(min(row.max(), row.mean()))
+
+
+def simulate_consolidation(
+    labels: Sequence[int],
+    scores: NDArray[np.floating],
+    sure: float,
+    posts: Sequence[int],
+    *,
+    retrieval: NDArray[np.floating] | None = None,
+    neighbours: int = NEIGHBOURS,
+    margin: float = REHOME_MARGIN,
+    rounds: int = MAX_ROUNDS,
+) -> NDArray[np.intp]:
+    """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) on one board's cluster labels.
+
+    ``scores``: the pass's pair scores, the route score (``GroupingService.cluster_score`` and
+    ``pairs.scores_of`` compare stored vectors by route, not by the re-scoring); ``retrieval``: what the
+    nearest-neighbour search ranks by (default: ``scores``); ``posts``: the posts
+    it looks at, in the order they were embedded (``forum demo load`` ends with one pass over all).
+    First each post moves to the best cluster among its ``neighbours`` nearest posts' outside its
+    own when that cluster's score (:func:`_link`) is sure and beats its current one by ``margin``
+    (any sure score when it is alone); then, for up to ``rounds`` rounds, each post's cluster merges
+    with the first neighbouring cluster whose average link (mean score of every pair across the two)
+    is sure. Labels are renumbered ``0..k-1``. No decision by a person is simulated.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
+    label = np.asarray(labels, dtype=np.intp).copy()
+
+    def members(c: int, but: int = -1) -> list[int]:
+        return [int(x) for x in np.flatnonzero(label == c) if x != but]
+
+    def near_clusters(p: int) -> list[int]:
+        outside = np.flatnonzero(label != label[p])
+        near = outside[np.argsort(-r[p, outside], kind="stable")[:neighbours]]
+        return list(dict.fromkeys(int(label[q]) for q in near))
+
+    for p in posts:
+        current = _link(s, p, members(label[p], but=p))
+        best: tuple[float, int] | None = None
+        for c in near_clusters(p):
+            scored = _link(s, p, members(c))
+            if scored is not None and (best is None or scored > best[0]):
+                best = (scored, c)
+        if best is None or best[0] < sure or (current is not None and best[0] < current + margin):
+            continue
+        label[p] = best[1]
+    for _ in range(rounds):
+        seen: set[frozenset[int]] = set()
+        merged = False
+        for p in posts:
+            c = int(label[p])
+            for other in near_clusters(p):
+                pair = frozenset((c, other))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                if float(s[np.ix_(members(c), members(other))].mean()) >= sure:
+                    label[label == c] = other
+                    merged = True
+                    break  # this post's cluster changed: its other neighbours wait for the next round
+        if not merged:
+            break
+    _, out = np.unique(label, return_inverse=True)
+    return np.asarray(out, dtype=np.intp).reshape(len(label))
 
 
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:

@@ -495,3 +495,33 @@ def test_grouping_settings_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("FORUM_GROUPING_MODE", "sometimes")
     with pytest.raises(SystemExit, match="FORUM_GROUPING_MODE must be one of auto, suggest"):
         Settings.from_env()
+
+
+def test_the_bench_replays_the_consolidation_pass(api: Api, drain, settings, database_url) -> None:
+    """bench.forum_grouping.simulate_consolidation, started from the app's online clusters, ends where the
+    app's pass ends (the bench's "what users see" rows rest on this)."""
+
+    from bench.forum_grouping import simulate_consolidation
+    from embeddings.encoder import HashingEncoder, text_for_embedding
+
+    orders = [
+        ["underground", "metro", "tunnels", "files", "please", "pdf", "download", "night", "dark2", "dark"],
+        ["dark", "night", "download", "please", "metro", "pdf", "dark2", "tunnels", "files", "underground"],
+    ]
+    changed = 0
+    for order in orders:
+        posts = _arrive(api, drain, order)
+        online = _partition(api, posts)
+        _consolidate(database_url, settings)
+        consolidated = _partition(api, posts)
+        vectors = HashingEncoder().encode([text_for_embedding(ORDER_TITLES[k], None) for k in order])
+        labels = [next(n for n, part in enumerate(online) if k in part) for k in order]
+        replayed = simulate_consolidation(labels, vectors @ vectors.T, settings.duplicate_threshold, range(len(order)))
+        simulated = {
+            frozenset(k for k, c in zip(order, replayed, strict=True) if c == label) for label in set(replayed)
+        }
+        print(order, online, consolidated, simulated, sep="\n")
+        assert simulated == consolidated
+        changed += online != consolidated
+        run_sql(database_url, "TRUNCATE post, cluster, grouping_setting CASCADE")
+    assert changed, "the pass changed something in at least one order: the check is not vacuous"

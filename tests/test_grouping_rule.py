@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bench import forum_grouping as fg
+from bench.forum_grouping import simulate_consolidation
 from embeddings.encoder import HashingEncoder
 from embeddings.grouping import (
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -152,6 +153,34 @@ def test_simulate_online_is_the_rule_replayed(seed: int) -> None:
     expected = _brute_force(s, r, 0.55, rule, order)
     assert all(labels[i] == expected[i] for i in range(n))
     assert len(set(labels.tolist())) < n  # it did group something
+
+
+def test_simulate_consolidation_re_homes_then_merges() -> None:
+    s = np.full((6, 6), 0.1)
+    np.fill_diagonal(s, 1.0)
+
+    def link(i: int, j: int, v: float) -> None:
+        s[i, j] = s[j, i] = v
+
+    link(0, 1, 0.9)
+    link(2, 3, 0.9)
+    for i in (0, 1):
+        for j in (2, 3):
+            link(i, j, 0.7)  # two clusters of one need: their average link is sure
+    link(4, 5, 0.5)  # a pair below "sure" ...
+    for i in range(4):
+        link(4, i, 0.62)  # ... but post 4 fits {0, 1} (and {2, 3}) by 0.62 - 0.5 >= the margin
+    labels = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.6, range(6), margin=0.05)
+    assert len({labels[0], labels[1], labels[2], labels[3], labels[4]}) == 1 and labels[5] != labels[0]
+    # Below the margin a post stays where it is; below "sure" nothing merges.
+    for i in range(4):
+        link(4, i, 0.54)
+    labels = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.6, range(6), margin=0.05)
+    assert labels[4] == labels[5] != labels[0]
+    untouched = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.95, range(6))
+    assert untouched.tolist() == [0, 0, 1, 1, 2, 2]
+    # A post alone moves to any cluster it fits surely.
+    assert len(set(simulate_consolidation([0, 0, 2, 3, 4, 5], s, 0.6, [3], rounds=0)[:4].tolist())) == 2
 
 
 # --------------------------------------------------------------------------- the labelled set
