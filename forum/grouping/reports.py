@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
 from forum.encoding import PostEmbedder
+from forum.grouping.descriptions import DescriptionStore
 from forum.grouping.explanations import Description, Explainer
 from forum.grouping.schemas import (
     Band,
@@ -132,39 +132,15 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
     )
 
 
-DESCRIPTION_TTL_SECONDS = 60.0
-_described: dict[tuple[str, UUID, int, bool], tuple[float, Any]] = {}
-"""What ``Explainer`` computed for a cluster (its description, its members' explanations), per process, by
-``cluster_tally.revision`` (moved by every change of members or of a member's text). Votes change none of
-it, so the triage list no longer compares every member's vectors and words on each call (1.8 s per page
-of large clusters at 100k posts). The TTL bounds what the revision cannot see: a vector re-embedded after
-an edit."""
-
-
 class ClusterReports:
     def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
-        self.explainer = Explainer(session, embedder, viewer)
-        self.sees_internal = bool(viewer and viewer.sees_internal)
-
-    async def _cached(self, kind: str, revisions: dict[UUID, int], compute: Any) -> dict[UUID, Any]:
-        now = time.monotonic()
-        out: dict[UUID, Any] = {}
-        for cluster_id, revision in revisions.items():
-            hit = _described.get((kind, cluster_id, revision, self.sees_internal))
-            if hit is not None and now - hit[0] < DESCRIPTION_TTL_SECONDS:
-                out[cluster_id] = hit[1]
-        missing = [cluster_id for cluster_id in revisions if cluster_id not in out]
-        if missing:
-            if len(_described) > 20_000:
-                _described.clear()
-            for cluster_id, value in (await compute(missing)).items():
-                _described[(kind, cluster_id, revisions[cluster_id], self.sees_internal)] = (now, value)
-                out[cluster_id] = value
-        return out
+        # Descriptions and member explanations are stored per cluster revision and audience
+        # (forum/grouping/descriptions.py): a call reads them, it computes one only when none exists yet.
+        self.descriptions = DescriptionStore(session, Explainer(session, embedder, viewer))
 
     async def _describe(self, rows: Any) -> dict[UUID, Description]:
-        return await self._cached("describe", {r.cluster_id: r.revision for r in rows}, self.explainer.describe)
+        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows})
 
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
@@ -211,11 +187,8 @@ class ClusterReports:
             )
         ).all()
 
-        async def explain(ids: list[UUID]) -> dict[UUID, Any]:
-            return {ids[0]: await self.explainer.explain_members(ids[0])}
-
-        explanations = (await self._cached("explain", {cluster_id: row.revision}, explain))[cluster_id]
         descriptions = await self._describe([row])
+        explanations = await self.descriptions.explanations(cluster_id, row.revision)
         members, rejected = [], []
         for membership, post in memberships:
             member = ClusterMember(
