@@ -200,3 +200,32 @@ def test_a_customers_description_never_shows_internal_members(api: Api, drain, d
     assert stored.languages == {"en": 1} and str(stored.representative_id) == public["id"]
     assert "zebracorp" not in json.dumps([stored.key_phrases, stored.representative_title])
     assert "zebracorp" in _stored(database_url, cluster_id, sees_internal=True).key_phrases
+
+
+def test_the_sweep_describes_every_cluster_once(api: Api, drain, settings, database_url: str) -> None:
+    from forum.worker import BackgroundWorker
+
+    author = api.register()
+    product = api.make_user("internal", "product")
+    for title in ("Dark mode for the app", "Please add a dark mode to the app", "Export invoices as PDF"):
+        api.post(author, title=title)
+        drain()
+    worker = BackgroundWorker(database_url, PostEmbedder(get_encoder(settings.embedding_model)), 0.45)
+
+    async def sweep() -> int:
+        try:
+            return await worker.describe_stale()
+        finally:
+            await worker.engine.dispose()
+
+    assert asyncio.run(sweep()) == 2
+    rows = run_sql(
+        database_url,
+        "SELECT count(*), count(*) FILTER (WHERE CAST(d.explanations ->> 'revision' AS bigint) = t.revision)"
+        " FROM cluster_description d JOIN cluster_tally t USING (cluster_id) WHERE d.sees_internal",
+    )
+    assert rows == [(2, 2)], "both clusters, with their members' explanations, at their current revision"
+    worker = BackgroundWorker(database_url, PostEmbedder(get_encoder(settings.embedding_model)), 0.45)
+    assert asyncio.run(sweep()) == 0, "nothing stale: nothing done"
+    api.client.get("/api/clusters", headers=product.headers)
+    assert not _queued(database_url), "a list after the sweep finds every description fresh"

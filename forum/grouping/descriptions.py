@@ -14,7 +14,8 @@ about 180 ms per cluster to compute at 100k posts, so the triage list reads them
   served: a member may have turned internal since, and a customer must never see it.
 
 The worker also sweeps (at start and every ``SWEEP_SECONDS``) the product team's rows that are missing or
-stale, most voted clusters first, so that a list rarely meets either. ``MAX_AGE`` covers what no revision
+stale, with their member explanations, most voted clusters first, so that a list or a cluster page
+rarely meets either. ``MAX_AGE`` covers what no revision
 sees: how common a word is on the whole board (key phrases prefer rare words).
 
 Two audiences, never mixed: ``sees_internal`` true (employees and the product team) and false (public
@@ -193,22 +194,33 @@ SELECT t.cluster_id FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal
 WHERE t.member_count > 0
   AND (d.cluster_id IS NULL OR d.revision <> t.revision OR d.computed_at < now() - CAST(:max_age AS interval)
-       OR CAST(d.explanations ->> 'revision' AS bigint) <> t.revision)
+       OR d.explanations IS NULL OR CAST(d.explanations ->> 'revision' AS bigint) <> t.revision)
 ORDER BY t.voters DESC, t.member_count DESC, t.cluster_id
 LIMIT :limit
 """
 
 
 async def refresh(
-    session: AsyncSession, embedder: PostEmbedder, cluster_ids: Sequence[UUID], sees_internal: bool
+    session: AsyncSession,
+    embedder: PostEmbedder,
+    cluster_ids: Sequence[UUID],
+    sees_internal: bool,
+    *,
+    explain_all: bool = False,
 ) -> int:
-    """Recompute the descriptions that are missing or stale, and the member explanations a cluster page
-    asked for once that are behind; what is fresh is left alone, so a repeated job does nothing. Returns
-    how many clusters it touched."""
+    """Recompute the descriptions that are missing or stale, and the member explanations that are behind
+    (those a cluster page asked for once; with ``explain_all``, the sweep's, missing ones too). What is
+    fresh is left alone, so a repeated job does nothing. Returns how many clusters it touched."""
+    await embedder.ready()  # loaded once per process (the worker's is, a script's may not be)
     rows = (await session.execute(text(_REVISIONS_SQL), {"s": sees_internal, "ids": list(cluster_ids)})).all()
     now = datetime.now(UTC)
     describe = [r for r in rows if r.stored is None or r.stored != r.revision or now - r.computed_at >= MAX_AGE]
-    explain = [r for r in rows if r.explained is not None and (r in describe or r.explained != r.revision)]
+    explain = [
+        r
+        for r in rows
+        if (r.explained is None and explain_all)
+        or (r.explained is not None and (r in describe or r.explained != r.revision))
+    ]
     explainer = Explainer(session, embedder, None, sees_internal=sees_internal)
     if describe:
         described = await explainer.describe([r.cluster_id for r in describe])
@@ -227,14 +239,10 @@ async def refresh_stale(
     done = 0
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
-            ids = list(
-                await session.scalars(
-                    text(_STALE_SQL), {"max_age": f"{int(MAX_AGE.total_seconds())} seconds", "limit": SWEEP_BATCH}
-                )
-            )
+            ids = list(await session.scalars(text(_STALE_SQL), {"max_age": MAX_AGE, "limit": SWEEP_BATCH}))
             if not ids:
                 return done
-            refreshed = await refresh(session, embedder, ids, True)
+            refreshed = await refresh(session, embedder, ids, True, explain_all=True)
         done += refreshed
         if refreshed == 0:  # described meanwhile by a request or a job
             return done
