@@ -379,6 +379,8 @@ class ClusterDescription(DefaultBase):
     representative_title: Mapped[str | None] = mapped_column(Text, nullable=True)
     key_phrases: Mapped[list] = mapped_column(JSONB)
     languages: Mapped[dict] = mapped_column(JSONB)
+    channels: Mapped[dict] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    """Members per channel (a post's channel is set once: the revision covers it)."""
     explanations: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
     """Each member's explanation (post id → Explanation), for the cluster page; null until one was asked for."""
     computed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))

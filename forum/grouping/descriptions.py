@@ -55,15 +55,40 @@ def parse_payload(payload: str) -> tuple[UUID, bool]:
     return UUID(cluster_id), audience == "1"
 
 
-def _fresh(row: ClusterDescription, revision: int, now: datetime) -> bool:
+def _fresh(row: Any, revision: int, now: datetime) -> bool:
     return row.revision == revision and now - row.computed_at < MAX_AGE
 
 
-def _description(row: ClusterDescription) -> Description:
+def _description(row: Any) -> Description:
     representative = (
         PostRef(post_id=row.representative_id, title=row.representative_title) if row.representative_id else None
     )
-    return Description(representative=representative, key_phrases=list(row.key_phrases), languages=dict(row.languages))
+    return Description(
+        representative=representative,
+        key_phrases=list(row.key_phrases),
+        languages=dict(row.languages),
+        channels=dict(row.channels),
+    )
+
+
+# Members per channel, hidden and deleted posts left out (and internal ones for a customer).
+_CHANNELS_SQL = """
+SELECT m.cluster_id, p.channel, count(*) AS n
+FROM cluster_membership m JOIN post p ON p.id = m.post_id
+WHERE m.cluster_id = ANY(CAST(:ids AS uuid[])) AND m.state <> 'rejected' AND post_counts_in_cluster(p)
+  AND (:sees_internal OR p.visibility = 'public')
+GROUP BY m.cluster_id, p.channel
+"""
+
+
+async def _with_channels(
+    session: AsyncSession, sees_internal: bool, described: dict[UUID, Description]
+) -> dict[UUID, Description]:
+    if described:
+        params = {"ids": list(described), "sees_internal": sees_internal}
+        for row in await session.execute(text(_CHANNELS_SQL), params):
+            described[row.cluster_id].channels[row.channel] = row.n
+    return described
 
 
 def _values(cluster_id: UUID, sees_internal: bool, revision: int, description: Description) -> dict[str, Any]:
@@ -76,6 +101,7 @@ def _values(cluster_id: UUID, sees_internal: bool, revision: int, description: D
         "representative_title": representative.title if representative else None,
         "key_phrases": description.key_phrases,
         "languages": description.languages,
+        "channels": description.channels,
         "computed_at": datetime.now(UTC),
     }
 
@@ -92,16 +118,15 @@ class DescriptionStore:
         self.explainer = explainer
         self.sees_internal = explainer.sees_internal
 
-    async def _rows(self, cluster_ids: Sequence[UUID]) -> dict[UUID, ClusterDescription]:
+    async def _rows(self, cluster_ids: Sequence[UUID], *, explanations: bool = False) -> dict[UUID, Any]:
+        """The stored rows (without the members' explanations, which can be large, unless asked for)."""
         if not cluster_ids:
             return {}
-        rows = await self.session.scalars(
-            select(ClusterDescription)
-            .where(
-                ClusterDescription.cluster_id.in_(list(cluster_ids)),
-                ClusterDescription.sees_internal == self.sees_internal,
-            )
-            .execution_options(populate_existing=True)
+        d = ClusterDescription
+        columns = [d.cluster_id, d.revision, d.computed_at, d.representative_id, d.representative_title]
+        columns += [d.key_phrases, d.languages, d.channels] + ([d.explanations] if explanations else [])
+        rows = await self.session.execute(
+            select(*columns).where(d.cluster_id.in_(list(cluster_ids)), d.sees_internal == self.sees_internal)
         )
         return {row.cluster_id: row for row in rows}
 
@@ -124,7 +149,7 @@ class DescriptionStore:
             rows = {c: row for c, row in rows.items() if c not in stale}
         missing = [cluster_id for cluster_id in revisions if cluster_id not in rows]
         if missing:
-            computed = await self.explainer.describe(missing)
+            computed = await _with_channels(self.session, self.sees_internal, await self.explainer.describe(missing))
             await store(self.session, self.sees_internal, {c: (revisions[c], computed[c]) for c in missing})
             out.update(computed)
         return out
@@ -132,7 +157,7 @@ class DescriptionStore:
     async def explanations(self, cluster_id: UUID, revision: int) -> dict[UUID, Explanation]:
         """The members' explanations of a cluster page, stored like descriptions (call :meth:`describe`
         first: the row they are kept in exists then)."""
-        row = (await self._rows([cluster_id])).get(cluster_id)
+        row = (await self._rows([cluster_id], explanations=True)).get(cluster_id)
         stored = row.explanations if row is not None else None
         if stored is not None:
             current = stored["revision"] == revision and datetime.now(UTC) - row.computed_at < MAX_AGE
@@ -175,6 +200,7 @@ async def store(session: AsyncSession, sees_internal: bool, described: dict[UUID
                 "representative_title": excluded.representative_title,
                 "key_phrases": excluded.key_phrases,
                 "languages": excluded.languages,
+                "channels": excluded.channels,
                 "computed_at": excluded.computed_at,
             },
             where=ClusterDescription.revision <= excluded.revision,
@@ -223,7 +249,9 @@ async def refresh(
     ]
     explainer = Explainer(session, embedder, None, sees_internal=sees_internal)
     if describe:
-        described = await explainer.describe([r.cluster_id for r in describe])
+        described = await _with_channels(
+            session, sees_internal, await explainer.describe([r.cluster_id for r in describe])
+        )
         await store(session, sees_internal, {r.cluster_id: (r.revision, described[r.cluster_id]) for r in describe})
     for r in explain:
         explanations = await explainer.explain_members(r.cluster_id)

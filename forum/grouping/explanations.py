@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +45,8 @@ class Description:
     representative: PostRef | None
     key_phrases: list[str]
     languages: dict[str, int]
+    channels: dict[str, int] = field(default_factory=dict)
+    """Members per channel (filled where descriptions are stored: forum/grouping/descriptions.py)."""
 
 
 _MEMBERS_SQL = """

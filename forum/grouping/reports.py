@@ -71,22 +71,28 @@ CROSS JOIN LATERAL (
 ORDER BY {order}, page.cluster_id
 """
 
-# Members and unique voters per channel, hidden posts left out
-# (a vote captured on the voter's behalf has the capture's channel).
-_CHANNELS_SQL = """
-SELECT m.cluster_id, 'posts' AS what, p.channel, count(*) AS n
-FROM cluster_membership m JOIN post p ON p.id = m.post_id
-WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL
-GROUP BY m.cluster_id, p.channel
+# Unique voters per channel: a vote captured on the voter's behalf has the capture's channel, any other
+# vote is 'web'. Only captured votes are read (their feedback_capture rows, then each one's vote): 'web' is
+# the tally's voters less those whose every counted vote in the cluster was captured (cluster_voter.posts).
+# Members per channel are stored with the description (a post's channel never changes).
+_VOTER_CHANNELS_SQL = """
+WITH captured AS MATERIALIZED (
+    SELECT m.cluster_id, v.user_id, c.channel
+    FROM feedback_capture c
+    JOIN vote v ON v.user_id = c.customer_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
+    JOIN cluster_membership m ON m.post_id = v.post_id AND m.state <> 'rejected'
+    WHERE c.subject = 'vote' AND m.cluster_id = ANY(:ids) AND post_counts_in_cluster(v.post_id)
+), only_captured AS (
+    SELECT k.cluster_id, count(*) AS n
+    FROM (SELECT cluster_id, user_id, count(*) AS votes FROM captured GROUP BY cluster_id, user_id) AS k
+    JOIN cluster_voter cv ON cv.cluster_id = k.cluster_id AND cv.user_id = k.user_id AND cv.posts <= k.votes
+    GROUP BY k.cluster_id
+)
+SELECT cluster_id, channel, count(DISTINCT user_id) AS n FROM captured GROUP BY cluster_id, channel
 UNION ALL
-SELECT m.cluster_id, 'voters', coalesce(c.channel, 'web'), count(DISTINCT v.user_id)
-FROM cluster_membership m
-JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL AND p.hidden_at IS NULL
-JOIN vote v ON v.post_id = m.post_id
-LEFT JOIN feedback_capture c
-    ON c.subject = 'vote' AND c.customer_id = v.user_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
-WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected'
-GROUP BY m.cluster_id, coalesce(c.channel, 'web')
+SELECT t.cluster_id, 'web', t.voters - coalesce(o.n, 0)
+FROM cluster_tally t LEFT JOIN only_captured o ON o.cluster_id = t.cluster_id
+WHERE t.cluster_id = ANY(:ids)
 """
 _WITH_CHANNEL = """AND t.cluster_id IN (
     SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
@@ -120,6 +126,7 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
         representative=description.representative if description else None,
         key_phrases=description.key_phrases if description else [],
         languages=description.languages if description else {},
+        channels=dict(description.channels) if description else {},
         member_count=row.member_count,
         idea_count=row.idea_count,
         critique_count=row.critique_count,
@@ -145,9 +152,9 @@ class ClusterReports:
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
         if by_id:
-            for row in await self.session.execute(text(_CHANNELS_SQL), {"ids": list(by_id)}):
-                counts = by_id[row.cluster_id].channels if row.what == "posts" else by_id[row.cluster_id].voter_channels
-                counts[row.channel] = row.n
+            for row in await self.session.execute(text(_VOTER_CHANNELS_SQL), {"ids": list(by_id)}):
+                if row.n > 0:
+                    by_id[row.cluster_id].voter_channels[row.channel] = row.n
         return summaries
 
     async def list(

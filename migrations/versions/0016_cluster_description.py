@@ -20,7 +20,8 @@ down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# What Explainer.describe (and explain_members) computed for a cluster, one row per cluster and audience:
+# What Explainer.describe (and explain_members) computed for a cluster, and its members per channel
+# (a post's channel never changes, so a membership change, which moves the revision, is all that moves them), one row per cluster and audience:
 # sees_internal false is derived from public members only. ``revision`` is cluster_tally.revision when it
 # was computed; a row behind the tally is served while a cluster.describe job recomputes it
 # (forum/grouping/descriptions.py). Nothing here is a source of truth: the table can be emptied at any time.
@@ -36,6 +37,7 @@ def upgrade() -> None:
         sa.Column("representative_title", sa.Text(), nullable=True),
         sa.Column("key_phrases", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("languages", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("channels", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'"), nullable=False),
         sa.Column("explanations", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("computed_at", sa.DateTimeUTC(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
