@@ -326,6 +326,12 @@ class ClusterMembership(DefaultBase):
             unique=True,
             postgresql_where=text("state <> 'rejected'"),
         ),
+        Index(
+            "ix_cluster_membership_recent",
+            "cluster_id",
+            "post_created_at",
+            postgresql_where=text("state <> 'rejected'"),
+        ),
         Index("ix_cluster_membership_cluster", "cluster_id", "state"),
     )
 
@@ -335,6 +341,8 @@ class ClusterMembership(DefaultBase):
     """Cosine to the nearest member when it joined (1.0 for the post that started the cluster)."""
     state: Mapped[str] = mapped_column(String(16), default=MembershipState.SUGGESTED.value)
     manual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    post_created_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """The post's created_at, kept by triggers (migration 0016): a cluster's recent posts are an index range."""
     decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(

@@ -30,26 +30,39 @@ from forum.schemas import Page
 # split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
 # cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
 # sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
-# index range each) and the posts of the last 30 days. Sorting by growth counts those for every cluster.
+# index range each) and their posts of the last 30 days (another). Sorting by growth counts those for
+# every cluster.
 _GROWTH = """
     CROSS JOIN LATERAL (
         SELECT count(*) AS n FROM cluster_voter cv
         WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
     ) AS g"""
 
-_RECENT_POSTS_JOIN = """
-    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-        ON rp.cluster_id = t.cluster_id"""
+# A cluster's posts of the last 30 days: an index range of its memberships by their post's created_at
+# (ix_cluster_membership_recent, migration 0016), then those posts' rows (hidden and deleted ones out).
+_RECENT_POSTS = """
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM cluster_membership m JOIN post p ON p.id = m.post_id
+        WHERE m.cluster_id = {alias}.cluster_id AND m.state <> 'rejected'
+          AND m.post_created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
+    ) AS rp"""
 
-# recent_posts starts from the posts of the last 30 days (their index), never from a cluster's members.
-_SUMMARY_SQL = """
-WITH recent_posts AS MATERIALIZED (
+# Sorting by growth counts every cluster's recent posts: from the posts of the last 30 days (their index,
+# one membership probe each), cheaper than a range per cluster when there are thousands of clusters.
+_RECENT_POSTS_CTE = """
+recent_posts AS MATERIALIZED (
     SELECT m.cluster_id FROM post p
     CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
         SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
     ) AS m
     WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-), page AS (
+),"""
+_RECENT_POSTS_JOIN = """
+    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+        ON rp.cluster_id = t.cluster_id"""
+
+_SUMMARY_SQL = """
+WITH {recent_posts} page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
            t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, {growth_column} AS growth,
            count(*) OVER () AS total_rows
@@ -58,12 +71,10 @@ WITH recent_posts AS MATERIALIZED (
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
 )
-SELECT page.*, top.title, nv.new_voters,
-       coalesce(rp.n, 0) AS new_posts
+SELECT page.*, top.title, nv.new_voters, rp.n AS new_posts
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
-LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-    ON rp.cluster_id = page.cluster_id
+{page_recent_posts}
 CROSS JOIN LATERAL (
     SELECT count(*) AS new_voters FROM cluster_voter cv
     WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
@@ -102,8 +113,10 @@ _WITH_CHANNEL = """AND t.cluster_id IN (
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
     growth = sort is ClusterSort.GROWTH
     return _SUMMARY_SQL.format(
+        recent_posts=_RECENT_POSTS_CTE if growth else "",
         growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
         growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
+        page_recent_posts=_RECENT_POSTS.format(alias="page"),
         cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
         order=_ORDER[sort],
     )

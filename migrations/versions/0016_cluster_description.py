@@ -27,7 +27,43 @@ depends_on: str | Sequence[str] | None = None
 # (forum/grouping/descriptions.py). Nothing here is a source of truth: the table can be emptied at any time.
 
 
+# A cluster's posts of the last 30 days (the triage list's growth) as an index range: each membership
+# carries its post's created_at, set by a trigger when it is written and when the post's created_at moves.
+_FUNCTIONS = [
+    """
+CREATE FUNCTION cluster_membership_posted_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.post_created_at := (SELECT created_at FROM post WHERE id = NEW.post_id);
+    RETURN NEW;
+END
+$$""",
+    """
+CREATE FUNCTION post_membership_posted_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE cluster_membership SET post_created_at = NEW.created_at WHERE post_id = NEW.id;
+    RETURN NULL;
+END
+$$""",
+]
+_TRIGGERS = [
+    "CREATE TRIGGER cluster_membership_posted_at BEFORE INSERT OR UPDATE OF post_id ON cluster_membership "
+    "FOR EACH ROW EXECUTE FUNCTION cluster_membership_posted_at()",
+    "CREATE TRIGGER post_membership_posted_at AFTER UPDATE OF created_at ON post FOR EACH ROW "
+    "WHEN (OLD.created_at IS DISTINCT FROM NEW.created_at) EXECUTE FUNCTION post_membership_posted_at()",
+]
+
+
 def upgrade() -> None:
+    op.add_column("cluster_membership", sa.Column("post_created_at", sa.DateTimeUTC(timezone=True), nullable=True))
+    op.execute("UPDATE cluster_membership m SET post_created_at = p.created_at FROM post p WHERE p.id = m.post_id")
+    op.create_index(
+        "ix_cluster_membership_recent",
+        "cluster_membership",
+        ["cluster_id", "post_created_at"],
+        postgresql_where=sa.text("state <> 'rejected'"),
+    )
+    for statement in _FUNCTIONS + _TRIGGERS:
+        op.execute(statement)
     op.create_table(
         "cluster_description",
         sa.Column("cluster_id", sa.GUID(length=16), nullable=False),
@@ -49,3 +85,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cluster_description")
+    op.execute("DROP TRIGGER post_membership_posted_at ON post")
+    op.execute("DROP TRIGGER cluster_membership_posted_at ON cluster_membership")
+    op.execute("DROP FUNCTION post_membership_posted_at()")
+    op.execute("DROP FUNCTION cluster_membership_posted_at()")
+    op.drop_index("ix_cluster_membership_recent", table_name="cluster_membership")
+    op.drop_column("cluster_membership", "post_created_at")
