@@ -595,6 +595,10 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
                 log(f"index: {r['indexdef']}")
         timings["hnsw_build_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        # The memberships' post_created_at (migration 0016's trigger, bypassed like the tally's).
+        await conn.execute(
+            "UPDATE cluster_membership m SET post_created_at = p.created_at FROM post p WHERE p.id = m.post_id"
+        )
         for statement in cluster_tally_rebuild():
             await conn.execute(statement)
         timings["cluster_tally_s"] = time.perf_counter() - t

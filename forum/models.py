@@ -326,6 +326,12 @@ class ClusterMembership(DefaultBase):
             unique=True,
             postgresql_where=text("state <> 'rejected'"),
         ),
+        Index(
+            "ix_cluster_membership_recent",
+            "cluster_id",
+            "post_created_at",
+            postgresql_where=text("state <> 'rejected'"),
+        ),
         Index("ix_cluster_membership_cluster", "cluster_id", "state"),
     )
 
@@ -335,6 +341,8 @@ class ClusterMembership(DefaultBase):
     """Cosine to the nearest member when it joined (1.0 for the post that started the cluster)."""
     state: Mapped[str] = mapped_column(String(16), default=MembershipState.SUGGESTED.value)
     manual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    post_created_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """The post's created_at, kept by triggers (migration 0016): a cluster's recent posts are an index range."""
     decided_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(
@@ -361,7 +369,29 @@ class ClusterTally(DefaultBase):
     top_post_id: Mapped[UUID | None] = mapped_column(nullable=True)
     """The most voted counted member (the earliest of a tie): its title names the cluster."""
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
-    """Moves on every change of members or of a member's text: descriptions are cached per revision."""
+    """Moves on every change of members or of a member's text or vector: descriptions are stored per revision
+    (``ClusterDescription``)."""
+
+
+class ClusterDescription(DefaultBase):
+    """What describes a cluster to one audience (``sees_internal`` false: public members only), as computed
+    at ``revision`` of its tally: the triage list and the cluster page read it instead of comparing every
+    member's vectors and words (forum/grouping/descriptions.py, migration 0016)."""
+
+    __tablename__ = "cluster_description"
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    sees_internal: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    representative_id: Mapped[UUID | None] = mapped_column(nullable=True)
+    representative_title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_phrases: Mapped[list] = mapped_column(JSONB)
+    languages: Mapped[dict] = mapped_column(JSONB)
+    channels: Mapped[dict] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    """Members per channel (a post's channel is set once: the revision covers it)."""
+    explanations: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
+    """Each member's explanation (post id → Explanation), for the cluster page; null until one was asked for."""
+    computed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=text("now()"))
 
 
 class ClusterVoter(DefaultBase):

@@ -9,6 +9,8 @@ inside ``forum serve`` (``FORUM_WORKER_IN_SERVER``, the default) or as ``forum w
 - A consolidation pass (forum/grouping/consolidation.py) runs every ``FORUM_CONSOLIDATE_SECONDS`` and a
   few seconds after a burst of ``BURST_POSTS`` new vectors, so that clusters do not depend on the order
   posts arrived in.
+- Cluster descriptions (forum/grouping/descriptions.py) are recomputed by ``cluster.describe`` jobs
+  that lists queue when they serve a stale one, and swept at start and every ``SWEEP_SECONDS``.
 - Failures retry with exponential backoff; after ``MAX_ATTEMPTS`` a job is held as ``failed`` and
   can be listed and re-queued with ``forum jobs failed`` / ``forum jobs retry``.
 """
@@ -30,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from forum.email.services import DIGEST_SCHEDULE, SEND_DIGESTS, SEND_NOTIFICATION, send_digests, send_notification
 from forum.encoding import PostEmbedder
 from forum.grouping.consolidation import ConsolidationReport
+from forum.grouping.descriptions import DESCRIBE_CLUSTER, parse_payload, refresh, refresh_stale
 from forum.grouping.thresholds import Thresholds
 from forum.jobs import EmbedCollector, consolidate_now
 from forum.queue import EMBED_POST, asyncpg_dsn, enqueue, enqueue_stale
@@ -136,6 +139,15 @@ class BackgroundWorker:
                 raise
             self.processed[outcome if outcome in self.processed else "skipped"] += 1
 
+        @pgq.entrypoint(DESCRIBE_CLUSTER, executor_factory=executor, on_failure="hold", concurrency_limit=2)
+        async def describe_cluster(job: Job) -> None:
+            """A stored cluster description fell behind its cluster (a list or page served it stale)."""
+            assert job.payload is not None
+            cluster_id, sees_internal = parse_payload(job.payload.decode())
+            async with self.session_maker() as session, session.begin():
+                refreshed = await refresh(session, self.embedder, [cluster_id], sees_internal)
+            self.processed["described"] = self.processed.get("described", 0) + refreshed
+
         @pgq.entrypoint(EMBED_ANSWER, executor_factory=executor, on_failure="hold", concurrency_limit=4)
         async def embed_answer(job: Job) -> None:
             """A survey comment: embedded like a post and attached to its cluster as a voice."""
@@ -179,7 +191,16 @@ class BackgroundWorker:
         async with self.session_maker() as session, session.begin():
             return await enqueue_stale(session, self.embedder.models)
 
+    async def describe_stale(self) -> int:
+        """The product team's cluster descriptions that are missing or behind their clusters, recomputed
+        (forum/grouping/descriptions.py): most lists then never compute one."""
+        refreshed = await refresh_stale(self.session_maker, self.embedder)
+        self.processed["described"] = self.processed.get("described", 0) + refreshed
+        return refreshed
+
     async def _sweep_forever(self) -> None:
+        with contextlib.suppress(Exception):  # once at start (logged below when it fails again)
+            await self.describe_stale()
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), SWEEP_SECONDS)
@@ -191,6 +212,10 @@ class BackgroundWorker:
                     logger.info("sweep: %d posts need embedding (queued unless a job is pending)", queued)
             except Exception:
                 logger.warning("embedding sweep failed", exc_info=True)
+            try:
+                await self.describe_stale()
+            except Exception:
+                logger.warning("cluster description sweep failed", exc_info=True)
 
     async def consolidate(self) -> ConsolidationReport:
         """Consolidation passes until every post embedded since the last one has been looked at."""

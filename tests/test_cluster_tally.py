@@ -121,6 +121,29 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
         check(f"step {step}: {action}")
     assert run_sql(database_url, "SELECT count(*) FROM cluster_voter")[0][0] > 0, "the mix left votes to count"
 
+    # Growth's recent posts come from the memberships' copy of created_at (migration 0016): it follows a
+    # post whose created_at moves (an import that backdates it), and the list counts what a fresh count does.
+    backdated = next(p["id"] for p in posts if run_sql(database_url, "SELECT 1 FROM post WHERE id = :p", p=p["id"]))
+    run_sql(database_url, "UPDATE post SET created_at = created_at - interval '40 days' WHERE id = :p", p=backdated)
+    copies = (
+        "SELECT count(*) FROM cluster_membership m JOIN post p ON p.id = m.post_id"
+        " WHERE m.post_created_at IS DISTINCT FROM p.created_at"
+    )
+    assert run_sql(database_url, copies) == [(0,)]
+    recent = dict(
+        run_sql(
+            database_url,
+            "SELECT m.cluster_id::text, count(*) FROM cluster_membership m JOIN post p ON p.id = m.post_id"
+            " WHERE m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL"
+            " AND p.created_at >= now() - interval '30 days' GROUP BY 1",
+        )
+    )
+    listed = api.client.get("/api/clusters?sort=growth&limit=100", headers=h).json()["items"]
+    assert listed and {c["id"]: c["growth_30d"]["new_posts"] for c in listed} == {
+        c["id"]: recent.get(c["id"], 0) for c in listed
+    }
+    assert any(c["growth_30d"]["new_posts"] for c in listed)
+
     run_sql(database_url, "DELETE FROM post WHERE id = :p", p=posts[0]["id"])  # a hard delete cascades
     check("after a hard delete")
 

@@ -125,3 +125,19 @@ def test_keys_and_webhook_failures_migrate_down_and_up(scratch_url: str) -> None
     assert "consecutive_failures" not in {r[0] for r in sql(columns, t="webhook")}
     database.upgrade(scratch_url)
     assert sql("SELECT to_regclass('api_key')")[0][0] is not None
+
+
+def test_cluster_descriptions_migrate_down_and_up(scratch_url: str) -> None:
+    database.upgrade(scratch_url)
+    sql = lambda statement, **params: run_sql(scratch_url, statement, **params)  # noqa: E731
+    sql("INSERT INTO cluster (id, created_at, updated_at) VALUES (:c, now(), now())", c=TARGET)
+    sql(
+        "INSERT INTO cluster_description (cluster_id, sees_internal, revision, key_phrases, languages)"
+        " VALUES (:c, true, 0, '[]', '{}')",
+        c=TARGET,
+    )
+    database.downgrade(scratch_url, "0015")
+    assert sql("SELECT to_regclass('cluster_description')") == [(None,)]
+    assert sql("SELECT count(*) FROM cluster") == [(1,)], "nothing but the stored descriptions goes"
+    database.upgrade(scratch_url)
+    assert sql("SELECT count(*) FROM cluster_description") == [(0,)], "recomputed on demand, never restored"

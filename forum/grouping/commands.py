@@ -1,4 +1,4 @@
-"""``forum grouping calibrate|consolidate`` and the board's own evaluation (``forum eval duplicates
+"""``forum grouping calibrate|consolidate|describe`` and the board's own evaluation (``forum eval duplicates
 --board``)."""
 
 from __future__ import annotations
@@ -131,6 +131,34 @@ def grouping_consolidate(everything: bool) -> None:
 
     report = asyncio.run(run())
     click.echo(f"looked at {report.posts} post(s): {report.rehomed} re-homed, {report.merged} cluster(s) merged")
+
+
+@grouping.command("describe")
+def grouping_describe() -> None:
+    """Compute every cluster description that is missing or stale now (the worker sweeps them every minute;
+    useful after a bulk import, before the first triage list)."""
+    import time
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from forum.encoding import PostEmbedder
+    from forum.grouping.descriptions import refresh_stale
+
+    settings = Settings.from_env()
+    url = database.prepare(settings)
+    embedder = PostEmbedder.from_spec(settings.embedding_model)
+
+    async def run() -> int:
+        engine = create_async_engine(url, pool_size=1)
+        try:
+            await embedder.ready()
+            return await refresh_stale(async_sessionmaker(engine, expire_on_commit=False), embedder)
+        finally:
+            await engine.dispose()
+
+    started = time.perf_counter()
+    described = asyncio.run(run())
+    click.echo(f"described {described} cluster(s) in {time.perf_counter() - started:.1f} s")
 
 
 def board_evaluation(model: str | None) -> dict:

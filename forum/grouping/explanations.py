@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +45,8 @@ class Description:
     representative: PostRef | None
     key_phrases: list[str]
     languages: dict[str, int]
+    channels: dict[str, int] = field(default_factory=dict)
+    """Members per channel (filled where descriptions are stored: forum/grouping/descriptions.py)."""
 
 
 _MEMBERS_SQL = """
@@ -85,15 +87,19 @@ def _member(row: Any) -> _Member:
 
 
 class Explainer:
-    def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
+    def __init__(
+        self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None, *, sees_internal: bool | None = None
+    ) -> None:
+        """``sees_internal``: explain for an audience rather than for one viewer (the background job that
+        stores descriptions has no viewer)."""
         self.session = session
         self.embedder = embedder
-        self.viewer = viewer
+        self.sees_internal = bool(viewer and viewer.sees_internal) if sees_internal is None else sees_internal
 
     def _title(self, member: _Member) -> str | None:
         """The title, if the viewer may see the post (the same rule as everywhere: internal posts exist
         only for employees and the product team)."""
-        if member.visibility == "public" or (self.viewer is not None and self.viewer.sees_internal):
+        if member.visibility == "public" or self.sees_internal:
             return member.title
         return None
 
@@ -106,8 +112,12 @@ class Explainer:
         return out
 
     async def describe(self, cluster_ids: Sequence[UUID]) -> dict[UUID, Description]:
-        """Representative post, key phrases and languages of each cluster."""
+        """Representative post, key phrases and languages of each cluster. For a viewer who does not see
+        internal posts, from the public members alone: nothing of an internal post (its title, its words,
+        its language) shows through."""
         members = await self._members(cluster_ids)
+        if not self.sees_internal:
+            members = {c: [m for m in group if m.visibility == "public"] for c, group in members.items()}
         scores = await scores_within(self.session, self.embedder, [c for c, m in members.items() if len(m) > 1])
         shared: set[str] = set()
         for group in members.values():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
 from forum.encoding import PostEmbedder
+from forum.grouping.descriptions import DescriptionStore
 from forum.grouping.explanations import Description, Explainer
 from forum.grouping.schemas import (
     Band,
@@ -31,26 +31,40 @@ from forum.schemas import Page
 # split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
 # cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
 # sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
-# index range each) and the posts of the last 30 days. Sorting by growth counts those for every cluster.
+# index range each) and their posts of the last 30 days (another). Sorting by growth counts those for
+# every cluster.
 _GROWTH = """
     CROSS JOIN LATERAL (
         SELECT count(*) AS n FROM cluster_voter cv
         WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
     ) AS g"""
 
-_RECENT_POSTS_JOIN = """
-    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-        ON rp.cluster_id = t.cluster_id"""
+# A cluster's posts of the last 30 days: an index range of its memberships by their post's created_at
+# (ix_cluster_membership_recent, migration 0016), then those posts' rows (hidden and deleted ones out).
+_RECENT_POSTS = """
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM cluster_membership m JOIN post p ON p.id = m.post_id
+        WHERE m.cluster_id = {alias}.cluster_id AND m.state <> 'rejected'
+          AND m.post_created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
+    ) AS rp"""
 
-# recent_posts starts from the posts of the last 30 days (their index), never from a cluster's members.
-_SUMMARY_SQL = """
-WITH recent_posts AS MATERIALIZED (
+# Sorting by growth counts every cluster's recent posts: from the posts of the last 30 days (their index,
+# one membership probe each), cheaper than a range per cluster when there are thousands of clusters.
+_RECENT_POSTS_CTE = """
+recent_posts AS MATERIALIZED (
     SELECT m.cluster_id FROM post p
     CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
         SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
     ) AS m
     WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-), voices AS MATERIALIZED (  -- survey comments voiced per cluster (each respondent's latest answer), 0011's tally
+),"""
+_RECENT_POSTS_JOIN = """
+    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
+        ON rp.cluster_id = t.cluster_id"""
+
+# Survey comments voiced per cluster (each respondent's latest answer per survey): migration 0011's tally.
+_SUMMARY_SQL = """
+WITH {recent_posts} voices AS MATERIALIZED (
     SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
     WHERE dimension = 'cluster' AND n > 0 GROUP BY value
 ), page AS (
@@ -64,12 +78,10 @@ WITH recent_posts AS MATERIALIZED (
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
 )
-SELECT page.*, top.title, nv.new_voters,
-       coalesce(rp.n, 0) AS new_posts
+SELECT page.*, top.title, nv.new_voters, rp.n AS new_posts
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
-LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-    ON rp.cluster_id = page.cluster_id
+{page_recent_posts}
 CROSS JOIN LATERAL (
     SELECT count(*) AS new_voters FROM cluster_voter cv
     WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
@@ -77,22 +89,28 @@ CROSS JOIN LATERAL (
 ORDER BY {order}, page.cluster_id
 """
 
-# Members and unique voters per channel, hidden posts left out
-# (a vote captured on the voter's behalf has the capture's channel).
-_CHANNELS_SQL = """
-SELECT m.cluster_id, 'posts' AS what, p.channel, count(*) AS n
-FROM cluster_membership m JOIN post p ON p.id = m.post_id
-WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL
-GROUP BY m.cluster_id, p.channel
+# Unique voters per channel: a vote captured on the voter's behalf has the capture's channel, any other
+# vote is 'web'. Only captured votes are read (their feedback_capture rows, then each one's vote): 'web' is
+# the tally's voters less those whose every counted vote in the cluster was captured (cluster_voter.posts).
+# Members per channel are stored with the description (a post's channel never changes).
+_VOTER_CHANNELS_SQL = """
+WITH captured AS MATERIALIZED (
+    SELECT m.cluster_id, v.user_id, c.channel
+    FROM feedback_capture c
+    JOIN vote v ON v.user_id = c.customer_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
+    JOIN cluster_membership m ON m.post_id = v.post_id AND m.state <> 'rejected'
+    WHERE c.subject = 'vote' AND m.cluster_id = ANY(:ids) AND post_counts_in_cluster(v.post_id)
+), only_captured AS (
+    SELECT k.cluster_id, count(*) AS n
+    FROM (SELECT cluster_id, user_id, count(*) AS votes FROM captured GROUP BY cluster_id, user_id) AS k
+    JOIN cluster_voter cv ON cv.cluster_id = k.cluster_id AND cv.user_id = k.user_id AND cv.posts <= k.votes
+    GROUP BY k.cluster_id
+)
+SELECT cluster_id, channel, count(DISTINCT user_id) AS n FROM captured GROUP BY cluster_id, channel
 UNION ALL
-SELECT m.cluster_id, 'voters', coalesce(c.channel, 'web'), count(DISTINCT v.user_id)
-FROM cluster_membership m
-JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL AND p.hidden_at IS NULL
-JOIN vote v ON v.post_id = m.post_id
-LEFT JOIN feedback_capture c
-    ON c.subject = 'vote' AND c.customer_id = v.user_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
-WHERE m.cluster_id = ANY(:ids) AND m.state <> 'rejected'
-GROUP BY m.cluster_id, coalesce(c.channel, 'web')
+SELECT t.cluster_id, 'web', t.voters - coalesce(o.n, 0)
+FROM cluster_tally t LEFT JOIN only_captured o ON o.cluster_id = t.cluster_id
+WHERE t.cluster_id = ANY(:ids)
 """
 _WITH_CHANNEL = """AND t.cluster_id IN (
     SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
@@ -102,8 +120,10 @@ _WITH_CHANNEL = """AND t.cluster_id IN (
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
     growth = sort is ClusterSort.GROWTH
     return _SUMMARY_SQL.format(
+        recent_posts=_RECENT_POSTS_CTE if growth else "",
         growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
         growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
+        page_recent_posts=_RECENT_POSTS.format(alias="page"),
         cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
         order=_ORDER[sort],
     )
@@ -127,6 +147,7 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
         representative=description.representative if description else None,
         key_phrases=description.key_phrases if description else [],
         languages=description.languages if description else {},
+        channels=dict(description.channels) if description else {},
         member_count=row.member_count,
         idea_count=row.idea_count,
         critique_count=row.critique_count,
@@ -140,46 +161,22 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
     )
 
 
-DESCRIPTION_TTL_SECONDS = 60.0
-_described: dict[tuple[str, UUID, int, bool], tuple[float, Any]] = {}
-"""What ``Explainer`` computed for a cluster (its description, its members' explanations), per process, by
-``cluster_tally.revision`` (moved by every change of members or of a member's text). Votes change none of
-it, so the triage list no longer compares every member's vectors and words on each call (1.8 s per page
-of large clusters at 100k posts). The TTL bounds what the revision cannot see: a vector re-embedded after
-an edit."""
-
-
 class ClusterReports:
     def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
-        self.explainer = Explainer(session, embedder, viewer)
-        self.sees_internal = bool(viewer and viewer.sees_internal)
-
-    async def _cached(self, kind: str, revisions: dict[UUID, int], compute: Any) -> dict[UUID, Any]:
-        now = time.monotonic()
-        out: dict[UUID, Any] = {}
-        for cluster_id, revision in revisions.items():
-            hit = _described.get((kind, cluster_id, revision, self.sees_internal))
-            if hit is not None and now - hit[0] < DESCRIPTION_TTL_SECONDS:
-                out[cluster_id] = hit[1]
-        missing = [cluster_id for cluster_id in revisions if cluster_id not in out]
-        if missing:
-            if len(_described) > 20_000:
-                _described.clear()
-            for cluster_id, value in (await compute(missing)).items():
-                _described[(kind, cluster_id, revisions[cluster_id], self.sees_internal)] = (now, value)
-                out[cluster_id] = value
-        return out
+        # Descriptions and member explanations are stored per cluster revision and audience
+        # (forum/grouping/descriptions.py): a call reads them, it computes one only when none exists yet.
+        self.descriptions = DescriptionStore(session, Explainer(session, embedder, viewer))
 
     async def _describe(self, rows: Any) -> dict[UUID, Description]:
-        return await self._cached("describe", {r.cluster_id: r.revision for r in rows}, self.explainer.describe)
+        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows})
 
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
         if by_id:
-            for row in await self.session.execute(text(_CHANNELS_SQL), {"ids": list(by_id)}):
-                counts = by_id[row.cluster_id].channels if row.what == "posts" else by_id[row.cluster_id].voter_channels
-                counts[row.channel] = row.n
+            for row in await self.session.execute(text(_VOTER_CHANNELS_SQL), {"ids": list(by_id)}):
+                if row.n > 0:
+                    by_id[row.cluster_id].voter_channels[row.channel] = row.n
         return summaries
 
     async def list(
@@ -210,39 +207,58 @@ class ClusterReports:
         ).first()
         if row is None:
             raise NotFoundException("Cluster not found")
+        # Columns, not ORM objects: a large cluster has over a thousand members (1.3k Post, User and
+        # membership instances cost ~90 ms at 100k posts).
+        m = ClusterMembership
         memberships = (
             await self.session.execute(
-                select(ClusterMembership, Post)
-                .join(Post, Post.id == ClusterMembership.post_id)
-                .where(ClusterMembership.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None))
+                select(
+                    m.similarity,
+                    m.state,
+                    m.manual,
+                    Post.id,
+                    Post.title,
+                    Post.kind,
+                    Post.status,
+                    Post.visibility,
+                    Post.language,
+                    Post.created_at,
+                    Post.vote_total,
+                    Post.vote_internal,
+                    Post.vote_external,
+                    Post.merged_into_id,
+                    User.id.label("author_id"),
+                    User.display_name,
+                    User.kind.label("author_kind"),
+                )
+                .join(Post, Post.id == m.post_id)
+                .join(User, User.id == Post.author_id)
+                .where(m.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None))
                 .order_by(Post.created_at)
             )
         ).all()
 
-        async def explain(ids: list[UUID]) -> dict[UUID, Any]:
-            return {ids[0]: await self.explainer.explain_members(ids[0])}
-
-        explanations = (await self._cached("explain", {cluster_id: row.revision}, explain))[cluster_id]
         descriptions = await self._describe([row])
+        explanations = await self.descriptions.explanations(cluster_id, row.revision)
         members, rejected = [], []
-        for membership, post in memberships:
+        for r in memberships:
             member = ClusterMember(
-                post_id=post.id,
-                title=post.title,
-                kind=post.kind,
-                status=post.status,
-                visibility=post.visibility,
-                language=post.language,
-                author=UserPublic(id=post.author.id, display_name=post.author.display_name, kind=post.author.kind),
-                created_at=post.created_at,
-                votes=VoteCounts(total=post.vote_total, internal=post.vote_internal, external=post.vote_external),
-                similarity=membership.similarity,
-                state=membership.state,
-                manual=membership.manual,
-                band=Band.MANUAL if membership.manual else Band.SURE,
-                explanation=explanations.get(post.id),
-                merged_into=post.merged_into_id,
+                post_id=r.id,
+                title=r.title,
+                kind=r.kind,
+                status=r.status,
+                visibility=r.visibility,
+                language=r.language,
+                author=UserPublic(id=r.author_id, display_name=r.display_name, kind=r.author_kind),
+                created_at=r.created_at,
+                votes=VoteCounts(total=r.vote_total, internal=r.vote_internal, external=r.vote_external),
+                similarity=r.similarity,
+                state=r.state,
+                manual=r.manual,
+                band=Band.MANUAL if r.manual else Band.SURE,
+                explanation=explanations.get(r.id),
+                merged_into=r.merged_into_id,
             )
-            (rejected if membership.state == MembershipState.REJECTED.value else members).append(member)
+            (rejected if r.state == MembershipState.REJECTED.value else members).append(member)
         [summary] = await self._count_channels([_summary(row, descriptions.get(cluster_id))])
         return ClusterDetail(summary=summary, members=members, rejected=rejected)
