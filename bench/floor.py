@@ -43,18 +43,18 @@ _JSON = "application/json"
 
 _BOARD = """SELECT p.id, p.kind, p.title, p.body, p.status, p.visibility, p.tags, p.language, p.created_at,
 p.updated_at, p.vote_total, p.vote_internal, p.vote_external, p.comment_count, u.id AS author_id, u.display_name,
-u.kind AS author_kind, m.cluster_id, t.id AS merged_into
+u.kind AS author_kind, m.cluster_id, t.id AS merged_into, p.channel
 FROM post p JOIN user_account u ON u.id = p.author_id
 LEFT JOIN cluster_membership m ON m.post_id = p.id AND m.state <> 'rejected'
 LEFT JOIN post t ON t.id = p.merged_into_id AND t.deleted_at IS NULL AND t.visibility = 'public'
-WHERE p.deleted_at IS NULL AND p.visibility = 'public'
+WHERE p.deleted_at IS NULL AND p.hidden_at IS NULL AND p.visibility = 'public'
 AND p.status IN ('open', 'under_review', 'planned', 'in_progress')"""
 LIST_TOP = _BOARD + " ORDER BY p.vote_total DESC, p.created_at DESC, p.id DESC LIMIT $1 OFFSET $2"
 LIST_TOP_AFTER = (
     _BOARD + " AND (p.vote_total, p.created_at, p.id) < ($2, $3, $4)"
     " ORDER BY p.vote_total DESC, p.created_at DESC, p.id DESC LIMIT $1"
 )
-COUNT_BOARD = """SELECT count(*) FROM post WHERE deleted_at IS NULL AND visibility = 'public'
+COUNT_BOARD = """SELECT count(*) FROM post WHERE deleted_at IS NULL AND hidden_at IS NULL AND visibility = 'public'
 AND status IN ('open', 'under_review', 'planned', 'in_progress')"""
 
 LOCK_POST = """SELECT merged_into_id, status FROM post
@@ -140,6 +140,9 @@ def create_app() -> Litestar:
                 "comment_count": r["comment_count"],
                 "cluster_id": r["cluster_id"],
                 "merged_into": r["merged_into"],
+                "hidden": False,  # a hidden post is on nobody's board but the product team's
+                "channel": r["channel"],
+                "capture": None,  # who captured a post is for employees only
             }
             for r in rows
         ]
