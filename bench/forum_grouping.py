@@ -55,7 +55,7 @@ from embeddings.grouping import (
     title_of,
 )
 from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD, MultilingualEncoder
-from forum.grouping.consolidation import MAX_ROUNDS, NEIGHBOURS, REHOME_MARGIN
+from forum.grouping.consolidation import MAX_ROUNDS, MERGE_STAND_OUT, NEIGHBOURS, REHOME_MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEAS = ROOT / "bench" / "data" / "forum_ideas.jsonl"
@@ -178,7 +178,8 @@ def cluster(board: Board, config: Config, order: Sequence[int] | None = None) ->
     if not any(consolidate):
         return labels
     arrival = np.arange(len(board.posts)) if order is None else np.asarray(order, dtype=np.intp)
-    return simulate_consolidation(labels, retrieval, threshold, arrival)
+    stand_out = MERGE_STAND_OUT if rule.stand_out is not None else None  # as Consolidator._background
+    return simulate_consolidation(labels, retrieval, threshold, arrival, stand_out=stand_out)
 
 
 def _link(scores: NDArray[np.float64], post: int, members: Sequence[int]) -> float | None:
@@ -199,6 +200,7 @@ def simulate_consolidation(
     neighbours: int = NEIGHBOURS,
     margin: float = REHOME_MARGIN,
     rounds: int = MAX_ROUNDS,
+    stand_out: float | None = None,
 ) -> NDArray[np.intp]:
     """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) on one board's cluster labels.
 
@@ -207,7 +209,7 @@ def simulate_consolidation(
     nearest-neighbour search ranks by (default: ``scores``); ``posts``: the posts
     it looks at, in the order they were embedded (``forum demo load`` ends with one pass over all).
     First each post moves to the best cluster among its ``neighbours`` nearest posts' outside its
-    own when that cluster's score (:func:`_link`) is sure and beats its current one by ``margin``
+    own when that cluster's score (:func:`_link`, capped by ``stand_out`` as below) is sure and beats its current one by ``margin``
     (any sure score when it is alone); then, for up to ``rounds`` rounds, each post's cluster merges
     with the first neighbouring cluster whose average link (mean score of every pair across the two)
     is sure. Labels are renumbered ``0..k-1``. No decision by a person is simulated.
@@ -215,6 +217,15 @@ def simulate_consolidation(
     s = np.asarray(scores, dtype=np.float64)
     r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
     label = np.asarray(labels, dtype=np.intp).copy()
+    # With ``stand_out``, a score counts as sure only as far as it stands out of the post's background
+    # (its ``neighbours``-th nearest post's score), as the online rule caps its candidates.
+    background = np.zeros(len(label))
+    if stand_out is not None and len(label) > neighbours:
+        off = s - np.diag(np.full(len(label), np.inf))
+        background = -np.sort(-off, axis=1)[:, neighbours - 1]
+
+    def capped(p: int, value: float) -> float:
+        return value if stand_out is None else min(value, stand_out + value - float(background[p]))
 
     def members(c: int, but: int = -1) -> list[int]:
         return [int(x) for x in np.flatnonzero(label == c) if x != but]
@@ -229,6 +240,7 @@ def simulate_consolidation(
         best: tuple[float, int] | None = None
         for c in near_clusters(p):
             scored = _link(s, p, members(c))
+            scored = None if scored is None else capped(p, scored)
             if scored is not None and (best is None or scored > best[0]):
                 best = (scored, c)
         if best is None or best[0] < sure or (current is not None and best[0] < current + margin):
@@ -244,7 +256,7 @@ def simulate_consolidation(
                 if pair in seen:
                     continue
                 seen.add(pair)
-                if float(s[np.ix_(members(c), members(other))].mean()) >= sure:
+                if capped(p, float(s[np.ix_(members(c), members(other))].mean())) >= sure:
                     label[label == c] = other
                     merged = True
                     break  # this post's cluster changed: its other neighbours wait for the next round

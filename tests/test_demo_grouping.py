@@ -12,12 +12,14 @@ from tests.e2e import PASSWORD, Server, forum_cli, free_port
 
 # Pairwise precision and recall of the demo's clusters after `forum demo load` (posts grouped oldest
 # first, then one consolidation pass, as `python -m bench.forum_grouping` replays in "file order" on the
-# row "then consolidation": P 0.604, R 0.667 at the defaults, 32 of 53 predicted pairs right, and this
-# test measured exactly that; docs/duplicates.md). The floors leave room for float noise between
-# machines, not for a worse rule: online alone (no pass) this order gives P 0.61 / R 0.48, issue 6's
-# multilingual rule P 0.54 / R 0.58, all-MiniLM-L6-v2 alone R 0.06.
+# row "then consolidation": P 0.614, R 0.562 at the defaults, and this test measured exactly that;
+# docs/duplicates.md). The pass's background cap (MERGE_STAND_OUT) costs this order some recall (0.667
+# without it) and buys precision on boards where everything looks alike (bug_corpus F1 0.04 -> 0.37).
+# The floors leave room for float noise between machines, not for a worse rule: online alone (no pass)
+# this order gives P 0.61 / R 0.48, issue 6's multilingual rule P 0.54 / R 0.58, all-MiniLM-L6-v2 alone
+# R 0.06.
 MIN_PRECISION = 0.55
-MIN_RECALL = 0.60
+MIN_RECALL = 0.52
 
 
 def test_the_demo_forms_its_labelled_groups_on_the_default(env, tmp_path) -> None:

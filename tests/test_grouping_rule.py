@@ -183,6 +183,29 @@ def test_simulate_consolidation_re_homes_then_merges() -> None:
     assert len(set(simulate_consolidation([0, 0, 2, 3, 4, 5], s, 0.6, [3], rounds=0)[:4].tolist())) == 2
 
 
+def test_simulated_consolidation_merges_only_what_stands_out_of_the_background() -> None:
+    """On a board where every post looks alike (14 posts, every pair 0.55), two clusters of 2 linked by
+    0.6 clear "sure" (0.44), but stand out of their posts' background (the 10th nearest, 0.55) by only
+    0.05: with the app's cap (MERGE_STAND_OUT 0.32 + 0.05 = 0.37 < 0.44) they stay apart; on a board of
+    different needs (background 0.1) the same link merges them."""
+    n = 14
+    alike = np.full((n, n), 0.55)
+    np.fill_diagonal(alike, 1.0)
+    for i, j in ((0, 1), (2, 3)):
+        alike[i, j] = alike[j, i] = 0.9
+    for i in (0, 1):
+        for j in (2, 3):
+            alike[i, j] = alike[j, i] = 0.6
+    labels = [0, 0, 2, 2, *range(4, n)]
+    plain = simulate_consolidation(labels, alike, 0.44, range(4), rounds=1, margin=1.0)
+    assert plain[0] == plain[2], "without the cap, the two clusters merge"
+    capped = simulate_consolidation(labels, alike, 0.44, range(4), rounds=1, margin=1.0, stand_out=0.32)
+    assert capped[0] == capped[1] != capped[2] == capped[3]
+    distinct = np.where(alike == 0.55, 0.1, alike)
+    merged = simulate_consolidation(labels, distinct, 0.44, range(4), rounds=1, margin=1.0, stand_out=0.32)
+    assert merged[0] == merged[2]
+
+
 # --------------------------------------------------------------------------- the labelled set
 
 
