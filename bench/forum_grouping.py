@@ -209,10 +209,13 @@ def simulate_consolidation(
     nearest-neighbour search ranks by (default: ``scores``); ``posts``: the posts
     it looks at, in the order they were embedded (``forum demo load`` ends with one pass over all).
     First each post moves to the best cluster among its ``neighbours`` nearest posts' outside its
-    own when that cluster's score (:func:`_link`, capped by ``stand_out`` as below) is sure and beats its current one by ``margin``
-    (any sure score when it is alone); then, for up to ``rounds`` rounds, each post's cluster merges
-    with the first neighbouring cluster whose average link (mean score of every pair across the two)
-    is sure. Labels are renumbered ``0..k-1``. No decision by a person is simulated.
+    own when that cluster's score (:func:`_link`, capped by ``stand_out`` as below) is sure and beats
+    its current one by ``margin`` (any sure score when it is alone); then, for up to ``rounds``
+    rounds, each post's cluster merges with the first neighbouring cluster whose average link (mean
+    score of every pair across the two) is sure. With ``stand_out`` (the app's ``MERGE_STAND_OUT``
+    with two encoders) both scores are capped at ``stand_out + score - background``, the background
+    being the post's ``neighbours``-th nearest post's score. Labels are renumbered ``0..k-1``. No
+    decision by a person is simulated.
     """
     s = np.asarray(scores, dtype=np.float64)
     r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)

@@ -265,9 +265,12 @@ def test_a_clusters_triage_page_shows_its_voices_and_turns_one_into_a_critique(a
     # Without the CSRF token: refused, nothing made.
     action = f"{page_path}/voices/{voiced[detractor.id]}/post"
     assert api.client.post(action, data={}, follow_redirects=False).status_code == 403
-    assert api.client.get(f"/api/clusters/{cluster}/voices", headers=product.headers).json()["items"][0]["answer"][
-        "post_id"
-    ] is None
+    assert (
+        api.client.get(f"/api/clusters/{cluster}/voices", headers=product.headers).json()["items"][0]["answer"][
+            "post_id"
+        ]
+        is None
+    )
 
     r = api.client.post(action, data={"_csrf_token": csrf(api.client, page_path)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"{page_path}?done=voice-posted"
@@ -281,9 +284,7 @@ def test_a_clusters_triage_page_shows_its_voices_and_turns_one_into_a_critique(a
     assert html.count('data-testid="member"') == 3, "the critique is a member now"
 
     # Again: the refusal is said next to the voice, in the reader's language, and nothing changes.
-    r = api.client.post(
-        action, data={"_csrf_token": csrf(api.client, page_path)}, headers={"Accept-Language": "es"}
-    )
+    r = api.client.post(action, data={"_csrf_token": csrf(api.client, page_path)}, headers={"Accept-Language": "es"})
     assert r.status_code == 409 and "Este comentario ya es una publicación." in r.text
     assert 'data-testid="voice-error"' in r.text
 

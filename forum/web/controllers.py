@@ -37,8 +37,8 @@ from forum.web import forms, views
 from forum.web.board import BOARD_CONTROLLERS
 from forum.web.i18n import LANG_COOKIE, LOCALES
 from forum.web.i18n import gettext as _
-from forum.web.surveys import SurveyActions
 from forum.web.survey_reports import SurveyReportPages
+from forum.web.surveys import SurveyActions
 from forum.web.triage import TriageController
 from forum.web.views import PAGE_SIZE, Nav, fragment, page
 

@@ -142,4 +142,3 @@ class SurveyActions(Controller):
                 raise
             flash(request, refusal(exc), FLASH_ERROR)
         return Redirect(forms.safe_next(values.get("next")), status_code=303)
-
