@@ -68,6 +68,9 @@ class Consolidator:
     def __init__(self, grouping: GroupingService) -> None:
         self.grouping = grouping
         self.session = grouping.session
+        self._backgrounds: dict[UUID, float | None] = {}
+        """Per post, for the pass: its background does not depend on clusters, so re-homing and every
+        merge round share one search."""
 
     async def run(self, *, everything: bool = False) -> ConsolidationReport:
         """One pass (in the caller's transaction) over what was embedded since the last one (or, with
@@ -180,8 +183,10 @@ class Consolidator:
         """The score of the post's ``NEIGHBOURS``-th nearest post (None: no cap, as with one encoder)."""
         if self.grouping.embedder.rule.stand_out is None:
             return None
-        found = await self.grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
-        return found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
+        if post_id not in self._backgrounds:
+            found = await self.grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
+            self._backgrounds[post_id] = found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
+        return self._backgrounds[post_id]
 
     @staticmethod
     def _capped(score: float, background: float | None) -> float:

@@ -18,7 +18,7 @@ from forum.surveys.reports import SurveyReports
 from forum.surveys.schemas import Score, SurveyOut, TrendUnit
 from forum.surveys.services import SurveyService
 from forum.web.i18n import current_locale
-from forum.web.surveys import Localized, localized
+from forum.web.surveys import Localized, question_of
 from forum.web.views import Nav, page, provide_nav
 
 REPORT_PAGE_SIZE = 25
@@ -53,9 +53,7 @@ class SurveyReportPages(Controller):
         locale = current_locale()
         rows = []
         for survey in listed.items:
-            question = localized({"en": survey.question_en, "es": survey.question_es}, locale)
-            assert question is not None
-            rows.append(SurveyRow(survey, question, await survey_reports.overall(survey.id)))
+            rows.append(SurveyRow(survey, question_of(survey, locale), await survey_reports.overall(survey.id)))
         return page("triage/surveys.html", nav, surveys=listed, rows=rows)
 
     @get("/{survey_id:uuid}", name="triage:survey")
@@ -64,5 +62,5 @@ class SurveyReportPages(Controller):
     ) -> Template:
         unit = TrendUnit(trend) if trend in {u.value for u in TrendUnit} else TrendUnit.MONTH
         report = await survey_reports.report(survey_id, unit)
-        question = localized({"en": report.survey.question_en, "es": report.survey.question_es}, current_locale())
+        question = question_of(report.survey, current_locale())
         return page("triage/survey.html", nav, report=report, question=question, trend=unit.value)

@@ -58,9 +58,15 @@ def localized(texts: dict[str, str | None], locale: str) -> Localized | None:
     return None
 
 
-def panel(survey: SurveyOut, locale: str) -> SurveyPanel:
+def question_of(survey: Any, locale: str) -> Localized:
+    """A survey's question (a ``Survey`` row or a ``SurveyOut``) in the reader's language, else the other."""
     question = localized({"en": survey.question_en, "es": survey.question_es}, locale)
     assert question is not None  # a survey always has its question in one language or both
+    return question
+
+
+def panel(survey: SurveyOut, locale: str) -> SurveyPanel:
+    question = question_of(survey, locale)
     return SurveyPanel(
         id=survey.id,
         kind=survey.kind.value,

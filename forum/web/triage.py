@@ -41,7 +41,7 @@ from forum.surveys.services import SurveyService
 from forum.web.forms import read_form
 from forum.web.i18n import current_locale
 from forum.web.i18n import gettext as _
-from forum.web.surveys import Localized, localized
+from forum.web.surveys import Localized, question_of
 from forum.web.views import Nav, page, provide_nav, provide_posts
 
 DESK_PAGE_SIZE = 25
@@ -146,7 +146,7 @@ class ClusterPage:
 class VoiceScore:
     """One survey's score among the answers voiced in a cluster (each respondent's latest answer)."""
 
-    question: Localized | None
+    question: Localized
     kind: str
     score: Score
 
@@ -165,7 +165,7 @@ async def cluster_page(
     cluster = await reports.detail(cluster_id)
     locale = current_locale()
     scores = [
-        VoiceScore(localized({"en": s.question_en, "es": s.question_es}, locale), s.kind, score)
+        VoiceScore(question_of(s, locale), s.kind, score)
         for s, score in await survey_reports.cluster_scores(cluster_id)
     ]
     targets = await reports.list(ClusterSort.VOTERS, 1, MOVE_TARGETS, 0)
