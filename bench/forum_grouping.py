@@ -18,10 +18,11 @@ Configurations: the previous default (all-MiniLM-L6-v2 alone, threshold 0.66), i
 nearest candidates by route score re-scored by two encoders' agreement on whole texts and titles;
 "sure" threshold, and the "maybe" threshold counting suggestions as grouped), and the default rule
 followed by the worker's consolidation pass (:func:`simulate_consolidation`, replaying
-forum/grouping/consolidation.py: what a board shows once the pass has run, e.g. after
+forum/grouping/consolidation.py: the board clustered again, every post at once, by average link over
+the nearest-neighbour graph; what a board shows once the pass has run, e.g. after
 ``forum demo load``). Each is replayed exactly as the application assigns posts
-(:func:`embeddings.grouping.simulate_online`) in file order
-and in ``--orders`` random arrival orders (seeded), scored by pairwise precision / recall / F1
+(:func:`embeddings.grouping.simulate_online`) in file order and in ``--orders`` random arrival
+orders (seeded), scored by pairwise precision / recall / F1
 (mean [min, max] over the orders). As-you-type recall@3: for every post with a duplicate on its
 board, the other posts ranked by the route score as ``POST /api/posts/similar`` does (query = the
 title, then title + body); a hit when a duplicate is among the first three. Hard cases: named pairs
@@ -51,11 +52,12 @@ from embeddings.grouping import (
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_SUGGEST_THRESHOLD,
     GroupingRule,
+    Recluster,
     simulate_online,
     title_of,
 )
 from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD, MultilingualEncoder
-from forum.grouping.consolidation import MAX_ROUNDS, MERGE_STAND_OUT, NEIGHBOURS, REHOME_MARGIN
+from forum.grouping.consolidation import NEIGHBOURS
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEAS = ROOT / "bench" / "data" / "forum_ideas.jsonl"
@@ -177,96 +179,35 @@ def cluster(board: Board, config: Config, order: Sequence[int] | None = None) ->
     labels = simulate_online(scores, threshold, rule, retrieval=retrieval, order=order)
     if not any(consolidate):
         return labels
-    arrival = np.arange(len(board.posts)) if order is None else np.asarray(order, dtype=np.intp)
-    stand_out = MERGE_STAND_OUT if rule.stand_out is not None else None  # as Consolidator._background
-    return simulate_consolidation(labels, retrieval, threshold, arrival, stand_out=stand_out)
+    return simulate_consolidation(scores, threshold, retrieval=retrieval, two_encoders=rule.stand_out is not None)
 
 
-def _link(scores: NDArray[np.float64], post: int, members: Sequence[int]) -> float | None:
-    """``GroupingService.cluster_score``: the weaker of the best and the mean score to the members."""
-    if not members:
-        return None
-    row = scores[post, list(members)]
-    return float(min(row.max(), row.mean()))
+def backgrounds(retrieval: NDArray[np.floating], neighbours: int = NEIGHBOURS) -> NDArray[np.float64]:
+    """``Consolidator._background`` of every post: the score of its ``neighbours``-th nearest (0 with fewer)."""
+    r = np.asarray(retrieval, dtype=np.float64)
+    n = len(r)
+    if n <= neighbours:
+        return np.zeros(n)
+    return -np.sort(-(r - np.diag(np.full(n, np.inf))), axis=1)[:, neighbours - 1]
 
 
 def simulate_consolidation(
-    labels: Sequence[int],
     scores: NDArray[np.floating],
     sure: float,
-    posts: Sequence[int],
     *,
     retrieval: NDArray[np.floating] | None = None,
-    neighbours: int = NEIGHBOURS,
-    margin: float = REHOME_MARGIN,
-    rounds: int = MAX_ROUNDS,
-    stand_out: float | None = None,
+    two_encoders: bool = True,
 ) -> NDArray[np.intp]:
-    """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) on one board's cluster labels.
-
-    ``scores``: the pass's pair scores, the route score (``GroupingService.cluster_score`` and
-    ``pairs.scores_of`` compare stored vectors by route, not by the re-scoring); ``retrieval``: what the
-    nearest-neighbour search ranks by (default: ``scores``); ``posts``: the posts
-    it looks at, in the order they were embedded (``forum demo load`` ends with one pass over all).
-    First each post moves to the best cluster among its ``neighbours`` nearest posts' outside its
-    own when that cluster's score (:func:`_link`, capped by ``stand_out`` as below) is sure and beats
-    its current one by ``margin`` (any sure score when it is alone); then, for up to ``rounds``
-    rounds, each post's cluster merges with the first neighbouring cluster whose average link (mean
-    score of every pair across the two) is sure. With ``stand_out`` (the app's ``MERGE_STAND_OUT``
-    with two encoders) both scores are capped at ``stand_out + score - background``, the background
-    being the post's ``neighbours``-th nearest post's score. Labels are renumbered ``0..k-1``. No
-    decision by a person is simulated.
-    """
+    """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) over a whole board whose every post is
+    new to the pass (e.g. right after ``forum demo load``): the board clustered again from scratch by
+    :class:`embeddings.grouping.Recluster`, whatever the online clusters were (no decision by a person is
+    simulated). ``scores``: grouping scores; ``retrieval``: what the nearest-neighbour search ranks by
+    (default: ``scores``); ``two_encoders``: the default configuration (background term on) or a single
+    encoder. Labels ``0..k-1``."""
     s = np.asarray(scores, dtype=np.float64)
     r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
-    label = np.asarray(labels, dtype=np.intp).copy()
-    # With ``stand_out``, a score counts as sure only as far as it stands out of the post's background
-    # (its ``neighbours``-th nearest post's score), as the online rule caps its candidates.
-    background = np.zeros(len(label))
-    if stand_out is not None and len(label) > neighbours:
-        off = s - np.diag(np.full(len(label), np.inf))
-        background = -np.sort(-off, axis=1)[:, neighbours - 1]
-
-    def capped(p: int, value: float) -> float:
-        return value if stand_out is None else min(value, stand_out + value - float(background[p]))
-
-    def members(c: int, but: int = -1) -> list[int]:
-        return [int(x) for x in np.flatnonzero(label == c) if x != but]
-
-    def near_clusters(p: int) -> list[int]:
-        outside = np.flatnonzero(label != label[p])
-        near = outside[np.argsort(-r[p, outside], kind="stable")[:neighbours]]
-        return list(dict.fromkeys(int(label[q]) for q in near))
-
-    for p in posts:
-        current = _link(s, p, members(label[p], but=p))
-        best: tuple[float, int] | None = None
-        for c in near_clusters(p):
-            scored = _link(s, p, members(c))
-            scored = None if scored is None else capped(p, scored)
-            if scored is not None and (best is None or scored > best[0]):
-                best = (scored, c)
-        if best is None or best[0] < sure or (current is not None and best[0] < current + margin):
-            continue
-        label[p] = best[1]
-    for _ in range(rounds):
-        seen: set[frozenset[int]] = set()
-        merged = False
-        for p in posts:
-            c = int(label[p])
-            for other in near_clusters(p):
-                pair = frozenset((c, other))
-                if pair in seen:
-                    continue
-                seen.add(pair)
-                if capped(p, float(s[np.ix_(members(c), members(other))].mean())) >= sure:
-                    label[label == c] = other
-                    merged = True
-                    break  # this post's cluster changed: its other neighbours wait for the next round
-        if not merged:
-            break
-    _, out = np.unique(label, return_inverse=True)
-    return np.asarray(out, dtype=np.intp).reshape(len(label))
+    rule = Recluster.for_rule(GroupingRule() if two_encoders else GroupingRule(1.0, 1.0, None), sure)
+    return rule.labels(s, r, backgrounds(r) if rule.stand_out is not None else None)
 
 
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:

@@ -24,7 +24,8 @@ docs/duplicates.md ("The default rule").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -46,6 +47,7 @@ __all__ = [
     "Band",
     "GroupingRule",
     "GroupingScorer",
+    "Recluster",
     "TitleView",
     "simulate_online",
     "title_of",
@@ -289,3 +291,159 @@ def simulate_online(
     out = np.empty(n, dtype=np.intp)
     out[idx] = idx[label]
     return out
+
+
+#: The re-clustering pass (:class:`Recluster`): how many nearest posts link a post in its graph.
+RECLUSTER_NEIGHBOURS = 10
+#: How far below "sure" a whole cluster's average link may be, with the two-encoder default.
+RECLUSTER_SLACK = 0.04
+#: How far above the two posts' backgrounds (mean of each one's 10th nearest) a pair must score.
+RECLUSTER_STAND_OUT = 0.08
+#: What a pair that is in neither post's nearest neighbours counts for in an average link.
+MISSING_LINK = -1.0
+
+
+@dataclass(frozen=True)
+class Recluster:
+    """Average-link clustering of a board's posts over their nearest-neighbour graph (the worker's pass).
+
+    Unlike online assignment it sees every post at once, so the result does not depend on the order the
+    posts came in. Each post is linked to its ``neighbours`` nearest by the route score (and they to it);
+    a linked pair counts ``min(g - link, g - (bg_i + bg_j) / 2 - stand_out)``, where ``g`` is its grouping
+    score and ``bg`` each post's background (the route score of its 10th nearest post on the board), so a
+    pair must be close in absolute terms *and* stand out of what both posts look like to everything else.
+    A pair that is not linked counts ``MISSING_LINK``. Clusters merge, best first, while the mean of every
+    pair across the two is at least 0 (average link). ``stand_out=None`` (a single encoder) drops the
+    background term: the mean grouping score of every pair across two clusters must reach ``link``.
+
+    People's decisions are constraints: posts of one ``locked`` group (a cluster's manual members) start
+    together and two locked groups never merge; ``cannot`` pairs (rejections, dismissals, "not
+    duplicates" labels) never end up in one cluster.
+    """
+
+    link: float
+    stand_out: float | None = RECLUSTER_STAND_OUT
+    neighbours: int = RECLUSTER_NEIGHBOURS
+
+    @classmethod
+    def for_rule(cls, rule: GroupingRule, sure: float) -> Recluster:
+        """The pass that goes with an online rule and its "sure" threshold (background only with two encoders)."""
+        if rule.stand_out is None:
+            return cls(link=sure, stand_out=None)
+        return cls(link=sure - RECLUSTER_SLACK, stand_out=RECLUSTER_STAND_OUT)
+
+    def pair_links(
+        self, scores: ArrayLike, route: ArrayLike, backgrounds: ArrayLike | None
+    ) -> dict[tuple[int, int], float]:
+        """The graph: ``{(i, j): value}`` with ``i < j`` for every linked pair (see the class)."""
+        g = np.asarray(scores, dtype=np.float64)
+        r = np.array(route, dtype=np.float64)
+        n = len(g)
+        if n < 2:
+            return {}
+        np.fill_diagonal(r, -np.inf)
+        k = min(self.neighbours, n - 1)
+        near = np.argpartition(-r, k - 1, axis=1)[:, :k]
+        bg = None if self.stand_out is None or backgrounds is None else np.asarray(backgrounds, dtype=np.float64)
+        links: dict[tuple[int, int], float] = {}
+        for i in range(n):
+            for j in near[i]:
+                a, b = (i, int(j)) if i < j else (int(j), i)
+                if (a, b) in links:
+                    continue
+                value = g[a, b] - self.link
+                if bg is not None:
+                    value = min(value, g[a, b] - (bg[a] + bg[b]) / 2 - self.stand_out)
+                links[(a, b)] = float(value)
+        return links
+
+    def labels(
+        self,
+        scores: ArrayLike,
+        route: ArrayLike,
+        backgrounds: ArrayLike | None = None,
+        *,
+        locked: Sequence[object | None] | None = None,
+        cannot: Iterable[tuple[int, int]] = (),
+    ) -> NDArray[np.intp]:
+        """A cluster label per post (``0..k-1``, numbered by each cluster's first post).
+
+        ``scores``: ``(n, n)`` grouping scores; ``route``: ``(n, n)`` route scores (who is whose neighbour);
+        ``backgrounds``: ``(n,)``; ``locked``: per post a key (posts with one key start as one cluster) or
+        None; ``cannot``: pairs of posts that must stay apart.
+        """
+        n = len(np.asarray(scores))
+        links = self.pair_links(scores, route, backgrounds)
+        unit = list(range(n))  # post -> its unit (a union-find root)
+        key: dict[int, object] = {}
+        if locked is not None:
+            first: dict[object, int] = {}
+            for i, k in enumerate(locked):
+                if k is None:
+                    continue
+                root = first.setdefault(k, i)
+                unit[i] = root
+                key[root] = k
+        members: dict[int, list[int]] = {}
+        for i in range(n):
+            members.setdefault(unit[i], []).append(i)
+        forbidden: dict[int, set[int]] = {}
+        for a, b in cannot:
+            forbidden.setdefault(a, set()).add(b)
+            forbidden.setdefault(b, set()).add(a)
+        # Sum and count of linked pairs between two units.
+        sums: dict[int, dict[int, list[float]]] = {u: {} for u in members}
+        for (a, b), value in links.items():
+            ua, ub = unit[a], unit[b]
+            if ua == ub:
+                continue
+            for x, y in ((ua, ub), (ub, ua)):
+                cell = sums[x].setdefault(y, [0.0, 0])
+                cell[0] += value
+                cell[1] += 1
+
+        def average(x: int, y: int) -> float:
+            total, count = sums[x][y]
+            size = len(members[x]) * len(members[y])
+            return (total + MISSING_LINK * (size - count)) / size
+
+        def apart(x: int, y: int) -> bool:
+            if x in key and y in key:
+                return True  # two groups a person shaped
+            small, large = (x, y) if len(members[x]) <= len(members[y]) else (y, x)
+            others = set(members[large])
+            return any(forbidden.get(p, set()) & others for p in members[small])
+
+        version = dict.fromkeys(members, 0)
+        heap = [(-average(x, y), x, y, 0, 0) for x in sums for y in sums[x] if x < y]
+        heapq.heapify(heap)
+        while heap:
+            value, x, y, vx, vy = heapq.heappop(heap)
+            if -value < 0:
+                break
+            if x not in members or y not in members or version[x] != vx or version[y] != vy:
+                continue
+            if apart(x, y):
+                continue
+            into, gone = (x, y) if len(members[x]) >= len(members[y]) else (y, x)
+            members[into].extend(members.pop(gone))
+            if gone in key:
+                key[into] = key.pop(gone)
+            for other, (total, count) in sums.pop(gone).items():
+                sums[other].pop(gone, None)
+                if other == into:
+                    continue
+                cell = sums[into].setdefault(other, [0.0, 0])
+                cell[0] += total
+                cell[1] += count
+                sums[other][into] = cell
+            sums[into].pop(gone, None)
+            version[into] += 1
+            del version[gone]
+            for other in sums[into]:
+                a, b = min(into, other), max(into, other)
+                heapq.heappush(heap, (-average(a, b), a, b, version[a], version[b]))
+        out = np.empty(n, dtype=np.intp)
+        for label, group in enumerate(sorted(members.values(), key=min)):
+            out[group] = label
+        return out

@@ -232,6 +232,20 @@ class PostEmbedder:
             query.language, query.vectors, [c.language for c in candidates], vectors
         )
 
+    def score_matrices(self, posts: Sequence[PostVectors]) -> tuple[np.ndarray, np.ndarray]:
+        """``(grouping, route)``: every pair of these posts (:meth:`complete` vectors) on the grouping scale
+        and by the route score the nearest-neighbour search ranks by (the same with a single encoder)."""
+        if self.multilingual is None:
+            (model,) = self.encoders
+            m = np.stack([p.vectors[model] for p in posts]) if posts else np.zeros((0, 1), dtype=np.float32)
+            cosine = m @ m.T
+            return cosine, cosine
+        languages = [p.language for p in posts]
+        vectors = {name: np.stack([p.vectors[name] for p in posts]) for name in self.models}
+        grouping = self.multilingual.grouping.score_matrix(languages, vectors, languages, vectors)
+        route = self.multilingual.scorer.score_matrix(languages, vectors, languages, vectors)
+        return grouping, route
+
     def load(self) -> dict[str, int]:
         """Load the models (blocking: call off the event loop) and return each one's dimension."""
         if self._dims is None:

@@ -515,8 +515,7 @@ def test_the_bench_replays_the_consolidation_pass(api: Api, drain, settings, dat
         _consolidate(database_url, settings)
         consolidated = _partition(api, posts)
         vectors = HashingEncoder().encode([text_for_embedding(ORDER_TITLES[k], None) for k in order])
-        labels = [next(n for n, part in enumerate(online) if k in part) for k in order]
-        replayed = simulate_consolidation(labels, vectors @ vectors.T, settings.duplicate_threshold, range(len(order)))
+        replayed = simulate_consolidation(vectors @ vectors.T, settings.duplicate_threshold, two_encoders=False)
         simulated = {
             frozenset(k for k, c in zip(order, replayed, strict=True) if c == label) for label in set(replayed)
         }

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bench import forum_grouping as fg
-from bench.forum_grouping import simulate_consolidation
 from embeddings.encoder import HashingEncoder
 from embeddings.grouping import (
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -155,39 +154,64 @@ def test_simulate_online_is_the_rule_replayed(seed: int) -> None:
     assert len(set(labels.tolist())) < n  # it did group something
 
 
-def test_simulate_consolidation_re_homes_then_merges() -> None:
-    s = np.full((6, 6), 0.1)
-    np.fill_diagonal(s, 1.0)
-
-    def link(i: int, j: int, v: float) -> None:
-        s[i, j] = s[j, i] = v
-
-    link(0, 1, 0.9)
-    link(2, 3, 0.9)
-    for i in (0, 1):
-        for j in (2, 3):
-            link(i, j, 0.7)  # two clusters of one need: their average link is sure
-    link(4, 5, 0.5)  # a pair below "sure" ...
-    for i in range(4):
-        link(4, i, 0.62)  # ... but post 4 fits {0, 1} (and {2, 3}) by 0.62 - 0.5 >= the margin
-    labels = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.6, range(6), margin=0.05)
-    assert len({labels[0], labels[1], labels[2], labels[3], labels[4]}) == 1 and labels[5] != labels[0]
-    # Below the margin a post stays where it is; below "sure" nothing merges.
-    for i in range(4):
-        link(4, i, 0.54)
-    labels = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.6, range(6), margin=0.05)
-    assert labels[4] == labels[5] != labels[0]
-    untouched = simulate_consolidation([0, 0, 2, 2, 4, 4], s, 0.95, range(6))
-    assert untouched.tolist() == [0, 0, 1, 1, 2, 2]
-    # A post alone moves to any cluster it fits surely.
-    assert len(set(simulate_consolidation([0, 0, 2, 3, 4, 5], s, 0.6, [3], rounds=0)[:4].tolist())) == 2
+def _partition(labels) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(labels == c).tolist()) for c in set(labels.tolist())}
 
 
-def test_simulated_consolidation_merges_only_what_stands_out_of_the_background() -> None:
-    """On a board where every post looks alike (14 posts, every pair 0.55), two clusters of 2 linked by
-    0.6 clear "sure" (0.44), but stand out of their posts' background (the 10th nearest, 0.55) by only
-    0.05: with the app's cap (MERGE_STAND_OUT 0.32 + 0.05 = 0.37 < 0.44) they stay apart; on a board of
-    different needs (background 0.1) the same link merges them."""
+def test_recluster_is_average_link_with_unlinked_pairs_counting_minus_one() -> None:
+    """Recluster over a sparse nearest-neighbour graph equals scipy's average linkage on the dense matrix
+    in which every pair outside the graph counts MISSING_LINK, on random boards with clear groups."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from embeddings.grouping import MISSING_LINK, Recluster
+
+    rng = np.random.default_rng(5)
+    for trial in range(4):
+        n = 40
+        centres = rng.normal(size=(12, 16))
+        v = centres[rng.integers(0, 12, n)] + rng.normal(scale=0.6 + 0.2 * trial, size=(n, 16))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        g = v @ v.T
+        route = g + rng.normal(scale=0.02, size=g.shape)
+        route = (route + route.T) / 2
+        bg = -np.sort(-(route - np.eye(n) * 9), axis=1)[:, 9]
+        rule = Recluster(link=0.5, stand_out=0.05, neighbours=5)
+        got = rule.labels(g, route, bg)
+        dense = np.full((n, n), MISSING_LINK)
+        for (i, j), value in rule.pair_links(g, route, bg).items():
+            dense[i, j] = dense[j, i] = value
+        np.fill_diagonal(dense, 0)
+        tree = linkage(squareform(1 - dense, checks=False), method="average")
+        expected = fcluster(tree, t=1.0, criterion="distance")
+        assert _partition(got) == _partition(np.asarray(expected)), trial
+        assert 1 < len(set(got.tolist())) < n, "it grouped something and not everything"
+
+
+def test_recluster_does_not_depend_on_the_order_of_the_posts() -> None:
+    from embeddings.grouping import Recluster
+
+    rng = np.random.default_rng(11)
+    v = rng.normal(size=(30, 8)) + np.repeat(rng.normal(scale=3, size=(6, 8)), 5, axis=0)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    g = v @ v.T
+    bg = -np.sort(-(g - np.eye(30) * 9), axis=1)[:, 9]
+    rule = Recluster(link=0.6, stand_out=0.05)
+    first = _partition(rule.labels(g, g, bg))
+    for _ in range(5):
+        order = rng.permutation(30)
+        labels = rule.labels(g[np.ix_(order, order)], g[np.ix_(order, order)], bg[order])
+        assert {frozenset(int(order[i]) for i in part) for part in _partition(labels)} == first
+    assert 1 < len(first) < 30
+
+
+def test_recluster_merges_only_what_stands_out_of_the_background() -> None:
+    """On a board where every post looks alike (14 posts, every pair 0.55), two pairs linked by 0.6 clear
+    the link threshold (0.40) but stand out of their posts' background (0.55) by only 0.05 (< 0.08): they
+    stay two clusters. On a board of different needs (background 0.1) the same link merges them, and a
+    single encoder (no background term) merges them on the alike board too."""
+    from embeddings.grouping import GroupingRule, Recluster
+
     n = 14
     alike = np.full((n, n), 0.55)
     np.fill_diagonal(alike, 1.0)
@@ -196,14 +220,42 @@ def test_simulated_consolidation_merges_only_what_stands_out_of_the_background()
     for i in (0, 1):
         for j in (2, 3):
             alike[i, j] = alike[j, i] = 0.6
-    labels = [0, 0, 2, 2, *range(4, n)]
-    plain = simulate_consolidation(labels, alike, 0.44, range(4), rounds=1, margin=1.0)
-    assert plain[0] == plain[2], "without the cap, the two clusters merge"
-    capped = simulate_consolidation(labels, alike, 0.44, range(4), rounds=1, margin=1.0, stand_out=0.32)
-    assert capped[0] == capped[1] != capped[2] == capped[3]
+    two = Recluster.for_rule(GroupingRule(), 0.44)
+    assert (two.link, two.stand_out) == (0.40, 0.08)
+
+    def background(m):
+        return -np.sort(-(m - np.eye(n) * 9), axis=1)[:, 9]
+
+    labels = two.labels(alike, alike, background(alike))
+    assert labels[0] == labels[1] != labels[2] == labels[3]
+    assert len(set(labels[4:].tolist())) == n - 4, "posts that only look like everything else stay alone"
     distinct = np.where(alike == 0.55, 0.1, alike)
-    merged = simulate_consolidation(labels, distinct, 0.44, range(4), rounds=1, margin=1.0, stand_out=0.32)
-    assert merged[0] == merged[2]
+    merged = two.labels(distinct, distinct, background(distinct))
+    assert merged[0] == merged[1] == merged[2] == merged[3]
+    one = Recluster.for_rule(GroupingRule(1.0, 1.0, None), 0.44)
+    assert one.stand_out is None
+    assert one.labels(alike, alike)[0] == one.labels(alike, alike)[2]
+
+
+def test_recluster_keeps_peoples_decisions() -> None:
+    """Posts locked under one key start together and two locked groups never merge; a "cannot" pair never
+    shares a cluster, though everything else about them would."""
+    from embeddings.grouping import Recluster
+
+    s = np.full((6, 6), 0.9)
+    rule = Recluster(link=0.5, stand_out=None)
+    assert len(set(rule.labels(s, s).tolist())) == 1
+    locked = rule.labels(s, s, locked=["a", None, None, "b", None, None])
+    assert locked[0] != locked[3]
+    assert set(locked.tolist()) == {locked[0], locked[3]}, "the free posts join one of the locked groups"
+    low = np.full((4, 4), 0.1)
+    np.fill_diagonal(low, 1.0)
+    assert (
+        rule.labels(low, low, locked=["a", "a", None, None])[0]
+        == rule.labels(low, low, locked=["a", "a", None, None])[1]
+    )
+    apart = rule.labels(s, s, cannot=[(0, 5)])
+    assert apart[0] != apart[5]
 
 
 # --------------------------------------------------------------------------- the labelled set

@@ -3,37 +3,36 @@
 Online assignment sees one post at a time, so the same posts arriving in another order can end in other
 clusters: the first of three phrasings starts a cluster the third would have joined, or two clusters of
 one need grow side by side. The worker runs this pass every ``FORUM_CONSOLIDATE_SECONDS`` and soon after a
-burst of new posts, under the same advisory lock as assignment. Over the posts embedded since its last
-run (the watermark is in ``grouping_setting``, shared by every worker) it
+burst of new posts, under the same advisory lock as assignment. It takes the posts embedded since its last
+run (the watermark is in ``grouping_setting``, shared by every worker), their ``NEIGHBOURS`` nearest posts
+and every member of those posts' clusters, and clusters that neighbourhood again from scratch with
+:class:`embeddings.grouping.Recluster`: average link over the nearest-neighbour graph, every post seen at
+once, so the result does not depend on arrival order. With the default two encoders a pair counts only as
+far as it stands out of both posts' backgrounds (each one's 10th nearest post): on a board where every
+post looks alike (templated bug reports) neighbours do not chain into giant clusters. The new clusters
+keep the ids of the clusters most of their members came from; a cluster whose members all went to one
+other is merged into it (its rejections and dismissals carried over).
 
-1. re-homes a post that fits another cluster much better: that cluster's score is sure and beats the
-   post's current one by ``REHOME_MARGIN``;
-2. merges two clusters whose average link (the mean score of every pair across them) is sure.
-
-With the default two encoders, both scores count only as far as they stand out of the post's background
-(its ``NEIGHBOURS``-th nearest post), as the online rule's candidates do: capped at
-``MERGE_STAND_OUT + (score - background)``. On a board where every post looks alike (templated bug
-reports) neighbouring clusters all clear the threshold, and without the cap the pass merged them into a
-few giant clusters (bug_corpus F1 0.32 online, 0.04 after the pass; 0.37 with the cap). 0.32 was chosen
-on the idea set's dev split and bug_corpus together (docs/duplicates.md).
-
-It never touches a person's decision: manual memberships stay where they are, a cluster is never merged
-into another that a member was rejected from or dismissed for, two clusters that both hold manual
-members (e.g. the two halves of a split) are never merged, and no pair labelled "not duplicates" is put
-together. In ``suggest`` mode the pass changes nothing (every grouping is the product team's).
+It never touches a person's decision: manual memberships stay where they are (a cluster's manual members
+are one group from the start), two clusters that both hold manual members (e.g. the two halves of a split)
+are never merged, a post never joins a cluster it was rejected from or dismissed for, and no pair labelled
+"not duplicates" is put together. In ``suggest`` mode the pass changes nothing (every grouping is the
+product team's). How its two constants were chosen, and what they measure: docs/duplicates.md.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from forum.grouping.pairs import scores_of
+from embeddings.grouping import Recluster
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import (
     ClusterMembership,
@@ -41,6 +40,7 @@ from forum.models import (
     GroupingLabel,
     GroupingSetting,
     MembershipState,
+    Post,
     PostEmbedding,
     SuggestionState,
 )
@@ -48,10 +48,9 @@ from forum.models import (
 WATERMARK_KEY = "consolidated_until"
 MAX_POSTS_PER_PASS = 200
 """One transaction (holding the assignment lock) looks at this many posts; passes follow until caught up."""
-REHOME_MARGIN = 0.05
 NEIGHBOURS = 10
-MAX_ROUNDS = 5
-MERGE_STAND_OUT = 0.32
+"""How many nearest posts of each new post join the neighbourhood, and what a post's background is (its
+``NEIGHBOURS``-th nearest post's score)."""
 
 
 @dataclass
@@ -68,13 +67,12 @@ class Consolidator:
     def __init__(self, grouping: GroupingService) -> None:
         self.grouping = grouping
         self.session = grouping.session
-        self._backgrounds: dict[UUID, float | None] = {}
-        """Per post, for the pass: its background does not depend on clusters, so re-homing and every
-        merge round share one search."""
+        self._backgrounds: dict[UUID, float] = {}
+        """Per post, for the pass: one search each."""
 
     async def run(self, *, everything: bool = False) -> ConsolidationReport:
         """One pass (in the caller's transaction) over what was embedded since the last one (or, with
-        ``everything``, over every post)."""
+        ``everything``, from the first post on)."""
         report = ConsolidationReport()
         if self.grouping.thresholds.mode != "auto":
             return report
@@ -84,17 +82,7 @@ class Consolidator:
         report.posts = len(posts)
         if not posts:
             return report
-        for post_id in posts:
-            moved = await self._rehome(post_id)
-            if moved:
-                report.rehomed += 1
-                report.changed.update(moved)
-        for _ in range(MAX_ROUNDS):
-            merged = await self._merge_round(posts)
-            report.merges.extend(merged)
-            report.changed.update(cluster for pair in merged for cluster in pair)
-            if not merged:
-                break
+        await self._recluster(posts, report)
         report.merged = len(report.merges)
         if until is not None:
             await self._set_watermark(until)
@@ -125,179 +113,173 @@ class Consolidator:
         ).all()
         return [row.post_id for row in rows], (rows[-1].at if rows else None)
 
-    # Re-homing -------------------------------------------------------------------------------------
+    # Re-clustering ---------------------------------------------------------------------------------
 
-    async def _rehome(self, post_id: UUID) -> tuple[UUID, UUID] | None:
-        """Move the post to a cluster it fits clearly better; returns (from, to) when it moved."""
+    async def _recluster(self, posts: list[UUID], report: ConsolidationReport) -> None:
+        """Cluster the new posts' neighbourhood again (see the module) and move what changed."""
         grouping = self.grouping
-        membership = await self.session.scalar(
-            select(ClusterMembership).where(
-                ClusterMembership.post_id == post_id, ClusterMembership.state != MembershipState.REJECTED.value
-            )
+        dirty = await grouping._comparable(posts)
+        area: set[UUID] = set(dirty)
+        for post_id, query in dirty.items():
+            found = await grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id, grouped_only=True)
+            area.update(n.post_id for n in found)
+        current = await self._memberships_around(area)
+        vectors = await grouping._comparable(list(current))
+        ids = sorted(vectors, key=str)
+        if len(ids) < 2:
+            return
+        grouping_scores, route = grouping.embedder.score_matrices([vectors[p] for p in ids])
+        rule = Recluster.for_rule(grouping.embedder.rule, grouping.thresholds.sure)
+        backgrounds = None
+        if rule.stand_out is not None:
+            backgrounds = [await self._background(p, vectors[p]) for p in ids]
+        index = {p: i for i, p in enumerate(ids)}
+        refused = await self._refusals(ids, {cluster for cluster, _ in current.values()})
+        members: dict[UUID, list[UUID]] = {}
+        for p, (cluster, _) in current.items():
+            members.setdefault(cluster, []).append(p)
+        cannot = [
+            (index[p], index[q])
+            for p, clusters in refused.items()
+            for c in clusters
+            for q in members.get(c, [])
+            if q in index
+        ]
+        cannot += [(index[p], index[q]) for p, q in await self._apart_pairs(ids)]
+        labels = rule.labels(
+            grouping_scores,
+            route,
+            backgrounds,
+            locked=[current[p][0] if current[p][1] else None for p in ids],
+            cannot=cannot,
         )
-        if membership is None or membership.manual:
-            return None
-        query = await grouping.stored_vectors(post_id)
-        if query is None:
-            return None
-        background = await self._background(post_id, query)
-        current = await grouping.cluster_score(query, membership.cluster_id, exclude_post=post_id)
-        excluded = [*await grouping.excluded_clusters(post_id), membership.cluster_id]
-        neighbours = await grouping.nearest(
-            query, limit=NEIGHBOURS, exclude_post=post_id, exclude_clusters=excluded, grouped_only=True
+        groups: dict[int, list[UUID]] = {}
+        for p, label in zip(ids, labels.tolist(), strict=True):
+            groups.setdefault(label, []).append(p)
+        sizes = Counter(cluster for cluster, _ in current.values())
+        taken: set[UUID] = set()
+        target_of: dict[UUID, UUID] = {}
+        nearest_score: dict[UUID, float] = {}
+        # Groups a person shaped keep their cluster; then the largest groups choose first.
+        ordered = sorted(
+            groups.values(), key=lambda g: (not any(current[p][1] for p in g), -len(g), str(min(g, key=str)))
         )
-        best = None
-        for cluster_id in dict.fromkeys(n.cluster_id for n in neighbours if n.cluster_id is not None):
-            scored = await grouping.cluster_score(query, cluster_id, exclude_post=post_id)
-            if scored is not None:
-                scored.score = self._capped(scored.score, background)
-            if scored is not None and (best is None or scored.score > best.score):
-                best = scored
-        if best is None or best.score < grouping.thresholds.sure:
-            return None
-        if current is not None and best.score < current.score + REHOME_MARGIN:
-            return None
-        if await self._labelled_apart([post_id], await self._members(best.cluster_id)):
-            return None
-        await self.session.delete(membership)
-        await self.session.flush()
-        self.session.add(
-            ClusterMembership(
-                post_id=post_id,
-                cluster_id=best.cluster_id,
-                similarity=best.similarity,
-                state=MembershipState.SUGGESTED.value,
-            )
-        )
-        await self.session.execute(
-            delete(ClusterSuggestion).where(
-                ClusterSuggestion.post_id == post_id,
-                ClusterSuggestion.cluster_id == best.cluster_id,
-                ClusterSuggestion.state == SuggestionState.PENDING.value,
-            )
-        )
-        await self.session.flush()
-        return membership.cluster_id, best.cluster_id
+        for group in ordered:
+            manual = next((current[p][0] for p in group if current[p][1]), None)
+            if manual is not None:
+                target: UUID | None = manual
+            else:
+                counts = Counter(current[p][0] for p in group)
+                blocked = set().union(*(refused.get(p, set()) for p in group))
+                choices = [c for c in counts if c not in taken and c not in blocked]
+                choices.sort(key=lambda c: (-counts[c], -sizes[c], str(c)))
+                target = choices[0] if choices else None
+            if target is None:
+                target = await grouping._new_cluster()
+            taken.add(target)
+            rows = [index[p] for p in group]
+            for p in group:
+                target_of[p] = target
+                others = [i for i in rows if i != index[p]]
+                nearest_score[p] = float(np.max(grouping_scores[index[p], others])) if others else 1.0
+        await self._apply(current, target_of, nearest_score, members, report)
 
-    async def _background(self, post_id: UUID, query: Any) -> float | None:
-        """The score of the post's ``NEIGHBOURS``-th nearest post (None: no cap, as with one encoder)."""
-        if self.grouping.embedder.rule.stand_out is None:
-            return None
+    async def _apply(
+        self,
+        current: dict[UUID, tuple[UUID, bool]],
+        target_of: dict[UUID, UUID],
+        nearest_score: dict[UUID, float],
+        members: dict[UUID, list[UUID]],
+        report: ConsolidationReport,
+    ) -> None:
+        """Move every automatic membership whose cluster changed; a cluster whose members all went to one
+        other cluster (and that no group keeps) is merged into it."""
+        kept = {target_of[p] for p in target_of}
+        absorbed: dict[UUID, UUID] = {}
+        for cluster, posts in members.items():
+            targets = {target_of.get(p) for p in posts}
+            if cluster not in kept and len(targets) == 1 and None not in targets:
+                (into,) = targets
+                assert into is not None
+                absorbed[cluster] = into
+        for source, into in absorbed.items():
+            await self._move_cluster(source, into)
+            report.merges.append((source, into))
+            report.changed.update((source, into))
+        for p, target in target_of.items():
+            source, manual = current[p]
+            if manual or source == target or source in absorbed:
+                continue
+            await self.session.execute(
+                update(ClusterMembership)
+                .where(ClusterMembership.post_id == p, ClusterMembership.cluster_id == source)
+                .values(cluster_id=target, similarity=nearest_score[p])
+            )
+            await self.session.execute(
+                delete(ClusterSuggestion).where(
+                    ClusterSuggestion.post_id == p,
+                    ClusterSuggestion.cluster_id == target,
+                    ClusterSuggestion.state == SuggestionState.PENDING.value,
+                )
+            )
+            report.rehomed += 1
+            report.changed.update((source, target))
+        await self.session.flush()
+
+    async def _memberships_around(self, posts: set[UUID]) -> dict[UUID, tuple[UUID, bool]]:
+        """``{post: (cluster, manual)}`` for every live member of the clusters these posts are in."""
+        if not posts:
+            return {}
+        clusters = (
+            select(ClusterMembership.cluster_id)
+            .where(
+                ClusterMembership.post_id.in_(list(posts)), ClusterMembership.state != MembershipState.REJECTED.value
+            )
+            .scalar_subquery()
+        )
+        rows = await self.session.execute(
+            select(ClusterMembership.post_id, ClusterMembership.cluster_id, ClusterMembership.manual)
+            .join(Post, Post.id == ClusterMembership.post_id)
+            .where(
+                ClusterMembership.cluster_id.in_(clusters),
+                ClusterMembership.state != MembershipState.REJECTED.value,
+                Post.deleted_at.is_(None),
+                Post.hidden_at.is_(None),
+            )
+        )
+        return {row.post_id: (row.cluster_id, row.manual) for row in rows}
+
+    async def _refusals(self, posts: list[UUID], clusters: set[UUID]) -> dict[UUID, set[UUID]]:
+        """Per post, the clusters a person rejected it from or dismissed it for."""
+        out: dict[UUID, set[UUID]] = {}
+        rejected = select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
+            ClusterMembership.post_id.in_(posts), ClusterMembership.state == MembershipState.REJECTED.value
+        )
+        dismissed = select(ClusterSuggestion.post_id, ClusterSuggestion.cluster_id).where(
+            ClusterSuggestion.post_id.in_(posts), ClusterSuggestion.state == SuggestionState.DISMISSED.value
+        )
+        for query in (rejected, dismissed):
+            for row in await self.session.execute(query):
+                out.setdefault(row.post_id, set()).add(row.cluster_id)
+        return out
+
+    async def _apart_pairs(self, posts: list[UUID]) -> list[tuple[UUID, UUID]]:
+        """Pairs of these posts a person labelled "not duplicates"."""
+        rows = await self.session.execute(
+            select(GroupingLabel.post_a_id, GroupingLabel.post_b_id).where(
+                GroupingLabel.duplicate.is_(False),
+                GroupingLabel.post_a_id.in_(posts),
+                GroupingLabel.post_b_id.in_(posts),
+            )
+        )
+        return [(row.post_a_id, row.post_b_id) for row in rows]
+
+    async def _background(self, post_id: UUID, query: Any) -> float:
+        """The route score of the post's ``NEIGHBOURS``-th nearest post (0 on a board with fewer)."""
         if post_id not in self._backgrounds:
             found = await self.grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
             self._backgrounds[post_id] = found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
         return self._backgrounds[post_id]
-
-    @staticmethod
-    def _capped(score: float, background: float | None) -> float:
-        return score if background is None else min(score, MERGE_STAND_OUT + score - background)
-
-    # Merging ---------------------------------------------------------------------------------------
-
-    async def _members(self, cluster_id: UUID) -> list[UUID]:
-        return list(
-            await self.session.scalars(
-                select(ClusterMembership.post_id).where(
-                    ClusterMembership.cluster_id == cluster_id,
-                    ClusterMembership.state != MembershipState.REJECTED.value,
-                )
-            )
-        )
-
-    async def _clusters_of(self, posts: list[UUID]) -> dict[UUID, UUID]:
-        rows = await self.session.execute(
-            select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
-                ClusterMembership.post_id.in_(posts), ClusterMembership.state != MembershipState.REJECTED.value
-            )
-        )
-        return {row.post_id: row.cluster_id for row in rows}
-
-    async def _merge_round(self, posts: list[UUID]) -> list[tuple[UUID, UUID]]:
-        """Merge each dirty post's cluster with the neighbouring clusters it is sure to be one need with."""
-        merged: list[tuple[UUID, UUID]] = []
-        seen: set[frozenset[UUID]] = set()
-        for post_id in posts:
-            cluster_of = await self._clusters_of([post_id])
-            cluster_id = cluster_of.get(post_id)
-            query = await self.grouping.stored_vectors(post_id)
-            if cluster_id is None or query is None:
-                continue
-            background = await self._background(post_id, query)
-            neighbours = await self.grouping.nearest(
-                query, limit=NEIGHBOURS, exclude_post=post_id, exclude_clusters=[cluster_id], grouped_only=True
-            )
-            for other in dict.fromkeys(n.cluster_id for n in neighbours if n.cluster_id is not None):
-                pair = frozenset((cluster_id, other))
-                if pair in seen:
-                    continue
-                seen.add(pair)
-                into = await self._merge_if_sure(cluster_id, other, background)
-                if into is not None:
-                    merged.append((cluster_id if into == other else other, into))
-                    break  # this post's cluster changed: its other neighbours wait for the next round
-        return merged
-
-    async def _merge_if_sure(self, a: UUID, b: UUID, background: float | None = None) -> UUID | None:
-        members_a, members_b = await self._memberships(a), await self._memberships(b)
-        if not members_a or not members_b:
-            return None
-        manual_a = any(manual for manual in members_a.values())
-        manual_b = any(manual for manual in members_b.values())
-        if manual_a and manual_b:
-            return None  # both shaped by a person (e.g. the two halves of a split)
-        ids_a, ids_b = list(members_a), list(members_b)
-        scores = await scores_of(self.session, self.grouping.embedder, [(x, y) for x in ids_a for y in ids_b])
-        if len(scores) < len(ids_a) * len(ids_b):
-            return None  # some vectors are missing or stale: wait for them
-        if self._capped(sum(scores.values()) / len(scores), background) < self.grouping.thresholds.sure:
-            return None
-        if await self._refused(ids_a, b) or await self._refused(ids_b, a) or await self._labelled_apart(ids_a, ids_b):
-            return None
-        # The side a person shaped keeps its id; otherwise the smaller cluster joins the larger.
-        if manual_a or (not manual_b and (len(ids_a), str(b)) > (len(ids_b), str(a))):
-            source, into = b, a
-        else:
-            source, into = a, b
-        await self._move_cluster(source, into)
-        return into
-
-    async def _memberships(self, cluster_id: UUID) -> dict[UUID, bool]:
-        rows = await self.session.execute(
-            select(ClusterMembership.post_id, ClusterMembership.manual).where(
-                ClusterMembership.cluster_id == cluster_id, ClusterMembership.state != MembershipState.REJECTED.value
-            )
-        )
-        return {row.post_id: row.manual for row in rows}
-
-    async def _refused(self, posts: list[UUID], cluster_id: UUID) -> bool:
-        """Whether a person rejected one of these posts from the cluster, or dismissed it for it."""
-        rejected = await self.session.scalar(
-            select(func.count()).where(
-                ClusterMembership.cluster_id == cluster_id,
-                ClusterMembership.post_id.in_(posts),
-                ClusterMembership.state == MembershipState.REJECTED.value,
-            )
-        )
-        dismissed = await self.session.scalar(
-            select(func.count()).where(
-                ClusterSuggestion.cluster_id == cluster_id,
-                ClusterSuggestion.post_id.in_(posts),
-                ClusterSuggestion.state == SuggestionState.DISMISSED.value,
-            )
-        )
-        return bool(rejected or dismissed)
-
-    async def _labelled_apart(self, left: list[UUID], right: list[UUID]) -> bool:
-        if not left or not right:
-            return False
-        found = await self.session.scalar(
-            select(func.count()).where(
-                GroupingLabel.duplicate.is_(False),
-                (GroupingLabel.post_a_id.in_(left) & GroupingLabel.post_b_id.in_(right))
-                | (GroupingLabel.post_a_id.in_(right) & GroupingLabel.post_b_id.in_(left)),
-            )
-        )
-        return bool(found)
 
     async def _move_cluster(self, source: UUID, into: UUID) -> None:
         """Every current member of ``source`` joins ``into``; the rejections and dismissals recorded for
