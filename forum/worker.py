@@ -238,7 +238,7 @@ class BackgroundWorker:
                 report = await self.consolidate()
                 if report.rehomed or report.merged:
                     logger.info(
-                        "consolidation: %d posts looked at, %d re-homed, %d clusters merged",
+                        "consolidation: %d posts looked at, %d moved, %d clusters merged",
                         report.posts,
                         report.rehomed,
                         report.merged,

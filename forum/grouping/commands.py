@@ -130,7 +130,7 @@ def grouping_consolidate(everything: bool) -> None:
             await engine.dispose()
 
     report = asyncio.run(run())
-    click.echo(f"looked at {report.posts} post(s): {report.rehomed} re-homed, {report.merged} cluster(s) merged")
+    click.echo(f"looked at {report.posts} post(s): {report.rehomed} moved, {report.merged} cluster(s) merged")
 
 
 @grouping.command("describe")
