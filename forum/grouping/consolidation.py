@@ -22,6 +22,7 @@ product team's). How its two constants were chosen, and what they measure: docs/
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +54,37 @@ NEIGHBOURS = 10
 ``NEIGHBOURS``-th nearest post's score)."""
 
 
+class BackgroundCache:
+    """Posts' backgrounds, kept by the worker process between passes.
+
+    A pass needs the background of every post of the neighbourhood it clusters again, most of them old
+    posts whose background it looked up in an earlier pass: a search each (two HNSW scans with the default
+    encoders) would make a pass's cost grow with the size of the clusters it touches. A background only
+    rises slowly as a board grows (the 10th nearest post gets nearer), so one looked up within ``ttl``
+    seconds is used as it is; a pass's new posts are always looked up again.
+    """
+
+    def __init__(self, ttl: float = 3600.0, size: int = 200_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._values: dict[UUID, tuple[float, float]] = {}
+
+    def get(self, post_id: UUID) -> float | None:
+        found = self._values.get(post_id)
+        if found is None or time.monotonic() - found[1] > self.ttl:
+            return None
+        return found[0]
+
+    def put(self, post_id: UUID, value: float) -> None:
+        if len(self._values) >= self.size:
+            oldest = sorted(self._values.items(), key=lambda item: item[1][1])[: self.size // 2]
+            for key, _ in oldest:
+                del self._values[key]
+        self._values[post_id] = (value, time.monotonic())
+
+
+BACKGROUNDS = BackgroundCache()
+
+
 @dataclass
 class ConsolidationReport:
     posts: int = 0
@@ -67,8 +99,6 @@ class Consolidator:
     def __init__(self, grouping: GroupingService) -> None:
         self.grouping = grouping
         self.session = grouping.session
-        self._backgrounds: dict[UUID, float] = {}
-        """Per post, for the pass: one search each."""
 
     async def run(self, *, everything: bool = False) -> ConsolidationReport:
         """One pass (in the caller's transaction) over what was embedded since the last one (or, with
@@ -121,8 +151,10 @@ class Consolidator:
         dirty = await grouping._comparable(posts)
         area: set[UUID] = set(dirty)
         for post_id, query in dirty.items():
-            found = await grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id, grouped_only=True)
+            # One search per new post: its neighbours join the neighbourhood, the last one is its background.
+            found = await grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
             area.update(n.post_id for n in found)
+            BACKGROUNDS.put(post_id, found[-1].similarity if len(found) >= NEIGHBOURS else 0.0)
         current = await self._memberships_around(area)
         vectors = await grouping._comparable(list(current))
         ids = sorted(vectors, key=str)
@@ -275,11 +307,14 @@ class Consolidator:
         return [(row.post_a_id, row.post_b_id) for row in rows]
 
     async def _background(self, post_id: UUID, query: Any) -> float:
-        """The route score of the post's ``NEIGHBOURS``-th nearest post (0 on a board with fewer)."""
-        if post_id not in self._backgrounds:
+        """The route score of the post's ``NEIGHBOURS``-th nearest post (0 on a board with fewer): searched
+        for the pass's new posts, remembered for an hour for the others (see :class:`BackgroundCache`)."""
+        known = BACKGROUNDS.get(post_id)
+        if known is None:
             found = await self.grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
-            self._backgrounds[post_id] = found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
-        return self._backgrounds[post_id]
+            known = found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
+            BACKGROUNDS.put(post_id, known)
+        return known
 
     async def _move_cluster(self, source: UUID, into: UUID) -> None:
         """Every current member of ``source`` joins ``into``; the rejections and dismissals recorded for
