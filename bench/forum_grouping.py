@@ -328,6 +328,97 @@ def report(sets: dict[str, list[Board]], n_orders: int, corpus_orders: int, do_s
     return results
 
 
+# --------------------------------------------------------------------------- through the app
+
+
+def through_app(posts: Sequence[dict[str, Any]], multi: MultilingualEncoder, data_dir: Path, burst: int = 20) -> None:
+    """The application's own code on one board: every post but the last ``burst`` is stored and grouped
+    online (``embed_stale_now``, the default embedder, its vectors from the cache), then one consolidation
+    pass over everything (as ``forum demo load`` ends); then ``burst`` new posts arrive and one incremental
+    pass runs (as the worker does after a burst). Prints the pairwise scores of the clusters in the database
+    and how long each pass took."""
+    import asyncio
+    import time
+    import uuid
+
+    from sqlalchemy import insert, text
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from forum import database
+    from forum.encoding import PostEmbedder
+    from forum.grouping.thresholds import Thresholds
+    from forum.jobs import consolidate_now, embed_stale_now
+    from forum.models import Post, User
+
+    embedder = PostEmbedder(multi)
+    thresholds = Thresholds.of(DEFAULT_DUPLICATE_THRESHOLD)
+    url = database.start_embedded_postgres(data_dir / "postgres", "forum_bench_grouping")
+    database.upgrade(url)
+
+    async def run() -> None:
+        engine = create_async_engine(url, pool_size=2)
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+        author = uuid.uuid4()
+        async with maker() as session, session.begin():
+            await session.execute(text("TRUNCATE post, cluster, user_account, grouping_setting CASCADE"))
+            user = {"id": author, "email": "bench@example.com", "password_hash": "x", "display_name": "bench"}
+            await session.execute(insert(User), [user])
+        ids = [uuid.uuid4() for _ in posts]
+
+        async def add(rows: range) -> None:
+            async with maker() as session, session.begin():
+                values = [
+                    {"id": ids[i], "kind": "idea", "title": posts[i]["title"][:160], "body": posts[i].get("body") or ""}
+                    for i in rows
+                ]
+                await session.execute(insert(Post), [v | {"author_id": author} for v in values])
+
+        async def clusters() -> NDArray[np.intp]:
+            async with maker() as session:
+                found = dict(
+                    (
+                        await session.execute(
+                            text("SELECT post_id, cluster_id FROM cluster_membership WHERE state <> 'rejected'")
+                        )
+                    ).all()
+                )
+            names = {c: k for k, c in enumerate(dict.fromkeys(found.values()))}
+            return np.array([names.get(found.get(i), len(names) + k) for k, i in enumerate(ids)], dtype=np.intp)
+
+        n = len(posts) - burst
+        await add(range(n))
+        t = time.perf_counter()
+        await embed_stale_now(url, embedder, thresholds, consolidate=False)
+        online = time.perf_counter() - t
+        t = time.perf_counter()
+        full = await consolidate_now(maker, embedder, thresholds, everything=True)
+        full_seconds = time.perf_counter() - t
+        await add(range(n, len(posts)))
+        await embed_stale_now(url, embedder, thresholds, consolidate=False)
+        t = time.perf_counter()
+        step = await consolidate_now(maker, embedder, thresholds)
+        step_seconds = time.perf_counter() - t
+        labels = await clusters()
+        truth = np.unique(
+            np.array([p["group"] or f"\0{p['id']}" for p in posts], dtype=object).astype(str), return_inverse=True
+        )[1]
+        board = Board("app", list(posts), truth.astype(np.intp), *(np.zeros((0, 0), np.float32),) * 4)
+        result = pairwise([board], [labels])
+        print(
+            f"through the app ({len(posts)} posts): online grouping {online:.1f} s; a pass over all {n} posts "
+            f"{full_seconds:.1f} s ({full.rehomed} moved, {full.merged} merged); after {burst} new posts an "
+            f"incremental pass {step_seconds:.2f} s ({step.posts} posts looked at, {step.rehomed} moved); "
+            f"clusters in the database: P {_fmt(result['precision'])} / R {_fmt(result['recall'])} / "
+            f"F1 {_fmt(result['f1'])}"
+        )
+        await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        database.release_embedded_postgres()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.forum_grouping", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(DEFAULT_DATA), help="DEV data dir with bug_corpus.jsonl")
@@ -336,9 +427,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/forum-bench-grouping"))
     parser.add_argument("--sweep", action="store_true", help="also print the default score's threshold sweep")
     parser.add_argument("--json", type=Path, help="write every number to this file")
+    parser.add_argument(
+        "--through-app",
+        metavar="BOARD",
+        help="also run the app's own grouping and consolidation on one board (demo, saas, mobility, or a "
+        "bug_corpus source such as sj-firefox) in an embedded PostgreSQL, and time the passes",
+    )
     args = parser.parse_args(argv)
 
     multi = caching_multilingual(args.cache_dir)
+    if args.through_app:
+        every = read_ideas() + read_demo()
+        if (args.data / "bug_corpus.jsonl").exists():
+            every += read_bug_corpus(args.data)
+        board = [p for p in every if p["board"] == args.through_app]
+        if not board:
+            parser.error(f"no board {args.through_app!r}")
+        through_app(board, multi, args.cache_dir / "app")
+        return 0
     sets = {
         "forum ideas, dev split": build_boards(read_ideas(split="dev"), multi),
         "forum ideas, test split": build_boards(read_ideas(split="test"), multi),
