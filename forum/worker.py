@@ -48,8 +48,12 @@ SWEEP_SECONDS = 60.0
 # worker stalls; post.embed is idempotent, and webhook receivers dedupe on X-Forum-Delivery.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_CONCURRENCY = 8  # deliveries in flight per worker (each waits on a remote server)
-BURST_POSTS = 20  # this many new vectors since the last consolidation: consolidate once they stop coming
+# New vectors since the last consolidation pass: consolidate once they stop coming for BURST_QUIET_SECONDS
+# (or after BURST_MAX_WAIT_SECONDS of a steady stream), so a board shows its consolidated clusters seconds
+# after a post, not minutes. A pass after a few posts costs about a second (docs/duplicates.md, Speed).
+BURST_POSTS = 1
 BURST_QUIET_SECONDS = 5.0
+BURST_MAX_WAIT_SECONDS = 60.0
 EMAIL_MAX_ATTEMPTS = 12  # 30 s doubling to an hour between tries: about 7 hours of an SMTP server down
 EMAIL_CONCURRENCY = 4
 
@@ -227,10 +231,12 @@ class BackgroundWorker:
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._burst.wait(), self.consolidate_seconds)
+            waited = 0.0
             while self._burst.is_set() and not self._stopping.is_set():  # a burst: wait until it is over
                 seen = self._embedded_since_consolidation
                 await asyncio.sleep(BURST_QUIET_SECONDS)
-                if self._embedded_since_consolidation == seen:
+                waited += BURST_QUIET_SECONDS
+                if self._embedded_since_consolidation == seen or waited >= BURST_MAX_WAIT_SECONDS:
                     break
             if self._stopping.is_set():
                 return
