@@ -183,11 +183,11 @@ def cluster(board: Board, config: Config, order: Sequence[int] | None = None) ->
 
 
 def backgrounds(retrieval: NDArray[np.floating], neighbours: int = NEIGHBOURS) -> NDArray[np.float64]:
-    """``Consolidator._background`` of every post: the score of its ``neighbours``-th nearest (0 with fewer)."""
+    """``Consolidator._background`` of every post: the score of its ``neighbours``-th nearest (NaN with fewer)."""
     r = np.asarray(retrieval, dtype=np.float64)
     n = len(r)
     if n <= neighbours:
-        return np.zeros(n)
+        return np.full(n, np.nan)
     return -np.sort(-(r - np.diag(np.full(n, np.inf))), axis=1)[:, neighbours - 1]
 
 

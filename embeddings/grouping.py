@@ -324,13 +324,16 @@ class Recluster:
     link: float
     stand_out: float | None = RECLUSTER_STAND_OUT
     neighbours: int = RECLUSTER_NEIGHBOURS
+    unknown_background_link: float | None = None
+    """The link of a pair where either post's background is unknown (NaN: a board of ``neighbours`` posts
+    or fewer), which nothing then checks: the online rule's "sure" (default: ``link``)."""
 
     @classmethod
     def for_rule(cls, rule: GroupingRule, sure: float) -> Recluster:
         """The pass that goes with an online rule and its "sure" threshold (background only with two encoders)."""
         if rule.stand_out is None:
             return cls(link=sure, stand_out=None)
-        return cls(link=sure - RECLUSTER_SLACK, stand_out=RECLUSTER_STAND_OUT)
+        return cls(link=sure - RECLUSTER_SLACK, stand_out=RECLUSTER_STAND_OUT, unknown_background_link=sure)
 
     def pair_links(
         self, scores: ArrayLike, route: ArrayLike, backgrounds: ArrayLike | None
@@ -353,7 +356,12 @@ class Recluster:
                     continue
                 value = g[a, b] - self.link
                 if bg is not None:
-                    value = min(value, g[a, b] - (bg[a] + bg[b]) / 2 - self.stand_out)
+                    assert self.stand_out is not None
+                    if np.isnan(bg[a]) or np.isnan(bg[b]):
+                        bare = self.link if self.unknown_background_link is None else self.unknown_background_link
+                        value = g[a, b] - bare
+                    else:
+                        value = min(value, g[a, b] - (bg[a] + bg[b]) / 2 - self.stand_out)
                 links[(a, b)] = float(value)
         return links
 

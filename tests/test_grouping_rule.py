@@ -237,6 +237,27 @@ def test_recluster_merges_only_what_stands_out_of_the_background() -> None:
     assert one.labels(alike, alike)[0] == one.labels(alike, alike)[2]
 
 
+def test_recluster_on_a_board_too_small_for_backgrounds_uses_the_sure_threshold() -> None:
+    """With 10 posts or fewer nobody has a 10th nearest post, so nothing checks a pair against its
+    background: a pair then needs the online rule's "sure" (0.44), not the pass's 0.40. Measured with the
+    real models: "La app tarda mucho en abrir" / "Stop tracking my location when the app is closed" score
+    0.42 (different needs), "Quiero modo oscuro en la app" / "Please add a dark theme" 0.443 (one need)."""
+    from bench.forum_grouping import backgrounds
+    from embeddings.grouping import GroupingRule, Recluster
+
+    g = np.full((4, 4), 0.05)
+    np.fill_diagonal(g, 0.9)
+    g[0, 1] = g[1, 0] = 0.42
+    g[2, 3] = g[3, 2] = 0.443
+    rule = Recluster.for_rule(GroupingRule(), 0.44)
+    bg = backgrounds(g)
+    assert np.isnan(bg).all()
+    labels = rule.labels(g, g, bg)
+    assert labels[0] != labels[1] and labels[2] == labels[3]
+    known = rule.labels(g, g, np.full(4, 0.05))  # had they stood out of a known background (0.05) ...
+    assert known[0] == known[1] and known[2] == known[3]  # ... 0.42 would have been enough
+
+
 def test_recluster_keeps_peoples_decisions() -> None:
     """Posts locked under one key start together and two locked groups never merge; a "cannot" pair never
     shares a cluster, though everything else about them would."""

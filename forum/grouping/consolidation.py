@@ -22,6 +22,7 @@ product team's). How its two constants were chosen, and what they measure: docs/
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ class Consolidator:
             # One search per new post: its neighbours join the neighbourhood, the last one is its background.
             found = await grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
             area.update(n.post_id for n in found)
-            BACKGROUNDS.put(post_id, found[-1].similarity if len(found) >= NEIGHBOURS else 0.0)
+            BACKGROUNDS.put(post_id, found[-1].similarity if len(found) >= NEIGHBOURS else math.nan)
         current = await self._memberships_around(area)
         vectors = await grouping._comparable(list(current))
         ids = sorted(vectors, key=str)
@@ -307,12 +308,12 @@ class Consolidator:
         return [(row.post_a_id, row.post_b_id) for row in rows]
 
     async def _background(self, post_id: UUID, query: Any) -> float:
-        """The route score of the post's ``NEIGHBOURS``-th nearest post (0 on a board with fewer): searched
+        """The route score of the post's ``NEIGHBOURS``-th nearest post (NaN on a board with fewer): searched
         for the pass's new posts, remembered for an hour for the others (see :class:`BackgroundCache`)."""
         known = BACKGROUNDS.get(post_id)
         if known is None:
             found = await self.grouping.nearest(query, limit=NEIGHBOURS, exclude_post=post_id)
-            known = found[-1].similarity if len(found) >= NEIGHBOURS else 0.0
+            known = found[-1].similarity if len(found) >= NEIGHBOURS else math.nan
             BACKGROUNDS.put(post_id, known)
         return known
 
