@@ -57,7 +57,6 @@ from embeddings.grouping import (
     title_of,
 )
 from embeddings.multilingual import DEFAULT_MULTILINGUAL_THRESHOLD, MultilingualEncoder
-from forum.grouping.consolidation import NEIGHBOURS
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEAS = ROOT / "bench" / "data" / "forum_ideas.jsonl"
@@ -182,15 +181,6 @@ def cluster(board: Board, config: Config, order: Sequence[int] | None = None) ->
     return simulate_consolidation(scores, threshold, retrieval=retrieval, two_encoders=rule.stand_out is not None)
 
 
-def backgrounds(retrieval: NDArray[np.floating], neighbours: int = NEIGHBOURS) -> NDArray[np.float64]:
-    """``Consolidator._background`` of every post: the score of its ``neighbours``-th nearest (NaN with fewer)."""
-    r = np.asarray(retrieval, dtype=np.float64)
-    n = len(r)
-    if n <= neighbours:
-        return np.full(n, np.nan)
-    return -np.sort(-(r - np.diag(np.full(n, np.inf))), axis=1)[:, neighbours - 1]
-
-
 def simulate_consolidation(
     scores: NDArray[np.floating],
     sure: float,
@@ -206,8 +196,7 @@ def simulate_consolidation(
     encoder. Labels ``0..k-1``."""
     s = np.asarray(scores, dtype=np.float64)
     r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
-    rule = Recluster.for_rule(GroupingRule() if two_encoders else GroupingRule(1.0, 1.0, None), sure)
-    return rule.labels(s, r, backgrounds(r) if rule.stand_out is not None else None)
+    return Recluster.for_rule(GroupingRule() if two_encoders else GroupingRule(1.0, 1.0, None), sure).board(s, r)
 
 
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:

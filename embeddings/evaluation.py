@@ -11,7 +11,10 @@ Two file formats are recognised, per file, from the keys of the first record:
   ``"body"``): items sharing a ``group`` are duplicates.  Within each
   ``source``, every item whose group has another member there is a query; all
   other items of that source are ranked by cosine and recall@k counts queries
-  with a same-group item among the top ``k`` (micro average).
+  with a same-group item among the top ``k`` (micro average).  With the
+  multilingual configuration the combined result also scores what the
+  application's grouping makes of each source (one board), pairwise against
+  the groups: online, and after the consolidation pass (:func:`corpus_clusters`).
 
 Texts are built with :func:`embeddings.encoder.text_for_embedding`, so titles
 and bodies are combined exactly as in the application.  The metric functions
@@ -38,6 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .encoder import Encoder, text_for_embedding
+from .grouping import title_of, title_view_name
 from .similarity import paired_cosine, top_k, top_k_scores
 
 if TYPE_CHECKING:
@@ -232,7 +236,7 @@ DESIGNS = ("english", "multilingual", "combined")
 class _Encoded:
     """Languages and per-encoder vectors of a list of texts, with per-design timing stats."""
 
-    def __init__(self, multi: MultilingualEncoder, texts: Sequence[str]) -> None:
+    def __init__(self, multi: MultilingualEncoder, texts: Sequence[str], *, titles: bool = False) -> None:
         self.multi = multi
         unique = list(dict.fromkeys(texts))
         row_of = {text: i for i, text in enumerate(unique)}
@@ -247,6 +251,11 @@ class _Encoded:
             vectors, stats = _encode_unique(encoder, unique)
             self.vectors[encoder.name] = vectors[rows]
             self.stats[design] = stats
+        if titles:  # the grouping score's second view of each post (short texts: cheap)
+            title_texts = [title_of(t) for t in unique]
+            for encoder in (multi.english, multi.multilingual):
+                vectors, _ = _encode_unique(encoder, title_texts)
+                self.vectors[title_view_name(encoder.name)] = vectors[rows]
         seconds = detect_seconds + sum(self.stats[d]["encode_seconds"] for d in ("english", "multilingual"))
         self.stats["combined"] = {
             "texts": len(unique),
@@ -390,11 +399,62 @@ def _cosine_neighbours(vectors: NDArray[np.float32]) -> NeighbourFn:
     return neighbours_of
 
 
+#: Boards (sources) larger than this are not clustered by :func:`corpus_clusters` (it builds n x n scores).
+MAX_CLUSTERED_BOARD = 20_000
+
+
+def _pairs_in(labels: NDArray[np.intp]) -> int:
+    _, counts = np.unique(labels, return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2))
+
+
+def corpus_clusters(records: Sequence[Record], multi: MultilingualEncoder, encoded: _Encoded) -> dict[str, Any]:
+    """What the default grouping makes of each source (one board), scored pairwise against the groups.
+
+    ``online``: each post in file order meets only the posts before it (``GroupingRule``, "sure");
+    ``clustered``: then the worker's consolidation pass over the whole board (``Recluster``), what users
+    see. Pairwise precision / recall / F1 over every board (``None`` where nothing was predicted):
+    ``clusters_precision``, ``clusters_recall``, ``clusters_f1`` (after the pass) and the same with
+    ``online_clusters_`` (before it)."""
+    from .grouping import DEFAULT_DUPLICATE_THRESHOLD, GroupingRule, Recluster, simulate_online
+
+    rows_by_source: dict[Any, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        rows_by_source[r["source"]].append(i)
+    rule = GroupingRule()
+    recluster = Recluster.for_rule(rule, DEFAULT_DUPLICATE_THRESHOLD)
+    counts = {name: [0, 0, 0] for name in ("online", "clustered")}  # right pairs, predicted, labelled
+    for rows in rows_by_source.values():
+        if len(rows) > MAX_CLUSTERED_BOARD:
+            continue
+        langs, vecs = encoded.take(rows)
+        g = multi.grouping.score_matrix(langs, vecs, langs, vecs)
+        route = multi.scorer.score_matrix(langs, vecs, langs, vecs)
+        groups = [str(records[i]["group"]) if records[i].get("group") is not None else f"\0{i}" for i in rows]
+        _, truth = np.unique(np.array(groups), return_inverse=True)
+        found = {
+            "online": simulate_online(g, DEFAULT_DUPLICATE_THRESHOLD, rule, retrieval=route),
+            "clustered": recluster.board(g, route),
+        }
+        for name, labels in found.items():
+            counts[name][0] += _pairs_in(np.asarray(labels, dtype=np.int64) * len(rows) + truth)
+            counts[name][1] += _pairs_in(labels)
+            counts[name][2] += _pairs_in(truth)
+    out: dict[str, Any] = {}
+    for name, (right, predicted, labelled) in counts.items():
+        prefix = "clusters" if name == "clustered" else "online_clusters"
+        out[f"{prefix}_precision"] = right / predicted if predicted else None
+        out[f"{prefix}_recall"] = right / labelled if labelled else None
+        out[f"{prefix}_f1"] = 2 * right / (predicted + labelled) if predicted + labelled else None
+    return out
+
+
 def _compare_corpus(
     records: Sequence[Record], multi: MultilingualEncoder, designs: Sequence[str], recall_ks: Iterable[int]
 ) -> list[dict[str, Any]]:
     ks = _check_ks(recall_ks)
-    encoded = _Encoded(multi, [text_for_embedding(r["text"], r.get("body")) for r in records])
+    texts = [text_for_embedding(r["text"], r.get("body")) for r in records]
+    encoded = _Encoded(multi, texts, titles="combined" in designs)
     results = []
     for design in designs:
         if design == "combined":
@@ -402,7 +462,10 @@ def _compare_corpus(
         else:
             neighbours_of = _cosine_neighbours(encoded.vectors[encoded.encoder_name(design)])
         head = {"kind": "corpus", "design": design, "encoder": encoded.design_name(design), "n": len(records)}
-        results.append(head | _corpus_recall(records, ks, neighbours_of) | encoded.stats[design])
+        result = head | _corpus_recall(records, ks, neighbours_of) | encoded.stats[design]
+        if design == "combined":
+            result |= corpus_clusters(records, multi, encoded)
+        results.append(result)
     return results
 
 

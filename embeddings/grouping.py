@@ -335,6 +335,20 @@ class Recluster:
             return cls(link=sure, stand_out=None)
         return cls(link=sure - RECLUSTER_SLACK, stand_out=RECLUSTER_STAND_OUT, unknown_background_link=sure)
 
+    def backgrounds(self, route: ArrayLike) -> NDArray[np.float64]:
+        """Each post's background on a board of these posts: the route score of its ``neighbours``-th
+        nearest (NaN on a board of ``neighbours`` posts or fewer), as the app's pass looks it up."""
+        r = np.asarray(route, dtype=np.float64)
+        n = len(r)
+        if n <= self.neighbours:
+            return np.full(n, np.nan)
+        return -np.sort(-(r - np.diag(np.full(n, np.inf))), axis=1)[:, self.neighbours - 1]
+
+    def board(self, scores: ArrayLike, route: ArrayLike) -> NDArray[np.intp]:
+        """:meth:`labels` of a whole board whose every post is new to the pass, no decision by a person
+        (what a board shows after ``forum demo load``); backgrounds from the board itself."""
+        return self.labels(scores, route, self.backgrounds(route) if self.stand_out is not None else None)
+
     def pair_links(
         self, scores: ArrayLike, route: ArrayLike, backgrounds: ArrayLike | None
     ) -> dict[tuple[int, int], float]:

@@ -304,7 +304,9 @@ def eval_duplicates(files: tuple[str, ...], board: bool, model: str | None, outp
     Pair files (a, b, duplicate[, score]): roc_auc, average_precision, best_f1, threshold, precision,
     recall, spearman. Corpus files (id, text, group, source): recall_at_1/5/10 within each source.
     With the multilingual configuration every file is scored three ways from one encoding pass: the
-    English encoder alone, the multilingual encoder alone and the combined design the app uses.
+    English encoder alone, the multilingual encoder alone and the combined design the app uses; on a
+    corpus the combined design also scores the clusters the app makes of each source, pairwise
+    (clusters_precision/recall/f1 after the consolidation pass, online_clusters_* before it).
     """
     from embeddings.evaluation import compare_file, format_json_line
     from forum.encoding import get_encoder
@@ -346,6 +348,9 @@ def _evaluation_table(results: list[dict]) -> str:
         ("recall_at_1", "R@1"),
         ("recall_at_5", "R@5"),
         ("recall_at_10", "R@10"),
+        ("clusters_precision", "clusters P"),
+        ("clusters_recall", "clusters R"),
+        ("clusters_f1", "clusters F1"),
         ("texts_per_second", "texts/s"),
     ]
     lines = [

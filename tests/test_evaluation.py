@@ -6,6 +6,7 @@ the deterministic :class:`HashingEncoder`, so no model or shared data is needed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -367,3 +368,46 @@ def test_compare_mode_on_a_corpus_matches_brute_force(tmp_path: Path) -> None:
         hits += rows[best]["group"] == row["group"]
     assert (combined["queries"], combined["recall_at_1"]) == (queries, hits / queries)
     assert combined["recall_at_1"] <= combined["recall_at_5"] <= combined["recall_at_10"]
+
+
+def test_a_corpus_reports_what_the_default_grouping_makes_of_each_board(tmp_path: Path) -> None:
+    """The combined result of a corpus file scores the default grouping's clusters pairwise against the
+    groups, online (file order) and after the consolidation pass, each board apart: the same numbers as
+    replaying simulate_online and Recluster on the board's own scores here."""
+    from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD, GroupingRule, Recluster, simulate_online
+
+    rows = [
+        *corpus_rows(),
+        {"id": "a9", "text": "Add a dark mode please", "group": "dark", "source": "app"},
+        {"id": "b5", "text": "Dark mode for the website please", "group": "web-dark", "source": "web"},
+    ]
+    path = write_jsonl(tmp_path / "corpus.jsonl", rows)
+    multi = _multi()
+    *_, clusters = evaluate_file(path, multi, compare=True)
+
+    posts = multi.embed([text_for_embedding(r["text"], r.get("body")) for r in rows])
+    right = {"online": 0, "clustered": 0}
+    predicted = {"online": 0, "clustered": 0}
+    labelled = 0
+    for source in ("app", "web"):
+        idx = [i for i, r in enumerate(rows) if r["source"] == source]
+        langs = [posts.languages[i] for i in idx]
+        vecs = {name: v[idx] for name, v in posts.vectors.items()}
+        g = multi.grouping.score_matrix(langs, vecs, langs, vecs)
+        route = multi.scorer.score_matrix(langs, vecs, langs, vecs)
+        made = {
+            "online": simulate_online(g, DEFAULT_DUPLICATE_THRESHOLD, GroupingRule(), retrieval=route),
+            "clustered": Recluster.for_rule(GroupingRule(), DEFAULT_DUPLICATE_THRESHOLD).board(g, route),
+        }
+        for a, b in itertools.combinations(range(len(idx)), 2):
+            same = rows[idx[a]]["group"] == rows[idx[b]]["group"]
+            labelled += same
+            for name, labels in made.items():
+                together = labels[a] == labels[b]
+                predicted[name] += together
+                right[name] += together and same
+    for name, prefix in (("online", "online_clusters"), ("clustered", "clusters")):
+        assert predicted[name] > 0, "the check is not vacuous: something was grouped"
+        assert clusters[f"{prefix}_precision"] == pytest.approx(right[name] / predicted[name])
+        assert clusters[f"{prefix}_recall"] == pytest.approx(right[name] / labelled)
+    assert clusters["clusters_recall"] > 0

@@ -242,7 +242,6 @@ def test_recluster_on_a_board_too_small_for_backgrounds_uses_the_sure_threshold(
     background: a pair then needs the online rule's "sure" (0.44), not the pass's 0.40. Measured with the
     real models: "La app tarda mucho en abrir" / "Stop tracking my location when the app is closed" score
     0.42 (different needs), "Quiero modo oscuro en la app" / "Please add a dark theme" 0.443 (one need)."""
-    from bench.forum_grouping import backgrounds
     from embeddings.grouping import GroupingRule, Recluster
 
     g = np.full((4, 4), 0.05)
@@ -250,7 +249,7 @@ def test_recluster_on_a_board_too_small_for_backgrounds_uses_the_sure_threshold(
     g[0, 1] = g[1, 0] = 0.42
     g[2, 3] = g[3, 2] = 0.443
     rule = Recluster.for_rule(GroupingRule(), 0.44)
-    bg = backgrounds(g)
+    bg = rule.backgrounds(g)
     assert np.isnan(bg).all()
     labels = rule.labels(g, g, bg)
     assert labels[0] != labels[1] and labels[2] == labels[3]

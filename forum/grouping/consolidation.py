@@ -34,7 +34,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from embeddings.grouping import Recluster
+from embeddings.grouping import RECLUSTER_NEIGHBOURS, Recluster
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import (
     ClusterMembership,
@@ -50,7 +50,7 @@ from forum.models import (
 WATERMARK_KEY = "consolidated_until"
 MAX_POSTS_PER_PASS = 200
 """One transaction (holding the assignment lock) looks at this many posts; passes follow until caught up."""
-NEIGHBOURS = 10
+NEIGHBOURS = RECLUSTER_NEIGHBOURS
 """How many nearest posts of each new post join the neighbourhood, and what a post's background is (its
 ``NEIGHBOURS``-th nearest post's score)."""
 
