@@ -39,8 +39,23 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         url = database.normalise_async_url(url)
     else:
         url = database.start_embedded_postgres(tmp_path_factory.mktemp("pg") / "postgres", "forum_test")
+        _run(_no_durability(url))
     database.upgrade(url)
     return url
+
+
+async def _no_durability(url: str) -> None:
+    """The session's own throwaway server skips the flushes to disk that only a crash of the machine would
+    need (every commit and every TRUNCATE waited on fsync). Only this server: the tests of crashes and
+    outages run ``forum serve`` on data dirs of their own, with the defaults."""
+    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(text(f"ALTER SYSTEM SET {setting} = off"))
+            await conn.execute(text("SELECT pg_reload_conf()"))
+    finally:
+        await engine.dispose()
 
 
 def _run(coro: Any) -> Any:
