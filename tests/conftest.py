@@ -8,6 +8,8 @@ tables are emptied between tests, so point it at a throwaway database.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -32,6 +35,25 @@ from tests.e2e import Server, free_port, stop_leftover_postgres
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Argon2id at its smallest cost in this process. At the production cost (3 passes over 64 MiB, 4 lanes)
+    each hash and each check took 0.15 s of CPU (0.4 s of wall time on two busy cores); registering and
+    signing in a user is one of each, and most tests sign in several users. The code path is the same
+    (``forum.auth`` hashes and verifies with argon2id; a hash records its own parameters, so the hashes
+    of the ``forum`` processes the tests start still verify here and the other way round). The production
+    cost itself is not what these tests check."""
+    from argon2 import PasswordHasher
+
+    from forum import auth
+
+    production = auth._hasher, auth._DUMMY_HASH
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    auth._DUMMY_HASH = auth._hasher.hash("not-a-real-password")
+    yield
+    auth._hasher, auth._DUMMY_HASH = production
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = os.environ.get("FORUM_TEST_DATABASE_URL")
@@ -39,8 +61,23 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         url = database.normalise_async_url(url)
     else:
         url = database.start_embedded_postgres(tmp_path_factory.mktemp("pg") / "postgres", "forum_test")
+        _run(_no_durability(url))
     database.upgrade(url)
     return url
+
+
+async def _no_durability(url: str) -> None:
+    """The session's own throwaway server skips the flushes to disk that only a crash of the machine would
+    need (every commit and every TRUNCATE waited on fsync). Only this server: the tests of crashes and
+    outages run ``forum serve`` on data dirs of their own, with the defaults."""
+    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(text(f"ALTER SYSTEM SET {setting} = off"))
+            await conn.execute(text("SELECT pg_reload_conf()"))
+    finally:
+        await engine.dispose()
 
 
 def _run(coro: Any) -> Any:
@@ -140,10 +177,39 @@ class Api:
         return r.json()
 
 
+_built_apps: list[tuple[Settings, Litestar]] = []
+
+
+def _app_for(settings: Settings) -> Litestar:
+    """``create_app(settings)``, built once per distinct settings and reused by the tests that ask for the same.
+
+    Building the app (registering ~270 handlers, the OpenAPI document) took 0.3 to 1 s per test; the
+    settings differ between tests by their data dir only, which nothing reads when ``database_url`` is set.
+    The app is built from a private copy; each test's own ``settings`` object is then put in its state, so a
+    test that changes a setting mid-test (``settings.grouping_mode = "suggest"``) is read as before. Every
+    test still starts and stops the app (its lifespan: embedder, engine, warm-up) in its own TestClient.
+    """
+    key = dataclasses.replace(settings, data_dir=Path("/"))
+    app = next((built_app for built, built_app in _built_apps if built == key), None)
+    if app is None:
+        app = create_app(copy.deepcopy(key))
+        app.on_shutdown.append(_close_pooled_connections)
+        _built_apps.append((copy.deepcopy(key), app))
+        del _built_apps[:-4]  # a few only: a module's own settings fixture may make new ones per test
+    app.state["forum_settings"] = settings
+    return app
+
+
+async def _close_pooled_connections(app: Litestar) -> None:
+    """The next test serves the same app from another event loop, where these connections cannot be used.
+    (advanced-alchemy disposes the engine at shutdown only for the first config of a process: the others'
+    state keys get a suffix that its check does not look for.)"""
+    await app.state["forum_alchemy_config"].get_engine().dispose()
+
+
 @pytest.fixture
 def client(settings: Settings, database_url: str) -> Iterator[TestClient]:
-    app = create_app(settings)
-    with TestClient(app=app) as test_client:
+    with TestClient(app=_app_for(settings)) as test_client:
         yield test_client
     _run(_truncate(database_url))
 
