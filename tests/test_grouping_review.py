@@ -273,6 +273,11 @@ def test_consolidation_merges_clusters_that_are_one_need(
     states = {m["post_id"]: (m["state"], m["band"]) for m in detail["members"]}
     assert states[posts["night"]["id"]] == ("confirmed", "manual")
     assert states[posts["dark"]["id"]] == ("suggested", "sure")
+    # Each automatic member's similarity is its nearest fellow member's score, the founder of the cluster
+    # that was merged in included (it had 1.0, alone).
+    for member in detail["members"]:
+        if not member["manual"]:
+            assert 0 < member["similarity"] < 0.999, member
 
 
 def test_consolidation_never_undoes_a_decision(api: Api, drain, settings, database_url) -> None:

@@ -100,6 +100,7 @@ class Consolidator:
     def __init__(self, grouping: GroupingService) -> None:
         self.grouping = grouping
         self.session = grouping.session
+        self._similarity: dict[UUID, float] = {}
 
     async def run(self, *, everything: bool = False) -> ConsolidationReport:
         """One pass (in the caller's transaction) over what was embedded since the last one (or, with
@@ -257,6 +258,17 @@ class Consolidator:
             )
             report.rehomed += 1
             report.changed.update((source, target))
+        # A member's similarity is its nearest fellow member's score: it stays true when the cluster changes.
+        for p, target in target_of.items():
+            source, manual = current[p]
+            if manual or (source != target and source not in absorbed):
+                continue  # a person's, or just written by the move above
+            if abs(self._similarity.get(p, 0.0) - nearest_score[p]) > 0.01:
+                await self.session.execute(
+                    update(ClusterMembership)
+                    .where(ClusterMembership.post_id == p, ClusterMembership.cluster_id == target)
+                    .values(similarity=nearest_score[p])
+                )
         await self.session.flush()
 
     async def _memberships_around(self, posts: set[UUID]) -> dict[UUID, tuple[UUID, bool]]:
@@ -271,7 +283,12 @@ class Consolidator:
             .scalar_subquery()
         )
         rows = await self.session.execute(
-            select(ClusterMembership.post_id, ClusterMembership.cluster_id, ClusterMembership.manual)
+            select(
+                ClusterMembership.post_id,
+                ClusterMembership.cluster_id,
+                ClusterMembership.manual,
+                ClusterMembership.similarity,
+            )
             .join(Post, Post.id == ClusterMembership.post_id)
             .where(
                 ClusterMembership.cluster_id.in_(clusters),
@@ -280,6 +297,8 @@ class Consolidator:
                 Post.hidden_at.is_(None),
             )
         )
+        rows = rows.all()
+        self._similarity.update({row.post_id: row.similarity or 0.0 for row in rows})
         return {row.post_id: (row.cluster_id, row.manual) for row in rows}
 
     async def _refusals(self, posts: list[UUID], clusters: set[UUID]) -> dict[UUID, set[UUID]]:
