@@ -425,11 +425,35 @@ def demo_load(password: str, embed: bool) -> None:
         with click.progressbar(length=0, label=f"grouping with {embedder.name}", show_pos=True) as bar:
             count = asyncio.run(embed_stale_now(url, embedder, Thresholds.from_settings(settings), progress=bar))
         click.echo(f"embedded and grouped {count} post(s)")
+        shared, in_them = asyncio.run(_shared_clusters(url))
+        click.echo(f"{shared} cluster(s) of two or more posts, {in_them} post(s) in them (see /triage)")
         from forum.surveys.voices import place_voices_now
 
         with click.progressbar(length=0, label="placing survey comments in clusters", show_pos=True) as bar:
             voices = asyncio.run(place_voices_now(url, embedder, settings.duplicate_threshold, progress=bar))
         click.echo(f"survey comments: {voices.get('placed', 0)} voiced in a cluster, {voices.get('unplaced', 0)} alone")
+
+
+async def _shared_clusters(url: str) -> tuple[int, int]:
+    """How many clusters hold two or more live posts, and how many posts they hold."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM cluster_membership m"
+                        " JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL AND p.hidden_at IS NULL"
+                        " WHERE m.state <> 'rejected' GROUP BY m.cluster_id HAVING count(*) > 1) shared"
+                    )
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+    finally:
+        await engine.dispose()
 
 
 @demo.command("users")

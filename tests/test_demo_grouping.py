@@ -38,6 +38,7 @@ def test_the_demo_forms_its_labelled_groups_on_the_default(env, tmp_path) -> Non
             token = client.post("/api/auth/login", json={"email": product.email, "password": PASSWORD}).json()
             headers = {"Authorization": f"Bearer {token['access_token']}"}
             clusters = client.get("/api/clusters?min_members=2&limit=100", headers=headers).json()["items"]
+            assert f"{len(clusters)} cluster(s) of two or more posts" in loaded.stdout, loaded.stdout
             predicted = set()
             for cluster in clusters:
                 members = client.get(f"/api/clusters/{cluster['id']}", headers=headers).json()["members"]
