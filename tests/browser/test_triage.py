@@ -70,6 +70,9 @@ def test_confirm_and_split_a_cluster(open_page: Any, api: Api) -> None:
     cluster_url = page.url
     assert member(page, wrong).get_by_test_id("member-similarity").inner_text().endswith("%")
     assert member(page, keep).get_by_test_id("member-language").inner_text() in ("English", "Spanish")
+    # Each member says why it is there: the member it is closest to (another member of this cluster).
+    why = member(page, wrong).get_by_test_id("member-why").inner_text()
+    assert why.startswith("Closest to ") and any(t[:40] in why for t in titles if t != wrong), why
 
     member(page, keep).get_by_test_id("confirm").click()
     assert "Membership confirmed" in page.get_by_test_id("triage-done").inner_text()
