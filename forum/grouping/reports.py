@@ -33,64 +33,43 @@ from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
-# split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
-# cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
-# sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
-# index range each) and their posts of the last 30 days (another). Sorting by growth counts those for
-# every cluster.
-_GROWTH = """
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM cluster_voter cv
-        WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
-    ) AS g"""
-
-# A cluster's posts of the last 30 days: an index range of its memberships by their post's created_at
-# (ix_cluster_membership_recent, migration 0016), then those posts' rows (hidden and deleted ones out).
-_RECENT_POSTS = """
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM cluster_membership m JOIN post p ON p.id = m.post_id
-        WHERE m.cluster_id = {alias}.cluster_id AND m.state <> 'rejected'
-          AND m.post_created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-    ) AS rp"""
-
-# Sorting by growth counts every cluster's recent posts: from the posts of the last 30 days (their index,
-# one membership probe each), cheaper than a range per cluster when there are thousands of clusters.
-_RECENT_POSTS_CTE = """
-recent_posts AS MATERIALIZED (
-    SELECT m.cluster_id FROM post p
-    CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
-        SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
-    ) AS m
-    WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-),"""
-_RECENT_POSTS_JOIN = """
-    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-        ON rp.cluster_id = t.cluster_id"""
+# split by the voter's kind, plus growth since the start of the UTC day 30 days ago. The counts come from
+# cluster_tally and cluster_voter (kept by migration 0015's triggers) and growth from cluster_day (new posts
+# and new voters per cluster and day, migration 0017), so a call is O(page) for the voters, members and new
+# sorts: it walks the sort's index on cluster_tally (migration 0017) for the page's rows, then reads at most
+# 31 cluster_day rows per cluster on the page. Growth and detractors rank every cluster's tally row (a few
+# thousand small rows) by a sum over the last 31 days' cluster_day rows, or by the survey voices.
+_SINCE = "(now() AT TIME ZONE 'UTC')::date - 30"
 
 # Survey comments voiced per cluster (each respondent's latest answer per survey): migration 0011's tally.
-_SUMMARY_SQL = """
-WITH {recent_posts} voices AS MATERIALIZED (
+_VOICES_CTE = """voices AS MATERIALIZED (
     SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
     WHERE dimension = 'cluster' AND n > 0 GROUP BY value
-), page AS (
+)"""
+_GROWTH_CTE = f"""growth AS MATERIALIZED (
+    SELECT cluster_id, sum(posts + voters) AS n FROM cluster_day WHERE day >= {_SINCE} GROUP BY cluster_id
+)"""
+
+_SUMMARY_SQL = """
+WITH {ctes}, page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
-           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, {growth_column} AS growth,
-           coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
-           count(*) OVER () AS total_rows
-    FROM cluster_tally t {growth_join}
-    LEFT JOIN voices sv ON sv.cluster_key = t.cluster_id::text
+           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision {rank_columns},
+           (SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter})
+               AS total_rows
+    FROM cluster_tally t {rank_joins}
     WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
 )
-SELECT page.*, top.title, nv.new_voters, rp.n AS new_posts
+SELECT page.*, top.title, g.new_voters, g.new_posts,
+       coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
-{page_recent_posts}
+LEFT JOIN voices sv ON sv.cluster_key = page.cluster_id::text
 CROSS JOIN LATERAL (
-    SELECT count(*) AS new_voters FROM cluster_voter cv
-    WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
-) AS nv
+    SELECT coalesce(sum(d.posts), 0) AS new_posts, coalesce(sum(d.voters), 0) AS new_voters FROM cluster_day d
+    WHERE d.cluster_id = page.cluster_id AND d.day >= {since}
+) AS g
 ORDER BY {order}, page.cluster_id
 """
 
@@ -123,12 +102,19 @@ _WITH_CHANNEL = """AND t.cluster_id IN (
 
 
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
-    growth = sort is ClusterSort.GROWTH
+    ctes, rank_columns, rank_joins = [_VOICES_CTE], "", ""
+    if sort is ClusterSort.GROWTH:
+        ctes.append(_GROWTH_CTE)
+        rank_columns = ", coalesce(g.n, 0) AS growth"
+        rank_joins = "LEFT JOIN growth g ON g.cluster_id = t.cluster_id"
+    elif sort is ClusterSort.DETRACTORS:
+        rank_columns = ", coalesce(rv.detractors, 0) AS detractor_rank, coalesce(rv.n, 0) AS voices_rank"
+        rank_joins = "LEFT JOIN voices rv ON rv.cluster_key = t.cluster_id::text"
     return _SUMMARY_SQL.format(
-        recent_posts=_RECENT_POSTS_CTE if growth else "",
-        growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
-        growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
-        page_recent_posts=_RECENT_POSTS.format(alias="page"),
+        ctes=", ".join(ctes),
+        rank_columns=rank_columns,
+        rank_joins=rank_joins,
+        since=_SINCE,
         cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
         order=_ORDER[sort],
     )
@@ -136,12 +122,13 @@ def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False
 
 _TOTAL_SQL = "SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}"
 
+# Each order but growth and detractors is an index of cluster_tally (migration 0017), cluster_id last.
 _ORDER = {
     ClusterSort.VOTERS: "voters DESC, member_count DESC",
     ClusterSort.MEMBERS: "member_count DESC, voters DESC",
     ClusterSort.GROWTH: "growth DESC, voters DESC",
     ClusterSort.NEW: "first_posted_at DESC",
-    ClusterSort.DETRACTORS: "detractor_voices DESC, voices DESC, voters DESC",
+    ClusterSort.DETRACTORS: "detractor_rank DESC, voices_rank DESC, voters DESC",
 }
 
 
