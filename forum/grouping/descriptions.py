@@ -136,11 +136,14 @@ class DescriptionStore:
             self.session, DESCRIBE_CLUSTER, [_payload(c, self.sees_internal) for c in cluster_ids], dedupe=True
         )
 
-    async def describe(self, revisions: dict[UUID, int]) -> dict[UUID, Description]:
+    async def describe(
+        self, revisions: dict[UUID, int], stored: dict[UUID, Any] | None = None
+    ) -> dict[UUID, Description]:
         """Each cluster's description: stored (fresh or stale, a stale one queued for a refresh), or
-        computed now and stored when there is none."""
+        computed now and stored when there is none. ``stored``: the stored rows (as :meth:`_rows` reads
+        them, audience included) when the caller has already read them with its own statement."""
         now = datetime.now(UTC)
-        rows = await self._rows(list(revisions))
+        rows = stored if stored is not None else await self._rows(list(revisions))
         out = {cluster_id: _description(row) for cluster_id, row in rows.items()}
         stale = [c for c, row in rows.items() if not _fresh(row, revisions[c], now)]
         if self.sees_internal:

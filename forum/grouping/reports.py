@@ -62,9 +62,13 @@ WITH {ctes}, page AS (
     LIMIT :limit OFFSET :offset
 )
 SELECT page.*, top.title, g.new_voters, g.new_posts,
-       coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices
+       coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
+       cd.revision AS d_revision, cd.computed_at AS d_computed_at, cd.representative_id AS d_representative_id,
+       cd.representative_title AS d_representative_title, cd.key_phrases AS d_key_phrases,
+       cd.languages AS d_languages, cd.channels AS d_channels
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
+LEFT JOIN cluster_description cd ON cd.cluster_id = page.cluster_id AND cd.sees_internal = :sees_internal
 LEFT JOIN voices sv ON sv.cluster_key = page.cluster_id::text
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(d.posts), 0) AS new_posts, coalesce(sum(d.voters), 0) AS new_voters FROM cluster_day d
@@ -197,15 +201,39 @@ def _member(r: Any, explanation: Explanation | None) -> ClusterMember:
     )
 
 
+class _StoredDescription:
+    """A ``cluster_description`` row as the summary statement joined it (``d_`` columns), with the names
+    ``DescriptionStore`` reads."""
+
+    __slots__ = (
+        "channels",
+        "computed_at",
+        "key_phrases",
+        "languages",
+        "representative_id",
+        "representative_title",
+        "revision",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.revision, self.computed_at = row.d_revision, row.d_computed_at
+        self.representative_id, self.representative_title = row.d_representative_id, row.d_representative_title
+        self.key_phrases, self.languages, self.channels = row.d_key_phrases, row.d_languages, row.d_channels
+
+
 class ClusterReports:
     def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
         # Descriptions and member explanations are stored per cluster revision and audience
         # (forum/grouping/descriptions.py): a call reads them, it computes one only when none exists yet.
         self.descriptions = DescriptionStore(session, Explainer(session, embedder, viewer))
+        self.sees_internal = self.descriptions.sees_internal
 
     async def _describe(self, rows: Any) -> dict[UUID, Description]:
-        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows})
+        """The page's descriptions, from the stored rows the summary statement joined (the viewer's
+        audience): one statement fewer per call."""
+        stored = {r.cluster_id: _StoredDescription(r) for r in rows if r.d_revision is not None}
+        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows}, stored)
 
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
@@ -220,7 +248,7 @@ class ClusterReports:
     ) -> Page[ClusterSummary]:
         """``channels``: only clusters with a member from one of them."""
         sql = _summary_sql(sort, channels=bool(channels))
-        params = {"min_members": min_members, "limit": limit, "offset": offset}
+        params = {"min_members": min_members, "limit": limit, "offset": offset, "sees_internal": self.sees_internal}
         if channels:
             params["channels"] = channels
         rows = (await self.session.execute(text(sql), params)).all()
@@ -244,7 +272,16 @@ class ClusterReports:
         one cost 20-40 ms of server CPU per call (docs/benchmarks.md)."""
         sql = _summary_sql(ClusterSort.VOTERS, one=True)
         row = (
-            await self.session.execute(text(sql), {"cluster_id": cluster_id, "min_members": 1, "limit": 1, "offset": 0})
+            await self.session.execute(
+                text(sql),
+                {
+                    "cluster_id": cluster_id,
+                    "min_members": 1,
+                    "limit": 1,
+                    "offset": 0,
+                    "sees_internal": self.sees_internal,
+                },
+            )
         ).first()
         if row is None:
             raise NotFoundException("Cluster not found")
