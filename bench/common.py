@@ -270,15 +270,18 @@ LOADED_TABLES = [
 
 
 def cluster_tally_rebuild() -> tuple[str, ...]:
-    """Migration 0015's from-scratch recount of ``cluster_tally``/``cluster_voter``: run after loads that
-    bypass its triggers (``session_replication_role = replica``)."""
+    """Migrations 0015's and 0017's from-scratch recounts (``cluster_tally``/``cluster_voter``, then
+    ``cluster_day``): run after loads that bypass their triggers (``session_replication_role = replica``)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0015_cluster_tally.py"
-    spec = importlib.util.spec_from_file_location("migration_0015", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.REBUILD_SQL
+    statements: list[str] = []
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    for name in ("0015_cluster_tally", "0017_cluster_day"):
+        spec = importlib.util.spec_from_file_location(f"migration_{name}", versions / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        statements += module.REBUILD_SQL
+    return tuple(statements)
 
 
 async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarray, model: str, seed: int) -> dict:

@@ -74,6 +74,7 @@ DEFAULT_ROOT = Path("/tmp/forum-bench-load")
 ROOT = Path(__file__).resolve().parent.parent
 QUIET_MAX_WAIT = 20.0  # the machine is shared: wait at most this long for it to go quiet
 N_VOTERS = 64  # users 2..65 vote (reserved: no loaded votes)
+CLUSTER_SORTS = ("voters", "members", "growth", "new", "detractors")  # GET /api/clusters?sort=
 TARGETS = {
     "list_top": "ours >= 60 % of the floor's req/s",
     "vote": "ours >= 60 % of the floor's req/s",
@@ -83,6 +84,7 @@ TARGETS = {
     "list_deep": "ours >= 60 % of the floor's req/s",
     "clusters": "p95 <= 50 ms (every sort)",
     "cluster_detail": "p95 <= 50 ms",
+    **{f"clusters_{sort}": "p95 <= 50 ms" for sort in CLUSTER_SORTS},
 }
 
 
@@ -543,10 +545,15 @@ def build_workloads(
         "clusters",
         [
             Req("GET", f"/api/clusters?sort={sort}&limit=20&offset={offset}", product)
-            for sort in ("voters", "members", "growth", "new")
+            for sort in CLUSTER_SORTS
             for offset in (0, 0, 20)
         ],
     )
+    for sort in CLUSTER_SORTS:  # each sort alone (--only clusters_sorts): the target is per sort
+        w[f"clusters_{sort}"] = Workload(
+            f"clusters_{sort}",
+            [Req("GET", f"/api/clusters?sort={sort}&limit=20&offset={offset}", product) for offset in (0, 0, 20)],
+        )
     w["cluster_detail"] = Workload(
         "cluster_detail", [Req("GET", f"/api/clusters/{c}", product) for c in fetched["clusters"]]
     )
@@ -586,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         default=None,
         help="measure only these, comma-separated (list_top, list_deep, vote, get_post, create_post, clusters, "
-        "cluster_detail, similar, worker); default: all. The worker's rows alone: --only create_post,worker",
+        "clusters_sorts (each sort alone), cluster_detail, similar, worker); default: all."
+        " The worker's rows alone: --only create_post,worker",
     )
     parser.add_argument("--json", type=Path, default=None, help="write all results to this file")
     parser.add_argument(
@@ -776,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measure(driver, srv, workloads[name], args.concurrency, name)
                 measure(fdriver, floor, workloads[name], args.concurrency, f"floor_{name}")
         floor.stop()
-        if wanted("clusters") or wanted("cluster_detail"):
+        if wanted("clusters") or wanted("clusters_sorts") or wanted("cluster_detail"):
             # What the worker's sweep does after a load (forum/grouping/descriptions.py): store every
             # cluster's description, so that the lists read them (the bench's server runs no worker).
             t = time.perf_counter()
@@ -792,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("get_post", "create_post", "clusters", "cluster_detail"):
             if wanted(name):
                 measure(driver, srv, workloads[name], args.concurrency, name)
+            if name == "clusters" and wanted("clusters_sorts"):
+                for sort in CLUSTER_SORTS:
+                    measure(driver, srv, workloads[f"clusters_{sort}"], args.concurrency, f"clusters_{sort}")
         for level in [int(x) for x in args.similar_concurrency.split(",") if x.strip()]:
             if wanted("similar"):
                 measure(driver, srv, workloads["similar"], level, f"similar@{level}")
@@ -916,7 +927,7 @@ def report(results: dict[str, Any], runs: Sequence[Run]) -> None:
         value = ratio(name)
         if value is not None:
             verdicts[name] = {"value": value, "met": value >= 0.6}
-    for name in ("clusters", "cluster_detail"):
+    for name in ("clusters", "cluster_detail", *(f"clusters_{sort}" for sort in CLUSTER_SORTS)):
         if name in by:
             p95 = by[name].latency_ms.get("p95")
             verdicts[name] = {"value": p95, "met": p95 is not None and p95 <= 50}

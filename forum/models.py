@@ -408,6 +408,19 @@ class ClusterVoter(DefaultBase):
     first_vote: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
+class ClusterDay(DefaultBase):
+    """A cluster's new posts (counted members by their post's creation day) and new voters (by their first
+    vote there) per UTC day: the triage list's growth. Kept by triggers (migration 0017)."""
+
+    __tablename__ = "cluster_day"
+    __table_args__ = (Index("ix_cluster_day_day", "day", "cluster_id", postgresql_include=["posts", "voters"]),)
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    posts: Mapped[int] = mapped_column(Integer)
+    voters: Mapped[int] = mapped_column(Integer)
+
+
 class SuggestionState(enum.StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forum.auth import requires_product_team
 from forum.encoding import PostEmbedder
 from forum.grouping.decisions import ClusterDecisions
-from forum.grouping.reports import ClusterReports
+from forum.grouping.reports import MEMBER_PAGE, ClusterReports
 from forum.grouping.review import ReviewQueue
 from forum.grouping.schemas import (
     ClusterDetail,
@@ -135,9 +135,27 @@ class ClusterController(Controller):
     async def dismiss_suggestion(self, suggestion_id: UUID, review: ReviewQueue) -> SuggestionOutcome:
         return await review.dismiss(suggestion_id)
 
-    @get("/{cluster_id:uuid}", summary="A cluster with its members, why each is there, and their similarity")
-    async def get_cluster(self, cluster_id: UUID, reports: ClusterReports) -> ClusterDetail:
-        return await reports.detail(cluster_id)
+    @get(
+        "/{cluster_id:uuid}",
+        summary="A cluster with a page of its members (oldest first), why each is there, and their similarity",
+    )
+    async def get_cluster(
+        self,
+        cluster_id: UUID,
+        reports: ClusterReports,
+        limit: Annotated[
+            int, Parameter(ge=1, le=100, description=f"Members per page (1-100, default {MEMBER_PAGE})")
+        ] = MEMBER_PAGE,
+        after: Annotated[
+            str | None,
+            Parameter(
+                max_length=1000,
+                description="Continue after a page of members: its `next` cursor (opaque). "
+                "The summary and the rejected posts come with every page",
+            ),
+        ] = None,
+    ) -> ClusterDetail:
+        return await reports.detail(cluster_id, limit, after)
 
     @post("/{cluster_id:uuid}/members/{post_id:uuid}/confirm", status_code=200, summary="Confirm a membership")
     async def confirm_cluster_member(

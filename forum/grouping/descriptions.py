@@ -136,11 +136,14 @@ class DescriptionStore:
             self.session, DESCRIBE_CLUSTER, [_payload(c, self.sees_internal) for c in cluster_ids], dedupe=True
         )
 
-    async def describe(self, revisions: dict[UUID, int]) -> dict[UUID, Description]:
+    async def describe(
+        self, revisions: dict[UUID, int], stored: dict[UUID, Any] | None = None
+    ) -> dict[UUID, Description]:
         """Each cluster's description: stored (fresh or stale, a stale one queued for a refresh), or
-        computed now and stored when there is none."""
+        computed now and stored when there is none. ``stored``: the stored rows (as :meth:`_rows` reads
+        them, audience included) when the caller has already read them with its own statement."""
         now = datetime.now(UTC)
-        rows = await self._rows(list(revisions))
+        rows = stored if stored is not None else await self._rows(list(revisions))
         out = {cluster_id: _description(row) for cluster_id, row in rows.items()}
         stale = [c for c, row in rows.items() if not _fresh(row, revisions[c], now)]
         if self.sees_internal:
@@ -154,20 +157,48 @@ class DescriptionStore:
             out.update(computed)
         return out
 
-    async def explanations(self, cluster_id: UUID, revision: int) -> dict[UUID, Explanation]:
+    async def explanations(
+        self, cluster_id: UUID, revision: int, post_ids: Sequence[UUID] | None = None
+    ) -> dict[UUID, Explanation]:
         """The members' explanations of a cluster page, stored like descriptions (call :meth:`describe`
-        first: the row they are kept in exists then)."""
-        row = (await self._rows([cluster_id], explanations=True)).get(cluster_id)
-        stored = row.explanations if row is not None else None
-        if stored is not None:
-            current = stored["revision"] == revision and datetime.now(UTC) - row.computed_at < MAX_AGE
+        first: the row they are kept in exists then). ``post_ids``: only these members' (a page of a large
+        cluster reads its 50 out of the stored 1,400 in SQL, not the whole document)."""
+        row = (
+            await self.session.execute(
+                text(_EXPLANATIONS_SQL),
+                {
+                    "c": cluster_id,
+                    "s": self.sees_internal,
+                    "all": post_ids is None,
+                    "ids": [str(p) for p in post_ids or ()],
+                },
+            )
+        ).first()
+        if row is not None and row.explained is not None:
+            current = row.explained == revision and datetime.now(UTC) - row.computed_at < MAX_AGE
             if current or self.sees_internal:  # stale ones for the staff only, as for descriptions
                 if not current:
                     await self._refresh_later([cluster_id])
-                return _decode_explanations(stored)
+                return _decode_explanations({"members": row.members or {}})
         explanations = await self.explainer.explain_members(cluster_id)
         await _store_explanations(self.session, cluster_id, self.sees_internal, revision, explanations)
+        if post_ids is not None:
+            wanted = set(post_ids)
+            return {k: v for k, v in explanations.items() if k in wanted}
         return explanations
+
+
+# A cluster page's explanations: the stored document's revision and only the members asked for (jsonb_each
+# walks the document once in PostgreSQL; nothing of the other members is sent or decoded).
+_EXPLANATIONS_SQL = """
+SELECT d.computed_at, CAST(d.explanations ->> 'revision' AS bigint) AS explained,
+       CASE WHEN :all THEN d.explanations -> 'members' ELSE (
+           SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(d.explanations -> 'members') AS e
+           WHERE e.key = ANY(CAST(:ids AS text[]))
+       ) END AS members
+FROM cluster_description d
+WHERE d.cluster_id = :c AND d.sees_internal = :s
+"""
 
 
 async def _store_explanations(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import select, text
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
 from forum.encoding import PostEmbedder
+from forum.errors import UnprocessableError
 from forum.grouping.descriptions import DescriptionStore
 from forum.grouping.explanations import Description, Explainer
 from forum.grouping.schemas import (
@@ -19,6 +23,7 @@ from forum.grouping.schemas import (
     ClusterMember,
     ClusterSort,
     ClusterSummary,
+    Explanation,
     Growth,
     SurveyVoices,
     VoterCounts,
@@ -28,64 +33,47 @@ from forum.posts.schemas import VoteCounts
 from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
-# split by the voter's kind, plus growth over the last 30 days. The counts come from cluster_tally and
-# cluster_voter (kept by migration 0015's triggers), so a call reads the tally row of every cluster to
-# sort them (a few thousand small rows), then, for the clusters on the page, their recent voters (an
-# index range each) and their posts of the last 30 days (another). Sorting by growth counts those for
-# every cluster.
-_GROWTH = """
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM cluster_voter cv
-        WHERE cv.cluster_id = t.cluster_id AND cv.first_vote >= now() - interval '30 days'
-    ) AS g"""
-
-# A cluster's posts of the last 30 days: an index range of its memberships by their post's created_at
-# (ix_cluster_membership_recent, migration 0016), then those posts' rows (hidden and deleted ones out).
-_RECENT_POSTS = """
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM cluster_membership m JOIN post p ON p.id = m.post_id
-        WHERE m.cluster_id = {alias}.cluster_id AND m.state <> 'rejected'
-          AND m.post_created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-    ) AS rp"""
-
-# Sorting by growth counts every cluster's recent posts: from the posts of the last 30 days (their index,
-# one membership probe each), cheaper than a range per cluster when there are thousands of clusters.
-_RECENT_POSTS_CTE = """
-recent_posts AS MATERIALIZED (
-    SELECT m.cluster_id FROM post p
-    CROSS JOIN LATERAL (  -- LIMIT: one index probe per recent post, never a scan of every membership
-        SELECT m.cluster_id FROM cluster_membership m WHERE m.post_id = p.id AND m.state <> 'rejected' LIMIT 1
-    ) AS m
-    WHERE p.created_at >= now() - interval '30 days' AND post_counts_in_cluster(p)
-),"""
-_RECENT_POSTS_JOIN = """
-    LEFT JOIN (SELECT cluster_id, count(*) AS n FROM recent_posts GROUP BY cluster_id) AS rp
-        ON rp.cluster_id = t.cluster_id"""
+# split by the voter's kind, plus growth since the start of the UTC day 30 days ago. The counts come from
+# cluster_tally and cluster_voter (kept by migration 0015's triggers) and growth from cluster_day (new posts
+# and new voters per cluster and day, migration 0017), so a call is O(page) for the voters, members and new
+# sorts: it walks the sort's index on cluster_tally (migration 0017) for the page's rows, then reads at most
+# 31 cluster_day rows per cluster on the page. Growth and detractors rank every cluster's tally row (a few
+# thousand small rows) by a sum over the last 31 days' cluster_day rows, or by the survey voices.
+_SINCE = "(now() AT TIME ZONE 'UTC')::date - 30"
 
 # Survey comments voiced per cluster (each respondent's latest answer per survey): migration 0011's tally.
-_SUMMARY_SQL = """
-WITH {recent_posts} voices AS MATERIALIZED (
+_VOICES_CTE = """voices AS MATERIALIZED (
     SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
     WHERE dimension = 'cluster' AND n > 0 GROUP BY value
-), page AS (
+)"""
+_GROWTH_CTE = f"""growth AS MATERIALIZED (
+    SELECT cluster_id, sum(posts + voters) AS n FROM cluster_day WHERE day >= {_SINCE} GROUP BY cluster_id
+)"""
+
+_SUMMARY_SQL = """
+WITH {ctes}, page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
-           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, {growth_column} AS growth,
-           coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
-           count(*) OVER () AS total_rows
-    FROM cluster_tally t {growth_join}
-    LEFT JOIN voices sv ON sv.cluster_key = t.cluster_id::text
+           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision {rank_columns},
+           (SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter})
+               AS total_rows
+    FROM cluster_tally t {rank_joins}
     WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
 )
-SELECT page.*, top.title, nv.new_voters, rp.n AS new_posts
+SELECT page.*, top.title, g.new_voters, g.new_posts,
+       coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
+       cd.revision AS d_revision, cd.computed_at AS d_computed_at, cd.representative_id AS d_representative_id,
+       cd.representative_title AS d_representative_title, cd.key_phrases AS d_key_phrases,
+       cd.languages AS d_languages, cd.channels AS d_channels
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
-{page_recent_posts}
+LEFT JOIN cluster_description cd ON cd.cluster_id = page.cluster_id AND cd.sees_internal = :sees_internal
+LEFT JOIN voices sv ON sv.cluster_key = page.cluster_id::text
 CROSS JOIN LATERAL (
-    SELECT count(*) AS new_voters FROM cluster_voter cv
-    WHERE cv.cluster_id = page.cluster_id AND cv.first_vote >= now() - interval '30 days'
-) AS nv
+    SELECT coalesce(sum(d.posts), 0) AS new_posts, coalesce(sum(d.voters), 0) AS new_voters FROM cluster_day d
+    WHERE d.cluster_id = page.cluster_id AND d.day >= {since}
+) AS g
 ORDER BY {order}, page.cluster_id
 """
 
@@ -118,12 +106,19 @@ _WITH_CHANNEL = """AND t.cluster_id IN (
 
 
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
-    growth = sort is ClusterSort.GROWTH
+    ctes, rank_columns, rank_joins = [_VOICES_CTE], "", ""
+    if sort is ClusterSort.GROWTH:
+        ctes.append(_GROWTH_CTE)
+        rank_columns = ", coalesce(g.n, 0) AS growth"
+        rank_joins = "LEFT JOIN growth g ON g.cluster_id = t.cluster_id"
+    elif sort is ClusterSort.DETRACTORS:
+        rank_columns = ", coalesce(rv.detractors, 0) AS detractor_rank, coalesce(rv.n, 0) AS voices_rank"
+        rank_joins = "LEFT JOIN voices rv ON rv.cluster_key = t.cluster_id::text"
     return _SUMMARY_SQL.format(
-        recent_posts=_RECENT_POSTS_CTE if growth else "",
-        growth_column="g.n + coalesce(rp.n, 0)" if growth else "0",
-        growth_join=_GROWTH + _RECENT_POSTS_JOIN if growth else "",
-        page_recent_posts=_RECENT_POSTS.format(alias="page"),
+        ctes=", ".join(ctes),
+        rank_columns=rank_columns,
+        rank_joins=rank_joins,
+        since=_SINCE,
         cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
         order=_ORDER[sort],
     )
@@ -131,12 +126,13 @@ def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False
 
 _TOTAL_SQL = "SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}"
 
+# Each order but growth and detractors is an index of cluster_tally (migration 0017), cluster_id last.
 _ORDER = {
     ClusterSort.VOTERS: "voters DESC, member_count DESC",
     ClusterSort.MEMBERS: "member_count DESC, voters DESC",
     ClusterSort.GROWTH: "growth DESC, voters DESC",
     ClusterSort.NEW: "first_posted_at DESC",
-    ClusterSort.DETRACTORS: "detractor_voices DESC, voices DESC, voters DESC",
+    ClusterSort.DETRACTORS: "detractor_rank DESC, voices_rank DESC, voters DESC",
 }
 
 
@@ -161,15 +157,83 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
     )
 
 
+MEMBER_PAGE = 50
+"""Members per page of a cluster (``GET /api/clusters/{id}``): ``limit`` chooses up to 100."""
+
+
+def _member_cursor_error() -> UnprocessableError:
+    return UnprocessableError("Invalid cursor: not a cursor this cluster's members gave", field="after")
+
+
+def _encode_member_cursor(created_at: datetime, post_id: UUID) -> str:
+    """Opaque to clients: the last member's post creation time and id, as URL-safe base64 of JSON."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(["members", created_at, post_id])).decode().rstrip("=")
+
+
+def _decode_member_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        tag, created_at, post_id = raw
+        if tag != "members":
+            raise ValueError
+        return msgspec.convert(created_at, datetime), msgspec.convert(post_id, UUID, strict=False)
+    except (ValueError, TypeError, msgspec.ValidationError, msgspec.DecodeError):
+        raise _member_cursor_error() from None
+
+
+def _member(r: Any, explanation: Explanation | None) -> ClusterMember:
+    return ClusterMember(
+        post_id=r.id,
+        title=r.title,
+        kind=r.kind,
+        status=r.status,
+        visibility=r.visibility,
+        language=r.language,
+        author=UserPublic(id=r.author_id, display_name=r.display_name, kind=r.author_kind),
+        created_at=r.created_at,
+        votes=VoteCounts(total=r.vote_total, internal=r.vote_internal, external=r.vote_external),
+        similarity=r.similarity,
+        state=r.state,
+        manual=r.manual,
+        band=Band.MANUAL if r.manual else Band.SURE,
+        explanation=explanation,
+        merged_into=r.merged_into_id,
+    )
+
+
+class _StoredDescription:
+    """A ``cluster_description`` row as the summary statement joined it (``d_`` columns), with the names
+    ``DescriptionStore`` reads."""
+
+    __slots__ = (
+        "channels",
+        "computed_at",
+        "key_phrases",
+        "languages",
+        "representative_id",
+        "representative_title",
+        "revision",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.revision, self.computed_at = row.d_revision, row.d_computed_at
+        self.representative_id, self.representative_title = row.d_representative_id, row.d_representative_title
+        self.key_phrases, self.languages, self.channels = row.d_key_phrases, row.d_languages, row.d_channels
+
+
 class ClusterReports:
     def __init__(self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None) -> None:
         self.session = session
         # Descriptions and member explanations are stored per cluster revision and audience
         # (forum/grouping/descriptions.py): a call reads them, it computes one only when none exists yet.
         self.descriptions = DescriptionStore(session, Explainer(session, embedder, viewer))
+        self.sees_internal = self.descriptions.sees_internal
 
     async def _describe(self, rows: Any) -> dict[UUID, Description]:
-        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows})
+        """The page's descriptions, from the stored rows the summary statement joined (the viewer's
+        audience): one statement fewer per call."""
+        stored = {r.cluster_id: _StoredDescription(r) for r in rows if r.d_revision is not None}
+        return await self.descriptions.describe({r.cluster_id: r.revision for r in rows}, stored)
 
     async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
         by_id = {summary.id: summary for summary in summaries}
@@ -184,7 +248,7 @@ class ClusterReports:
     ) -> Page[ClusterSummary]:
         """``channels``: only clusters with a member from one of them."""
         sql = _summary_sql(sort, channels=bool(channels))
-        params = {"min_members": min_members, "limit": limit, "offset": offset}
+        params = {"min_members": min_members, "limit": limit, "offset": offset, "sees_internal": self.sees_internal}
         if channels:
             params["channels"] = channels
         rows = (await self.session.execute(text(sql), params)).all()
@@ -200,65 +264,70 @@ class ClusterReports:
         items = await self._count_channels([_summary(r, descriptions.get(r.cluster_id)) for r in rows])
         return Page(items=items, total=total, limit=limit, offset=offset)
 
-    async def detail(self, cluster_id: UUID) -> ClusterDetail:
+    async def detail(self, cluster_id: UUID, limit: int = MEMBER_PAGE, after: str | None = None) -> ClusterDetail:
+        """A cluster, one page of its members (oldest first, ``limit`` of them, after the ``after`` cursor)
+        and every rejected post. A page reads its members by the memberships' index
+        (``ix_cluster_membership_recent``: cluster, post's created_at) from the cursor on, and only their
+        explanations: the 100 most voted clusters at 100k posts have 600-1,400 members, and answering every
+        one cost 20-40 ms of server CPU per call (docs/benchmarks.md)."""
         sql = _summary_sql(ClusterSort.VOTERS, one=True)
         row = (
-            await self.session.execute(text(sql), {"cluster_id": cluster_id, "min_members": 1, "limit": 1, "offset": 0})
+            await self.session.execute(
+                text(sql),
+                {
+                    "cluster_id": cluster_id,
+                    "min_members": 1,
+                    "limit": 1,
+                    "offset": 0,
+                    "sees_internal": self.sees_internal,
+                },
+            )
         ).first()
         if row is None:
             raise NotFoundException("Cluster not found")
-        # Columns, not ORM objects: a large cluster has over a thousand members (1.3k Post, User and
-        # membership instances cost ~90 ms at 100k posts).
+        # Columns, not ORM objects: 1.3k Post, User and membership instances cost ~90 ms at 100k posts.
         m = ClusterMembership
-        memberships = (
+        columns = (
+            select(
+                m.similarity,
+                m.state,
+                m.manual,
+                m.post_created_at,
+                Post.id,
+                Post.title,
+                Post.kind,
+                Post.status,
+                Post.visibility,
+                Post.language,
+                Post.created_at,
+                Post.vote_total,
+                Post.vote_internal,
+                Post.vote_external,
+                Post.merged_into_id,
+                User.id.label("author_id"),
+                User.display_name,
+                User.kind.label("author_kind"),
+            )
+            .join(Post, Post.id == m.post_id)
+            .join(User, User.id == Post.author_id)
+        )
+        live = [m.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None)]
+        page = columns.where(*live, m.state != MembershipState.REJECTED.value)
+        if after is not None:
+            page = page.where(tuple_(m.post_created_at, m.post_id) > tuple_(*_decode_member_cursor(after)))
+        page = page.order_by(m.post_created_at, m.post_id).limit(limit + 1)
+        rows = (await self.session.execute(page)).all()
+        more, rows = len(rows) > limit, rows[:limit]
+        rejected_rows = (
             await self.session.execute(
-                select(
-                    m.similarity,
-                    m.state,
-                    m.manual,
-                    Post.id,
-                    Post.title,
-                    Post.kind,
-                    Post.status,
-                    Post.visibility,
-                    Post.language,
-                    Post.created_at,
-                    Post.vote_total,
-                    Post.vote_internal,
-                    Post.vote_external,
-                    Post.merged_into_id,
-                    User.id.label("author_id"),
-                    User.display_name,
-                    User.kind.label("author_kind"),
-                )
-                .join(Post, Post.id == m.post_id)
-                .join(User, User.id == Post.author_id)
-                .where(m.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None))
-                .order_by(Post.created_at)
+                columns.where(*live, m.state == MembershipState.REJECTED.value).order_by(m.post_created_at, m.post_id)
             )
         ).all()
 
         descriptions = await self._describe([row])
-        explanations = await self.descriptions.explanations(cluster_id, row.revision)
-        members, rejected = [], []
-        for r in memberships:
-            member = ClusterMember(
-                post_id=r.id,
-                title=r.title,
-                kind=r.kind,
-                status=r.status,
-                visibility=r.visibility,
-                language=r.language,
-                author=UserPublic(id=r.author_id, display_name=r.display_name, kind=r.author_kind),
-                created_at=r.created_at,
-                votes=VoteCounts(total=r.vote_total, internal=r.vote_internal, external=r.vote_external),
-                similarity=r.similarity,
-                state=r.state,
-                manual=r.manual,
-                band=Band.MANUAL if r.manual else Band.SURE,
-                explanation=explanations.get(r.id),
-                merged_into=r.merged_into_id,
-            )
-            (rejected if r.state == MembershipState.REJECTED.value else members).append(member)
+        explanations = await self.descriptions.explanations(cluster_id, row.revision, [r.id for r in rows])
+        members = [_member(r, explanations.get(r.id)) for r in rows]
+        rejected = [_member(r, None) for r in rejected_rows]
         [summary] = await self._count_channels([_summary(row, descriptions.get(cluster_id))])
-        return ClusterDetail(summary=summary, members=members, rejected=rejected)
+        cursor = _encode_member_cursor(rows[-1].post_created_at, rows[-1].id) if more else None
+        return ClusterDetail(summary=summary, members=members, rejected=rejected, next=cursor)

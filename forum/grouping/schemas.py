@@ -132,10 +132,16 @@ class ClusterMember(msgspec.Struct):
 
 
 class ClusterDetail(msgspec.Struct):
+    """A cluster and one page of its members, oldest first (``summary.member_count`` counts them all)."""
+
     summary: ClusterSummary
     members: list[ClusterMember]
+    """One page of the members: ``limit`` of them (50 unless asked), after the ``after`` cursor."""
     rejected: list[ClusterMember]
-    """Posts a person took out of this cluster: automatic grouping will not put them back."""
+    """Posts a person took out of this cluster: automatic grouping will not put them back (all of them,
+    on every page)."""
+    next: str | None = None
+    """Cursor for the members after this page (``?after=``); null on the last page."""
 
 
 class ClusterSort(enum.StrEnum):

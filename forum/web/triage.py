@@ -46,6 +46,7 @@ from forum.web.views import Nav, page, provide_nav, provide_posts
 
 DESK_PAGE_SIZE = 25
 MOVE_TARGETS = 100
+MEMBERS_PAGE = 100  # members per cluster page (the API's largest page; its "next" link continues)
 SUGGESTIONS = 5
 VOICES = 20  # the newest survey comments voiced in a cluster, on its page
 NOTE_MAX = 2_000  # forum.posts.schemas.Note
@@ -160,9 +161,16 @@ class PostTriagePage:
 
 
 async def cluster_page(
-    reports: ClusterReports, posts: PostService, survey_reports: SurveyReports, cluster_id: UUID, viewer: User
+    reports: ClusterReports,
+    posts: PostService,
+    survey_reports: SurveyReports,
+    cluster_id: UUID,
+    viewer: User,
+    after: str | None = None,
 ) -> ClusterPage:
-    cluster = await reports.detail(cluster_id)
+    """A cluster's page: a page of its members (``after``: the API's members cursor); a member can be
+    merged into the other live members of the same page."""
+    cluster = await reports.detail(cluster_id, MEMBERS_PAGE, after)
     locale = current_locale()
     scores = [
         VoiceScore(question_of(s, locale), s.kind, score)
@@ -226,9 +234,15 @@ class Desk:
         return self.request.user
 
     async def cluster_page(
-        self, cluster_id: UUID, *, error: str | None = None, error_for: str | None = None, status_code: int = 200
+        self,
+        cluster_id: UUID,
+        *,
+        error: str | None = None,
+        error_for: str | None = None,
+        status_code: int = 200,
+        after: str | None = None,
     ) -> Template:
-        view = await cluster_page(self.reports, self.posts, self.survey_reports, cluster_id, self.user)
+        view = await cluster_page(self.reports, self.posts, self.survey_reports, cluster_id, self.user, after)
         return render(
             "triage/cluster.html",
             self.nav,
@@ -237,6 +251,7 @@ class Desk:
             view=view,
             error=error,
             error_for=error_for,
+            members_after=after,
         )
 
     async def post_page(
@@ -367,8 +382,8 @@ class TriageController(Controller):
     # A cluster ---------------------------------------------------------------------------------------
 
     @get("/clusters/{cluster_id:uuid}", name="triage:cluster")
-    async def cluster(self, desk: Desk, cluster_id: UUID) -> Template:
-        return await desk.cluster_page(cluster_id)
+    async def cluster(self, desk: Desk, cluster_id: UUID, after: str | None = None) -> Template:
+        return await desk.cluster_page(cluster_id, after=after[:1000] if after else None)
 
     @post(
         "/clusters/{cluster_id:uuid}/members/{post_id:uuid}/confirm", name="triage:confirm", media_type=MediaType.HTML
