@@ -138,9 +138,8 @@ def _encode_with(encoder: Encoder, texts: list[str], threads: int | None) -> np.
     if torch is not None:
         if _default_threads is None:
             _default_threads = torch.get_num_threads()
-        wanted = threads or _default_threads
-        if torch.get_num_threads() != wanted:
-            torch.set_num_threads(wanted)
+        # Always set: get_num_threads() answers a process-wide value, not this thread's OpenMP setting.
+        torch.set_num_threads(threads or _default_threads)
     return encoder.encode(texts)
 
 
