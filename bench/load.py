@@ -79,6 +79,7 @@ TARGETS = {
     "list_top": "ours >= 60 % of the floor's req/s",
     "vote": "ours >= 60 % of the floor's req/s",
     "similar": "p95 <= 50 ms (one typist)",
+    "similar_4": "p95 <= 50 ms (four typists)",
     "worker": ">= 80 % of the raw encoder's texts/s",
     "create_busy": "p99 within 20 % of p99 with the worker idle",
     "list_deep": "ours >= 60 % of the floor's req/s",
@@ -931,9 +932,10 @@ def report(results: dict[str, Any], runs: Sequence[Run]) -> None:
         if name in by:
             p95 = by[name].latency_ms.get("p95")
             verdicts[name] = {"value": p95, "met": p95 is not None and p95 <= 50}
-    if "similar@1" in by:
-        p95 = by["similar@1"].latency_ms.get("p95")
-        verdicts["similar"] = {"value": p95, "met": p95 is not None and p95 <= 50}
+    for name, run in (("similar", "similar@1"), ("similar_4", "similar@4")):
+        if run in by:
+            p95 = by[run].latency_ms.get("p95")
+            verdicts[name] = {"value": p95, "met": p95 is not None and p95 <= 50}
     worker = results.get("worker")
     raw = results.get("raw_encoder", {}).get("best_texts_per_s")
     if worker and raw:

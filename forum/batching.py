@@ -73,3 +73,40 @@ def _settle(future: asyncio.Future[R], result: R | None = None, *, exception: Ba
         future.set_exception(exception)
     else:
         future.set_result(result)  # type: ignore[arg-type]
+
+
+class RequestGate:
+    """Counts the HTTP requests this process is serving, so that background work sharing the process
+    (``forum serve``'s embedded worker) runs its steps between requests.
+
+    :meth:`wait_idle` returns as soon as no request is in flight, or after ``max_wait`` seconds: under a
+    load that never pauses the worker still takes a step every ``max_wait`` (docs/benchmarks.md says what
+    this costs its throughput). Polls instead of holding an ``asyncio.Event``: one gate serves whatever
+    loop the process runs (tests start several).
+    """
+
+    def __init__(self) -> None:
+        self.active = 0
+
+    def enter(self) -> None:
+        self.active += 1
+
+    def exit(self) -> None:
+        self.active -= 1
+
+    async def wait_idle(self, max_wait: float = 0.5, poll: float = 0.005) -> bool:
+        """Wait until no request is in flight (True) or ``max_wait`` passed (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while self.active > 0:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+
+#: The requests of this process (entered by ``forum.middleware.CountRequestsMiddleware``).
+REQUESTS = RequestGate()
+
+#: How long a step of the embedded worker waits for a moment without requests before it runs anyway.
+YIELD_MAX_WAIT = 0.5

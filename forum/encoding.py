@@ -21,7 +21,7 @@ from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_enc
 from embeddings.encoder import MULTILINGUAL_SPEC
 from embeddings.grouping import TITLE_SUFFIX, GroupingRule
 from embeddings.language import ENGLISH, LANGUAGES, UNDETERMINED, detect_language, is_english_route
-from forum.batching import Coalescer
+from forum.batching import REQUESTS, YIELD_MAX_WAIT, Coalescer
 
 _encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
@@ -77,54 +77,70 @@ def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
 #: Texts per model call of a worker that yields to requests (:meth:`EncodeBatcher.encode_background`).
 BACKGROUND_CHUNK = 8
 
+#: torch threads for the model calls of requests (as-you-type lookups, batched by :class:`EncodeBatcher`).
+#: One: on two cores shared with the event loop, PostgreSQL and other processes, a second OpenMP thread
+#: waits at every layer's barrier for a core that is busy elsewhere. One typed title on a crowded machine:
+#: p50 9-14 ms on one thread, 42-50 ms on two; four titles in one call 13-23 ms against 89-370 ms
+#: (docs/benchmarks.md, issue 14). On an idle machine two threads save ~3 ms per call.
+REQUEST_THREADS = 1
+
 
 class EncodeBatcher(Coalescer[str, np.ndarray]):
     """Encodes texts on the encoder's own thread, batching whatever arrives while the model is busy.
 
     An idle batcher encodes a text at once (no waiting to form a batch); requests that come in during a
-    model call are encoded together in the next one, which is several times cheaper per text.
+    model call are encoded together in the next one, which is several times cheaper per text. Requests'
+    calls run on ``request_threads`` torch threads; :meth:`encode_many` (bulk work) on torch's default.
     """
 
-    def __init__(self, encoder: Encoder, max_batch: int = 64) -> None:
+    def __init__(self, encoder: Encoder, max_batch: int = 64, *, request_threads: int = REQUEST_THREADS) -> None:
         super().__init__(max_batch)
         self.encoder = encoder
+        self.request_threads = request_threads
 
     async def encode_one(self, text: str) -> np.ndarray:
         return await self.submit(text)
 
     async def encode_many(self, texts: Sequence[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(encoder_executor(self.encoder), self.encoder.encode, list(texts))
+        return await self._call(list(texts), None)
 
     async def run_batch(self, items: list[str]) -> np.ndarray:
-        return await self.encode_many(items)
+        return await self._call(items, self.request_threads)
+
+    async def _call(self, texts: list[str], threads: int | None) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(encoder_executor(self.encoder), _encode_with, self.encoder, texts, threads)
 
     async def encode_background(self, texts: Sequence[str], chunk: int = BACKGROUND_CHUNK) -> np.ndarray:
         """Encode for a worker that shares this process with requests (``forum serve``'s embedded worker):
-        in model calls of ``chunk`` texts on one model thread. The encoder's thread takes calls in order,
-        so a request's text queued meanwhile waits for one small call at most, and the second core stays
-        free for the event loop and PostgreSQL. Slower per text than :meth:`encode_many` (docs/benchmarks.md)."""
-        loop = asyncio.get_running_loop()
+        in model calls of ``chunk`` texts on one model thread, each started between requests
+        (:class:`forum.batching.RequestGate`: when none is in flight, or after ``YIELD_MAX_WAIT``). The
+        encoder's thread takes calls in order, so a request's text queued meanwhile waits for one small
+        call at most, and the second core stays free for the event loop and PostgreSQL. Slower per text
+        than :meth:`encode_many` (docs/benchmarks.md)."""
         items = list(texts)
-        parts = [
-            await loop.run_in_executor(encoder_executor(self.encoder), _one_thread, self.encoder, items[i : i + chunk])
-            for i in range(0, len(items), chunk)
-        ]
+        parts = []
+        for i in range(0, len(items), chunk):
+            await REQUESTS.wait_idle(YIELD_MAX_WAIT)
+            parts.append(await self._call(items[i : i + chunk], 1))
         return np.concatenate(parts) if parts else self.encoder.encode([])
 
 
-def _one_thread(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    """``encoder.encode(texts)`` with one torch thread (torch's thread count belongs to the calling thread's
-    OpenMP team: every model call runs on the encoder's own thread, so the next request's call is unaffected)."""
+_default_threads: int | None = None
+
+
+def _encode_with(encoder: Encoder, texts: list[str], threads: int | None) -> np.ndarray:
+    """``encoder.encode(texts)`` with ``threads`` torch threads (None: torch's default). torch's thread count
+    belongs to the calling thread's OpenMP team, and every model call runs on the encoder's own thread, so
+    it is set for each call: a request's one thread never leaks into a bulk call, nor the reverse."""
+    global _default_threads
     torch = sys.modules.get("torch")
-    if torch is None:
-        return encoder.encode(texts)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return encoder.encode(texts)
-    finally:
-        torch.set_num_threads(before)
+    if torch is not None:
+        if _default_threads is None:
+            _default_threads = torch.get_num_threads()
+        # Always set: get_num_threads() answers a process-wide value, not this thread's OpenMP setting.
+        torch.set_num_threads(threads or _default_threads)
+    return encoder.encode(texts)
 
 
 # Which posts a route compares with, by their recorded language (NULL: not detected yet, like "und").

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from forum.batching import REQUESTS, YIELD_MAX_WAIT
 from forum.encoding import PostEmbedder, PostVectors, content_hash, post_language, post_text
 from forum.grouping.consolidation import MAX_POSTS_PER_PASS, ConsolidationReport, Consolidator
 from forum.grouping.labels import cluster_members
@@ -274,6 +275,8 @@ class EmbedCollector:
         try:
             if isinstance(batch, BaseException):
                 raise batch
+            if self.yield_to_requests:  # the write and grouping run on the event loop the requests share
+                await REQUESTS.wait_idle(YIELD_MAX_WAIT)
             edited = await write_and_group(self.session_maker, self.embedder, batch, self.threshold)
             outcomes = batch.outcomes
             if edited:
