@@ -246,7 +246,7 @@ FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal = :s
 WHERE t.cluster_id = ANY(CAST(:ids AS uuid[]))
 """
-_STALE_SQL = """
+STALE_SQL = """
 SELECT t.cluster_id FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal
 WHERE t.member_count > 0
@@ -298,7 +298,7 @@ async def refresh_stale(
     done = 0
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
-            ids = list(await session.scalars(text(_STALE_SQL), {"max_age": MAX_AGE, "limit": SWEEP_BATCH}))
+            ids = list(await session.scalars(text(STALE_SQL), {"max_age": MAX_AGE, "limit": SWEEP_BATCH}))
             if not ids:
                 return done
             refreshed = await refresh(session, embedder, ids, True, explain_all=True)
