@@ -34,8 +34,8 @@ from forum.batching import REQUESTS, YIELD_MAX_WAIT
 from forum.email.services import DIGEST_SCHEDULE, SEND_DIGESTS, SEND_NOTIFICATION, send_digests, send_notification
 from forum.encoding import PostEmbedder
 from forum.grouping.consolidation import ConsolidationReport
-from forum.grouping.descriptions import STALE_SQL as STALE_DESCRIPTIONS_SQL
 from forum.grouping.descriptions import DESCRIBE_CLUSTER, MAX_AGE, parse_payload, refresh, refresh_stale
+from forum.grouping.descriptions import STALE_SQL as STALE_DESCRIPTIONS_SQL
 from forum.grouping.thresholds import Thresholds
 from forum.jobs import EmbedCollector, consolidate_now
 from forum.queue import EMBED_POST, asyncpg_dsn, enqueue, enqueue_stale
