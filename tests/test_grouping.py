@@ -135,6 +135,7 @@ def test_as_you_type_reads_the_posts_in_the_search_statement(
         searches = [s for s in statements if "post_embedding" in s]
         post_reads = [s for s in statements if "FROM post" in s and "post_embedding" not in s]
         assert len(searches) == 1 and post_reads == [], statements
+        assert not any("grouping_setting" in s for s in statements), "as-you-type reads no thresholds"
 
 
 def test_clusters_ranked_by_unique_voters_split_internal_external(api: Api, drain) -> None:
