@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Api, run_sql
+from tests.conftest import Api, QueryCounter, run_sql
 
 
 def _seed(api: Api, author, drain=None) -> dict[str, dict]:
@@ -101,6 +101,41 @@ def test_similar_posts_as_you_type(api: Api, drain) -> None:
     after = api.client.post("/api/posts/similar", json={"title": "dark mode"}).json()["items"]
     after = [f["post"]["id"] for f in after]
     assert posts["dark"]["id"] not in after, "deleted posts are not suggested"
+
+
+def test_as_you_type_reads_the_posts_in_the_search_statement(
+    api: Api, drain, count_queries: QueryCounter, monkeypatch
+) -> None:
+    """Per route, one statement finds the nearest posts and reads their answers (author, vote, cluster):
+    no second round trip for the posts' rows (issue 14: four typists at once). The search is prepared on
+    asyncpg directly (as the vote path's statements), so both SQLAlchemy's statements and the driver's are counted."""
+    import asyncpg
+
+    driver_statements: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def counted_fetch(self, query, *args, **kwargs):
+        driver_statements.append(query)
+        return await fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted_fetch)
+    author = api.register("Ada")
+    posts = _seed(api, author, drain)
+    voter = api.register()
+    api.client.put(f"/api/posts/{posts['dark']['id']}/vote", headers=voter.headers)
+    for headers in ({}, voter.headers):
+        count_queries.statements.clear()
+        driver_statements.clear()
+        r = api.client.post("/api/posts/similar", json={"title": "dark mode in the app please"}, headers=headers)
+        assert r.status_code == 200, r.text
+        found = {f["post"]["id"]: f["post"] for f in r.json()["items"]}
+        assert found[posts["dark"]["id"]]["has_voted"] is bool(headers)
+        assert found[posts["dark"]["id"]]["author"]["display_name"] == "Ada"
+        statements = count_queries.statements + driver_statements
+        searches = [s for s in statements if "post_embedding" in s]
+        post_reads = [s for s in statements if "FROM post" in s and "post_embedding" not in s]
+        assert len(searches) == 1 and post_reads == [], statements
+        assert not any("grouping_setting" in s for s in statements), "as-you-type reads no thresholds"
 
 
 def test_clusters_ranked_by_unique_voters_split_internal_external(api: Api, drain) -> None:

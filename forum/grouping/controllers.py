@@ -42,6 +42,14 @@ async def provide_grouping(db_session: AsyncSession, state: State) -> AsyncGener
     yield GroupingService(db_session, embedder, await effective_thresholds(db_session, embedder.name, defaults))
 
 
+async def provide_search(db_session: AsyncSession, state: State) -> AsyncGenerator[GroupingService, None]:
+    """As ``provide_grouping`` for a search that groups nothing (as-you-type): no round trip for the
+    thresholds the board's team set, which only grouping decisions read."""
+    embedder: PostEmbedder = state["forum_embedder"]
+    await embedder.ready()
+    yield GroupingService(db_session, embedder, Thresholds.from_settings(state["forum_settings"]))
+
+
 async def provide_review(
     grouping: GroupingService, request: Request[User, Any, Any]
 ) -> AsyncGenerator[ReviewQueue, None]:
@@ -64,6 +72,7 @@ class SimilarController(Controller):
     @post(
         "/similar",
         status_code=200,
+        dependencies={"grouping": Provide(provide_search)},
         opt={"read_only": True},
         summary="Posts similar to what is being typed (as-you-type)",
     )

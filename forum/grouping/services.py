@@ -58,7 +58,7 @@ def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
-def _calibrated(route: Route, cosine: float) -> float:
+def calibrated(route: Route, cosine: float) -> float:
     return float(route.calibration.slope * float(cosine) + route.calibration.intercept)
 
 
@@ -180,15 +180,7 @@ class GroupingService:
         kind: str | None = None,
     ) -> list[Neighbour]:
         """Most similar embedded posts (HNSW with pgvector's iterative scan for the filters)."""
-        # Both settings for this transaction only, in one round trip.
-        ef_search = max(40, limit * 4)
-        if self._once_per_transaction(("hnsw", ef_search)):
-            await self.session.execute(
-                text(
-                    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                    f"set_config('hnsw.ef_search', '{ef_search}', true)"
-                )
-            )
+        await self.prepare_search(limit)
         membership_join = "JOIN" if grouped_only else "LEFT JOIN"
         # Title views are never searched; the literal predicate lets the planner use the HNSW indexes (0008).
         conditions = ["e.model = :model", TITLE_VIEWS_EXCLUDED, "p.deleted_at IS NULL", "p.hidden_at IS NULL"]
@@ -208,13 +200,7 @@ class GroupingService:
             conditions.append(viewer_filter)
         found: list[Neighbour] = []
         for route in self.embedder.routes(query.language):
-            where = [*conditions, f"vector_dims(e.embedding) = {route.dim}"]
-            # HNSW order (the index's own expression), or an exact sort for a small language group.
-            order = self._distance(route)
-            if route.candidates is not None:
-                where.append(route.candidates)
-                if await self._group_size(route.candidates) <= EXACT_SCAN_MAX_POSTS:
-                    order = "similarity DESC"
+            where, order = await self.route_search(route, conditions)
             sql = f"""
                 SELECT e.post_id, 1 - {self._distance(route)} AS similarity, m.cluster_id
                 FROM post_embedding e
@@ -227,11 +213,34 @@ class GroupingService:
             route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
             rows = (await self.session.execute(text(sql), route_params)).all()
             found.extend(
-                Neighbour(post_id=r.post_id, similarity=_calibrated(route, r.similarity), cluster_id=r.cluster_id)
+                Neighbour(post_id=r.post_id, similarity=calibrated(route, r.similarity), cluster_id=r.cluster_id)
                 for r in rows
             )
         found.sort(key=lambda n: n.similarity, reverse=True)
         return found[:limit]
+
+    async def prepare_search(self, limit: int) -> None:
+        """pgvector's iterative scan and an ``ef_search`` for ``limit``: both for this transaction only, in
+        one round trip (none when the transaction already has them)."""
+        ef_search = max(40, limit * 4)
+        if self._once_per_transaction(("hnsw", ef_search)):
+            await self.session.execute(
+                text(
+                    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                    f"set_config('hnsw.ef_search', '{ef_search}', true)"
+                )
+            )
+
+    async def route_search(self, route: Route, conditions: Sequence[str]) -> tuple[list[str], str]:
+        """One route's WHERE conditions (``conditions`` and the route's own) and ORDER BY: the HNSW order
+        (the index's own expression), or an exact sort (by a ``similarity`` column) for a small language group."""
+        where = [*conditions, f"vector_dims(e.embedding) = {route.dim}"]
+        order = self._distance(route)
+        if route.candidates is not None:
+            where.append(route.candidates)
+            if await self._group_size(route.candidates) <= EXACT_SCAN_MAX_POSTS:
+                order = "similarity DESC"
+        return where, order
 
     async def _group_size(self, candidates: str) -> int:
         """Live posts matching a route's language condition, counted up to EXACT_SCAN_MAX_POSTS + 1 and
@@ -416,8 +425,8 @@ class GroupingService:
         if not total:
             return None
         # Calibrations are linear, so the mean of calibrated scores is the calibrated mean of each route.
-        mean = sum(_calibrated(route, m) * n for route, m, _, n in parts) / total
-        best = max(_calibrated(route, b) for route, _, b, _ in parts)
+        mean = sum(calibrated(route, m) * n for route, m, _, n in parts) / total
+        best = max(calibrated(route, b) for route, _, b, _ in parts)
         return Candidate(cluster_id, min(best, mean), best, None)
 
     async def excluded_clusters(self, post_id: UUID) -> list[UUID]:

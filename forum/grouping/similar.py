@@ -1,31 +1,163 @@
 """Posts similar to what someone is typing: one home for the API's ``POST /api/posts/similar`` and the
-composer's suggestions on the web pages, so both apply the same visibility rule."""
+composer's suggestions on the web pages, so both apply the same visibility rule.
+
+This runs on every keystroke pause, several people at once, so it is the lean twin of
+``GroupingService.nearest`` (which grouping and the consolidation pass keep using): per route, one
+statement finds the nearest posts through the HNSW index *and* reads everything their answer needs
+(author, the viewer's vote, cluster, merge target), as plain rows, not ORM objects.
+"""
 
 from __future__ import annotations
 
-from forum.encoding import post_text
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Float, Uuid, bindparam, column, exists, literal, select, text
+
+from forum.accounts.schemas import UserPublic
+from forum.encoding import Route, post_text
 from forum.grouping.schemas import SimilarPost, SimilarRequest
-from forum.grouping.services import GroupingService, visible_neighbours_filter
-from forum.models import User
-from forum.posts.services import PostService
+from forum.grouping.services import (
+    TITLE_VIEWS_EXCLUDED,
+    GroupingService,
+    calibrated,
+    vector_literal,
+    visible_neighbours_filter,
+)
+from forum.models import Post, PostStatus, User, Vote, visibility_scope, visible_to
+from forum.posts.schemas import PostOut, VoteCounts
+from forum.posts.services import DriverStatement, PostService, driver_of
 
 SIMILAR_BODY_CHARS = 2_000
 """The schema caps what is accepted; only the start of a long draft is encoded (the models read 256 word
 pieces anyway), so a request costs the same bounded model time whatever it sends."""
 
+# The search's own filters, as in ``nearest(skip_duplicates=True)``; the viewer's is added per request.
+_CONDITIONS = (
+    "e.model = :model",
+    TITLE_VIEWS_EXCLUDED,
+    "p.deleted_at IS NULL",
+    "p.hidden_at IS NULL",
+    f"p.status <> '{PostStatus.DUPLICATE.value}'",
+)
+_POST_COLUMNS = (
+    Post.id,
+    Post.kind,
+    Post.title,
+    Post.body,
+    Post.status,
+    Post.visibility,
+    Post.tags,
+    Post.language,
+    Post.created_at,
+    Post.updated_at,
+    Post.vote_total,
+    Post.vote_internal,
+    Post.vote_external,
+    Post.comment_count,
+    Post.internal_note_count,
+    Post.hidden_at,
+    Post.channel,
+    User.id.label("author_id"),
+    User.display_name.label("author_name"),
+    User.kind.label("author_kind"),
+)
+
+
+_STATEMENTS: dict[tuple[Any, ...], DriverStatement] = {}
+"""The as-you-type statements, compiled once per shape (route, filters, viewer scope): asyncpg prepares each
+once per connection, and a call skips SQLAlchemy's per-execution work (as the vote path does)."""
+
+
+def _statement(route: Route, where: list[str], order: str, scope: str, anonymous: bool) -> DriverStatement:
+    key = (route.model, route.dim, tuple(where), order, scope, anonymous)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        search = text(
+            f"SELECT e.post_id, 1 - {GroupingService._distance(route)} AS similarity "
+            "FROM post_embedding e JOIN post p ON p.id = e.post_id "
+            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT :limit"
+        ).columns(column("post_id", Uuid), column("similarity", Float))
+        nearest = search.subquery("nearest")
+        # The same rule and columns as PostService's reads, for any viewer of this scope (visibility_scope).
+        viewer = _SCOPE_VIEWERS[scope]
+        has_voted = (
+            literal(False)
+            if anonymous
+            else exists().where(Vote.post_id == Post.id, Vote.user_id == bindparam("viewer_id", type_=Uuid))
+        )
+        statement = DriverStatement(
+            select(
+                nearest.c.similarity,
+                *_POST_COLUMNS,
+                has_voted.label("has_voted"),
+                PostService._cluster_id().label("cluster_id"),
+                PostService._merged_into(viewer).label("merged_into"),
+            )
+            .join_from(nearest, Post, Post.id == nearest.c.post_id)
+            .join(User, User.id == Post.author_id)
+            .where(visible_to(viewer))
+        )
+        _STATEMENTS[key] = statement
+    return statement
+
+
+_SCOPE_VIEWERS: dict[str, Any] = {
+    "public": None,
+    "internal": SimpleNamespace(is_product_team=False, sees_internal=True),
+    "staff": SimpleNamespace(is_product_team=True, sees_internal=True),
+}
+"""A stand-in viewer per ``visibility_scope``: ``visible_to`` reads nothing else of a viewer."""
+
 
 async def similar_posts(grouping: GroupingService, data: SimilarRequest, viewer: User | None) -> list[SimilarPost]:
     """The nearest existing posts the viewer may see (duplicates left out), most similar first."""
     query = await grouping.embedder.encode_query(post_text(data.title, data.body[:SIMILAR_BODY_CHARS]))
-    neighbours = await grouping.nearest(
-        query,
-        limit=data.limit,
-        viewer_filter=visible_neighbours_filter(viewer),
-        skip_duplicates=True,
-        kind=data.kind.value if data.kind else None,
-    )
-    neighbours = [n for n in neighbours if n.similarity >= data.min_similarity]
-    posts = await PostService(grouping.session).get_many_out([n.post_id for n in neighbours], viewer)
+    await grouping.prepare_search(data.limit)
+    conditions = [*_CONDITIONS, visible_neighbours_filter(viewer)]
+    params: dict[str, Any] = {"limit": data.limit}
+    if data.kind:
+        conditions.append("p.kind = :kind")
+        params["kind"] = data.kind.value
+    if viewer is not None:
+        params["viewer_id"] = viewer.id
+    scope = visibility_scope(viewer)
+    conn = await driver_of(grouping.session)
+    found: list[tuple[float, Any]] = []
+    for route in grouping.embedder.routes(query.language):
+        where, order = await grouping.route_search(route, conditions)
+        statement = _statement(route, where, order, scope, viewer is None)
+        route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
+        rows = await conn.fetch(statement.sql, *statement.args(route_params))
+        found.extend((calibrated(route, row["similarity"]), row) for row in rows)
+    found.sort(key=lambda pair: pair[0], reverse=True)
+    sees_internal = viewer is not None and viewer.sees_internal
     return [
-        SimilarPost(similarity=round(n.similarity, 4), post=posts[n.post_id]) for n in neighbours if n.post_id in posts
+        SimilarPost(similarity=round(similarity, 4), post=_post_out(row, sees_internal))
+        for similarity, row in found[: data.limit]
+        if similarity >= data.min_similarity
     ]
+
+
+def _post_out(row: Any, sees_internal: bool) -> PostOut:
+    """``PostService.to_out`` from a plain row (no ``capture``: as ``get_many_out``)."""
+    return PostOut(
+        id=row["id"],
+        kind=row["kind"],
+        title=row["title"],
+        body=row["body"],
+        status=row["status"],
+        visibility=row["visibility"],
+        tags=list(row["tags"] or []),
+        language=row["language"],
+        author=UserPublic(id=row["author_id"], display_name=row["author_name"], kind=row["author_kind"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        votes=VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"]),
+        has_voted=bool(row["has_voted"]),
+        comment_count=row["comment_count"] + (row["internal_note_count"] if sees_internal else 0),
+        cluster_id=row["cluster_id"],
+        merged_into=row["merged_into"],
+        hidden=row["hidden_at"] is not None,
+        channel=row["channel"],
+    )
