@@ -150,7 +150,7 @@ class Consolidator:
     async def _recluster(self, posts: list[UUID], report: ConsolidationReport) -> None:
         """Cluster the new posts' neighbourhood again (see the module) and move what changed."""
         grouping = self.grouping
-        dirty = await grouping._comparable(posts)
+        dirty = await grouping.comparable(posts)
         area: set[UUID] = set(dirty)
         for post_id, query in dirty.items():
             # One search per new post: its neighbours join the neighbourhood, the last one is its background.
@@ -158,7 +158,7 @@ class Consolidator:
             area.update(n.post_id for n in found)
             BACKGROUNDS.put(post_id, found[-1].similarity if len(found) >= NEIGHBOURS else math.nan)
         current = await self._memberships_around(area)
-        vectors = await grouping._comparable(list(current))
+        vectors = await grouping.comparable(list(current))
         ids = sorted(vectors, key=str)
         if len(ids) < 2:
             return
@@ -168,7 +168,7 @@ class Consolidator:
         if rule.stand_out is not None:
             backgrounds = [await self._background(p, vectors[p]) for p in ids]
         index = {p: i for i, p in enumerate(ids)}
-        refused = await self._refusals(ids, {cluster for cluster, _ in current.values()})
+        refused = await grouping.excluded_many(ids)
         members: dict[UUID, list[UUID]] = {}
         for p, (cluster, _) in current.items():
             members.setdefault(cluster, []).append(p)
@@ -204,12 +204,12 @@ class Consolidator:
                 target: UUID | None = manual
             else:
                 counts = Counter(current[p][0] for p in group)
-                blocked = set().union(*(refused.get(p, set()) for p in group))
+                blocked = {c for p in group for c in refused.get(p, [])}
                 choices = [c for c in counts if c not in taken and c not in blocked]
                 choices.sort(key=lambda c: (-counts[c], -sizes[c], str(c)))
                 target = choices[0] if choices else None
             if target is None:
-                target = await grouping._new_cluster()
+                target = await grouping.new_cluster()
             taken.add(target)
             rows = [index[p] for p in group]
             for p in group:
@@ -300,20 +300,6 @@ class Consolidator:
         rows = rows.all()
         self._similarity.update({row.post_id: row.similarity or 0.0 for row in rows})
         return {row.post_id: (row.cluster_id, row.manual) for row in rows}
-
-    async def _refusals(self, posts: list[UUID], clusters: set[UUID]) -> dict[UUID, set[UUID]]:
-        """Per post, the clusters a person rejected it from or dismissed it for."""
-        out: dict[UUID, set[UUID]] = {}
-        rejected = select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
-            ClusterMembership.post_id.in_(posts), ClusterMembership.state == MembershipState.REJECTED.value
-        )
-        dismissed = select(ClusterSuggestion.post_id, ClusterSuggestion.cluster_id).where(
-            ClusterSuggestion.post_id.in_(posts), ClusterSuggestion.state == SuggestionState.DISMISSED.value
-        )
-        for query in (rejected, dismissed):
-            for row in await self.session.execute(query):
-                out.setdefault(row.post_id, set()).add(row.cluster_id)
-        return out
 
     async def _apart_pairs(self, posts: list[UUID]) -> list[tuple[UUID, UUID]]:
         """Pairs of these posts a person labelled "not duplicates"."""

@@ -60,7 +60,7 @@ class ClusterDecisions:
         await labels.record_post_against(
             self.session, post_id, others, duplicate=False, source=LabelSource.REJECT, actor_id=actor.id
         )
-        new_cluster = await self.grouping._new_cluster()
+        new_cluster = await self.grouping.new_cluster()
         self.session.add(
             ClusterMembership(
                 post_id=post_id, cluster_id=new_cluster, similarity=1.0, state=MembershipState.SUGGESTED.value
@@ -115,7 +115,7 @@ class ClusterDecisions:
             raise UnprocessableError("Every post to split off must be a member of this cluster", field="post_ids")
         if wanted == members:
             raise UnprocessableError("Leave at least one post in the cluster", field="post_ids")
-        new_cluster = await self.grouping._new_cluster()
+        new_cluster = await self.grouping.new_cluster()
         for post_id in post_ids:
             await self._place_by_hand(post_id, new_cluster, actor)
         moved, remaining = sorted(wanted), sorted(members - wanted)

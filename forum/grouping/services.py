@@ -299,7 +299,7 @@ class GroupingService:
                     ClusterSuggestion.state == SuggestionState.PENDING.value,
                 )
             )
-        excluded = await self._excluded_many(automatic)
+        excluded = await self.excluded_many(automatic)
         targets = []
         for post_id, query in posts:
             membership = current.get(post_id)
@@ -323,7 +323,7 @@ class GroupingService:
                 await self.suggest(post_id, candidate)
             return target
         else:
-            target, similarity = await self._new_cluster(), 1.0
+            target, similarity = await self.new_cluster(), 1.0
         if current is not None and current.cluster_id != target:
             await self.session.delete(current)
             await self.session.flush()
@@ -355,7 +355,7 @@ class GroupingService:
         found = await self.nearest(
             query, limit=rule.candidates, exclude_post=post_id, exclude_clusters=exclude_clusters, grouped_only=True
         )
-        candidates = await self._comparable([n.post_id for n in found if n.cluster_id is not None])
+        candidates = await self.comparable([n.post_id for n in found if n.cluster_id is not None])
         found = [n for n in found if n.post_id in candidates]
         if not found:
             return None
@@ -369,7 +369,7 @@ class GroupingService:
         score = rule.cluster_score(float(scores[k]), mean, scores)
         return ClusterFit(cluster_id, found[k].post_id, float(scores[k]), score)
 
-    async def _comparable(self, post_ids: Sequence[UUID]) -> dict[UUID, PostVectors]:
+    async def comparable(self, post_ids: Sequence[UUID]) -> dict[UUID, PostVectors]:
         """Languages and re-scoring vectors of these posts (one query), leaving out any without them."""
         if not post_ids:
             return {}
@@ -382,7 +382,7 @@ class GroupingService:
         )
 
     async def _comparable_members(self, cluster_id: UUID, *, exclude_post: UUID) -> dict[UUID, PostVectors]:
-        """:meth:`_comparable` of a cluster's current live members but one, found and read in one query."""
+        """:meth:`comparable` of a cluster's current live members but one, found and read in one query."""
         return self._complete_rows(
             await self.session.execute(
                 select(PostEmbedding.post_id, PostEmbedding.model, PostEmbedding.embedding, Post.language)
@@ -429,12 +429,9 @@ class GroupingService:
         best = max(calibrated(route, b) for route, _, b, _ in parts)
         return Candidate(cluster_id, min(best, mean), best, None)
 
-    async def excluded_clusters(self, post_id: UUID) -> list[UUID]:
-        """Clusters a person took this post out of, or refused to put it in (dismissed suggestions)."""
-        return (await self._excluded_many([post_id])).get(post_id, [])
-
-    async def _excluded_many(self, post_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
-        """:meth:`excluded_clusters` of several posts in one query."""
+    async def excluded_many(self, post_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+        """Per post, the clusters a person took it out of, or refused to put it in (dismissed suggestions);
+        one query."""
         if not post_ids:
             return {}
         rejected = select(ClusterMembership.post_id, ClusterMembership.cluster_id).where(
@@ -531,7 +528,7 @@ class GroupingService:
         await self.session.execute(insert(ClusterMembership).from_select(columns, first))
         return cluster_id
 
-    async def _new_cluster(self) -> UUID:
+    async def new_cluster(self) -> UUID:
         cluster = Cluster()
         self.session.add(cluster)
         await self.session.flush()
