@@ -109,7 +109,7 @@ class GroupingService:
     # Vectors ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _distance(route: Route, param: str = ":v") -> str:
+    def distance(route: Route, param: str = ":v") -> str:
         # The cast matches the partial HNSW index expression for this dimension.
         return f"(e.embedding::vector({route.dim}) <=> CAST({param} AS vector({route.dim})))"
 
@@ -202,7 +202,7 @@ class GroupingService:
         for route in self.embedder.routes(query.language):
             where, order = await self.route_search(route, conditions)
             sql = f"""
-                SELECT e.post_id, 1 - {self._distance(route)} AS similarity, m.cluster_id
+                SELECT e.post_id, 1 - {self.distance(route)} AS similarity, m.cluster_id
                 FROM post_embedding e
                 JOIN post p ON p.id = e.post_id
                 {membership_join} cluster_membership m ON m.post_id = e.post_id AND m.state <> 'rejected'
@@ -235,7 +235,7 @@ class GroupingService:
         """One route's WHERE conditions (``conditions`` and the route's own) and ORDER BY: the HNSW order
         (the index's own expression), or an exact sort (by a ``similarity`` column) for a small language group."""
         where = [*conditions, f"vector_dims(e.embedding) = {route.dim}"]
-        order = self._distance(route)
+        order = self.distance(route)
         if route.candidates is not None:
             where.append(route.candidates)
             if await self._group_size(route.candidates) <= EXACT_SCAN_MAX_POSTS:
@@ -475,7 +475,7 @@ class GroupingService:
                 await self.session.execute(
                     text(
                         f"""
-                        SELECT avg(1 - {self._distance(route)}) AS mean, max(1 - {self._distance(route)}) AS best,
+                        SELECT avg(1 - {self.distance(route)}) AS mean, max(1 - {self.distance(route)}) AS best,
                                count(*) AS n
                         FROM cluster_membership m
                         JOIN post p ON p.id = m.post_id AND p.deleted_at IS NULL

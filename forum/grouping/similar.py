@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import Float, Uuid, bindparam, column, exists, literal, select, text
 
-from forum.accounts.schemas import UserPublic
 from forum.encoding import Route, post_text
 from forum.grouping.schemas import SimilarPost, SimilarRequest
 from forum.grouping.services import (
@@ -25,7 +24,6 @@ from forum.grouping.services import (
     visible_neighbours_filter,
 )
 from forum.models import Post, PostStatus, User, Vote, visibility_scope, visible_to
-from forum.posts.schemas import PostOut, VoteCounts
 from forum.posts.services import DriverStatement, PostService, driver_of
 
 SIMILAR_BODY_CHARS = 2_000
@@ -74,7 +72,7 @@ def _statement(route: Route, where: list[str], order: str, scope: str, anonymous
     statement = _STATEMENTS.get(key)
     if statement is None:
         search = text(
-            f"SELECT e.post_id, 1 - {GroupingService._distance(route)} AS similarity "
+            f"SELECT e.post_id, 1 - {GroupingService.distance(route)} AS similarity "
             "FROM post_embedding e JOIN post p ON p.id = e.post_id "
             f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT :limit"
         ).columns(column("post_id", Uuid), column("similarity", Float))
@@ -91,8 +89,8 @@ def _statement(route: Route, where: list[str], order: str, scope: str, anonymous
                 nearest.c.similarity,
                 *_POST_COLUMNS,
                 has_voted.label("has_voted"),
-                PostService._cluster_id().label("cluster_id"),
-                PostService._merged_into(viewer).label("merged_into"),
+                PostService.cluster_id_column().label("cluster_id"),
+                PostService.merged_into_column(viewer).label("merged_into"),
             )
             .join_from(nearest, Post, Post.id == nearest.c.post_id)
             .join(User, User.id == Post.author_id)
@@ -133,31 +131,7 @@ async def similar_posts(grouping: GroupingService, data: SimilarRequest, viewer:
     found.sort(key=lambda pair: pair[0], reverse=True)
     sees_internal = viewer is not None and viewer.sees_internal
     return [
-        SimilarPost(similarity=round(similarity, 4), post=_post_out(row, sees_internal))
+        SimilarPost(similarity=round(similarity, 4), post=PostService.out_of_row(row, sees_internal))
         for similarity, row in found[: data.limit]
         if similarity >= data.min_similarity
     ]
-
-
-def _post_out(row: Any, sees_internal: bool) -> PostOut:
-    """``PostService.to_out`` from a plain row (no ``capture``: as ``get_many_out``)."""
-    return PostOut(
-        id=row["id"],
-        kind=row["kind"],
-        title=row["title"],
-        body=row["body"],
-        status=row["status"],
-        visibility=row["visibility"],
-        tags=list(row["tags"] or []),
-        language=row["language"],
-        author=UserPublic(id=row["author_id"], display_name=row["author_name"], kind=row["author_kind"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        votes=VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"]),
-        has_voted=bool(row["has_voted"]),
-        comment_count=row["comment_count"] + (row["internal_note_count"] if sees_internal else 0),
-        cluster_id=row["cluster_id"],
-        merged_into=row["merged_into"],
-        hidden=row["hidden_at"] is not None,
-        channel=row["channel"],
-    )

@@ -331,7 +331,7 @@ class PostService:
     def to_out(
         self, post: Post, viewer: User | None, has_voted: bool, cluster_id: UUID | None, merged_into: UUID | None
     ) -> PostOut:
-        """``merged_into`` is the target only if the viewer may see it (``_merged_into``)."""
+        """``merged_into`` is the target only if the viewer may see it (``merged_into_column``)."""
         comments = post.comment_count + (post.internal_note_count if viewer and viewer.sees_internal else 0)
         return PostOut(
             id=post.id,
@@ -354,6 +354,31 @@ class PostService:
             channel=post.channel,
         )
 
+    @staticmethod
+    def out_of_row(row: Any, sees_internal: bool) -> PostOut:
+        """:meth:`to_out` from a plain row of the post's columns (``author_id``, ``author_name``,
+        ``author_kind``, ``has_voted``, ``cluster_id``, ``merged_into`` among them), no ORM object."""
+        return PostOut(
+            id=row["id"],
+            kind=row["kind"],
+            title=row["title"],
+            body=row["body"],
+            status=row["status"],
+            visibility=row["visibility"],
+            tags=list(row["tags"] or []),
+            language=row["language"],
+            author=UserPublic(id=row["author_id"], display_name=row["author_name"], kind=row["author_kind"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            votes=VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"]),
+            has_voted=bool(row["has_voted"]),
+            comment_count=row["comment_count"] + (row["internal_note_count"] if sees_internal else 0),
+            cluster_id=row["cluster_id"],
+            merged_into=row["merged_into"],
+            hidden=row["hidden_at"] is not None,
+            channel=row["channel"],
+        )
+
     async def _with_captures(self, items: list[PostOut], viewer: User | None) -> list[PostOut]:
         """Staff see who captured a post for its customer, and the source link; nobody else does."""
         if viewer is not None and viewer.sees_internal:
@@ -363,7 +388,7 @@ class PostService:
         return items
 
     @staticmethod
-    def _cluster_id():
+    def cluster_id_column():
         return (
             select(ClusterMembership.cluster_id)
             .where(ClusterMembership.post_id == Post.id, ClusterMembership.state != MembershipState.REJECTED.value)
@@ -371,7 +396,7 @@ class PostService:
         )
 
     @staticmethod
-    def _merged_into(viewer: User | None):
+    def merged_into_column(viewer: User | None):
         """The post this one is merged into, when the viewer may see it (else null: no id leaks)."""
         target = aliased(Post)
         return select(target.id).where(target.id == Post.merged_into_id, visible_to(viewer, target)).scalar_subquery()
@@ -380,8 +405,8 @@ class PostService:
         """What a post's answer needs besides its row, per viewer; read back by ``_row_out``."""
         return (
             self._has_voted(viewer).label("has_voted"),
-            self._cluster_id().label("cluster_id"),
-            self._merged_into(viewer).label("merged_into"),
+            self.cluster_id_column().label("cluster_id"),
+            self.merged_into_column(viewer).label("merged_into"),
         )
 
     def _row_out(self, row: Any, viewer: User | None) -> PostOut:
