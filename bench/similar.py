@@ -46,7 +46,6 @@ import collections
 import json
 import random
 import re
-import shutil
 import signal
 import sys
 import time
@@ -58,26 +57,22 @@ from typing import Any
 import numpy as np
 
 from bench.common import (
-    BENCH_EMAIL,
-    BENCH_PASSWORD,
     DIM,
-    LOADER_VERSION,
+    CpuMeter,
     ForumServer,
-    bulk_load,
     busy_cores_elsewhere,
-    corpus_vectors,
-    cpu_seconds,
     free_port,
     interrupt,
     log,
-    machine_cpu_seconds,
+    login,
     machine_info,
-    pg_processes,
-    stop_embedded,
+    markdown_table,
+    prepare_forum,
+    process_tree,
     summary_ms,
     wait_quiet,
 )
-from bench.mobility_text import GENERATOR_VERSION, generate_posts, generate_queries, typing_prefixes
+from bench.mobility_text import generate_posts, generate_queries, typing_prefixes
 
 DEFAULT_ROOT = Path("/tmp/forum-bench-similar")
 TARGET_P95_MS = 50.0
@@ -300,23 +295,13 @@ async def drive(
                     else:
                         errors[str(r.status_code)] += 1
 
-        me = psutil.Process()
-        server = [psutil.Process(server_pid)] if server_pid else []
-        if server:
-            server += server[0].children(recursive=True)
-        pg = pg_processes(postmaster_pid)
-        before = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
-        total_before = machine_cpu_seconds()
+        meter = CpuMeter(
+            client=[psutil.Process()], server=process_tree(server_pid), postgres=process_tree(postmaster_pid)
+        )
         started = time.perf_counter()
         await asyncio.gather(*(typist(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
-        after = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
-        total_after = machine_cpu_seconds()
-    cores = {}
-    for name, b, a in zip(("client", "server", "postgres"), before, after, strict=True):
-        cores[name] = round(sum(a[pid] - b.get(pid, 0.0) for pid in a) / elapsed, 2)
-    # Everything else on the machine (other users' jobs disturb the numbers: reported, not hidden).
-    cores["other"] = round(max(0.0, (total_after - total_before) / elapsed - sum(cores.values())), 2)
+        cores = meter.cores()
     return RunResult(
         concurrency=concurrency,
         seconds=round(elapsed, 1),
@@ -394,40 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(held_out)} held-out query titles (of 2000 generated, those not in the corpus)"
     )
 
-    marker = data_dir / "bench-load.json"
-    marker_key = {
-        "posts": args.posts,
-        "vectors": args.vectors,
-        "seed": args.seed,
-        "gen": GENERATOR_VERSION,
-        "loader": LOADER_VERSION,
-    }
-    reuse = args.reuse and marker.exists() and json.loads(marker.read_text()).get("key") == marker_key
     server: ForumServer | None = None
     pgdata = data_dir / "postgres"
     try:
-        if reuse:
-            log(f"data dir: reusing the completed load in {data_dir}")
-            url = database.start_embedded_postgres(pgdata)
-            results["load"] = json.loads(marker.read_text()).get("load")
-        else:
-            vectors, how = corpus_vectors(posts, args.vectors, args.seed, encoder)
-            results["vectors_how"] = how
-            if data_dir.exists():
-                log(f"data dir: wiping {data_dir}")
-                shutil.rmtree(data_dir)
-            data_dir.mkdir(parents=True)
-            t = time.perf_counter()
-            url = database.start_embedded_postgres(pgdata)
-            database.upgrade(url)
-            log(f"database: embedded PostgreSQL started and migrated in {time.perf_counter() - t:.1f} s")
-            t = time.perf_counter()
-            load = asyncio.run(bulk_load(asyncpg_dsn(url), posts, vectors, encoder.name, args.seed))
-            load["total_s"] = round(time.perf_counter() - t, 1)
-            log(f"load: {load}")
-            results["load"] = load
-            marker.write_text(json.dumps({"key": marker_key, "load": load}))
-            del vectors
+        url, results["load"], _ = prepare_forum(data_dir, posts, args.vectors, args.seed, encoder, reuse=args.reuse)
         dsn = asyncpg_dsn(url)
         if args.prepare_only:
             log(f"prepared {data_dir}: run again with --reuse")
@@ -476,13 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         server.start()
         log(f"server: up on {server.url} in {time.perf_counter() - t:.1f} s (log: {server.log_path})")
-        import httpx
-
-        headers: dict[str, str] = {}
-        if not args.anonymous:
-            r = httpx.post(f"{server.url}/api/auth/login", json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD})
-            r.raise_for_status()
-            headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        headers = {} if args.anonymous else {"Authorization": f"Bearer {login(server.url)}"}
         postmaster = database._embedded_servers[pgdata.resolve()].get_pid()  # type: ignore[attr-defined]
         # Warm-up: the model loads in the background at startup; wait until requests succeed quickly.
         t = time.perf_counter()
@@ -514,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.stop()
             log("server: stopped")
-        stop_embedded(pgdata)
+        database.release_embedded_postgres()
 
     log("")
     log(f"== POST /api/posts/similar, {args.posts} posts, {label}, {'anonymous' if args.anonymous else 'logged in'} ==")
@@ -524,14 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{results['batcher_ms']['p50']} ms; KNN query alone p50 {knn['query_ms']['p50']} ms "
         f"(p95 {knn['query_ms']['p95']}), KNN transaction p50 {knn['transaction_ms']['p50']} ms"
     )
-    log("| concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | p95 <= 50 ms | other processes (cores) |")
-    log("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
     for r in runs:
-        ok = "yes" if r.latency_ms.get("p95", 1e9) <= TARGET_P95_MS else "no"
-        log(
-            f"| {r.concurrency} | {r.req_per_s} | {r.latency_ms.get('p50')} | {r.latency_ms.get('p95')} | "
-            f"{r.latency_ms.get('p99')} | {sum(r.errors.values())} | {ok} | {r.cpu_cores.get('other')} |"
-        )
+        lat, ok = r.latency_ms, "yes" if r.latency_ms.get("p95", 1e9) <= TARGET_P95_MS else "no"
+        rows.append([r.concurrency, r.req_per_s, lat.get("p50"), lat.get("p95"), lat.get("p99")])
+        rows[-1] += [sum(r.errors.values()), ok, r.cpu_cores.get("other")]
+    header = ["concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "p95 <= 50 ms", "other processes (cores)"]
+    log(markdown_table(header, rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         log(f"results written to {args.json}")
