@@ -89,11 +89,12 @@ class Board:
 
     @property
     def duplicate_pairs(self) -> int:
-        return _pairs(self.truth)
+        return pair_count(self.truth)
 
 
-def _pairs(labels: NDArray[np.intp]) -> int:
-    _, counts = np.unique(labels, return_counts=True)
+def pair_count(*labels: NDArray[np.intp]) -> int:
+    """Unordered pairs of items that share every one of ``labels`` (each: one label per item)."""
+    _, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
     return int(np.sum(counts * (counts - 1) // 2))
 
 
@@ -202,8 +203,8 @@ def simulate_consolidation(
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:
     tp = pred_pairs = true_pairs = 0
     for board, pred in zip(boards, preds, strict=True):
-        tp += _pairs(pred.astype(np.int64) * len(pred) + board.truth)
-        pred_pairs += _pairs(pred)
+        tp += pair_count(pred, board.truth)
+        pred_pairs += pair_count(pred)
         true_pairs += board.duplicate_pairs
     precision = tp / pred_pairs if pred_pairs else None
     recall = tp / true_pairs if true_pairs else None
