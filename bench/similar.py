@@ -22,9 +22,9 @@ What one run does:
    comments, clusters, vectors) with ``COPY``; secondary indexes, the HNSW index
    ``ix_post_embedding_hnsw_384`` included, are dropped before and re-created after the load with
    their own definitions read from ``pg_indexes``; then ``VACUUM ANALYZE`` and ``CHECKPOINT``;
-3. measures, with the server not running: the KNN SQL alone (the exact statement
-   ``GroupingService.nearest`` builds for this endpoint, captured from the service, as an asyncpg
-   prepared statement inside a transaction with the same ``SET LOCAL``s; a first pass over the query
+3. measures, with the server not running: the KNN SQL alone (the statement ``forum.grouping.similar``
+   compiles for this endpoint, as an asyncpg prepared statement inside a transaction after the same
+   transaction-scoped settings; a first pass over the query
    vectors warms the pages and is reported apart), prints its ``EXPLAIN``
    (custom and generic plans) and checks that it uses the HNSW index; then the encoder alone on one
    short text, and the application's ``EncodeBatcher.encode_one`` on one text;
@@ -45,13 +45,14 @@ import asyncio
 import collections
 import json
 import random
-import re
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -78,40 +79,40 @@ DEFAULT_ROOT = Path("/tmp/forum-bench-similar")
 TARGET_P95_MS = 50.0
 
 
-# The KNN statement, as the service builds it -----------------------------------------------------
+# The KNN statement, as the server builds it -----------------------------------------------------
 
 
 class _CaptureSession:
-    """Stands in for the AsyncSession: records what ``GroupingService.nearest`` executes."""
+    """Stands in for the AsyncSession: records what ``GroupingService.prepare_search`` sends."""
+
+    sync_session = SimpleNamespace(get_nested_transaction=lambda: None, get_transaction=lambda: None)
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.calls: list[str] = []
 
-    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
-        self.calls.append((str(statement), params))
-
-        class _Empty:
-            def all(self) -> list[Any]:
-                return []
-
-        return _Empty()
+    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> None:
+        self.calls.append(str(statement))
 
 
 @dataclass
 class KnnStatement:
     setup: list[str]
     sql: str  # with $1.. placeholders
-    names: list[str]
+    statement: Any  # forum.posts.services.DriverStatement
     params: dict[str, Any]
 
     def args(self, vector_literal: str) -> list[Any]:
-        values = dict(self.params, v=vector_literal)
-        return [values[name] for name in self.names]
+        return self.statement.args(dict(self.params, v=vector_literal))
 
 
 def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
-    from forum.encoding import PostVectors, Route
+    """The statement ``POST /api/posts/similar`` runs (``forum.grouping.similar``, compiled as the server
+    compiles it) for the defaults: one encoder whose route searches every post, limit 5, no kind; and the
+    transaction-scoped settings it sends first (``GroupingService.prepare_search``)."""
+    from forum.encoding import Route
+    from forum.grouping import similar
     from forum.grouping.services import GroupingService, visible_neighbours_filter
+    from forum.models import visibility_scope
 
     class _OneModel:  # the default configuration: one encoder, one search over all posts
         models = [model]
@@ -121,26 +122,19 @@ def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
 
     session = _CaptureSession()
     service = GroupingService(session, _OneModel(), 0.6)  # type: ignore[arg-type]
-    # Exactly what SimilarController.similar asks for with the defaults (limit 5, no kind).
-    asyncio.run(
-        service.nearest(
-            PostVectors("en", {model: np.zeros(DIM, dtype=np.float32)}),
-            limit=5,
-            viewer_filter=visible_neighbours_filter(viewer),
-            skip_duplicates=True,
-            kind=None,
-        )
-    )
-    *setup, (sql, params) = session.calls
-    names: list[str] = []
+    (route,) = _OneModel().routes(None)
+    conditions = [*similar._CONDITIONS, visible_neighbours_filter(viewer)]
 
-    def positional(m: re.Match[str]) -> str:
-        if m.group(1) not in names:
-            names.append(m.group(1))
-        return f"${names.index(m.group(1)) + 1}"
+    async def build() -> Any:
+        await service.prepare_search(5)
+        where, order = await service.route_search(route, conditions)  # no query for a route over all posts
+        return similar._statement(route, where, order, visibility_scope(viewer), viewer is None)
 
-    sql_positional = re.sub(r"(?<![:\w]):(\w+)", positional, sql)
-    return KnnStatement([s for s, _ in setup], sql_positional, names, dict(params or {}))
+    statement = asyncio.run(build())
+    params: dict[str, Any] = {"limit": 5, "model": model}
+    if viewer is not None:
+        params["viewer_id"] = uuid.UUID(int=1)  # votes nobody cast: the EXISTS probe costs the same
+    return KnnStatement(session.calls, statement.sql, statement, params)
 
 
 async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rounds: int) -> dict[str, Any]:
@@ -400,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_vectors = encoder.encode(sample_prefixes[:200])
         viewer = None if args.anonymous else User(kind="external", role="member")
         stmt = capture_knn_statement(encoder.name, viewer)
-        log("KNN statement (captured from GroupingService.nearest):")
+        log("KNN statement (forum.grouping.similar, compiled as the server does):")
         for s in stmt.setup:
             log(f"  {s}")
         log("  " + "\n  ".join(line.strip() for line in stmt.sql.strip().splitlines()))
