@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.common import machine_info
-from bench.forum_grouping import build_boards, caching_multilingual, pair_count, read_bug_corpus, report
+from bench.forum_grouping import build_boards, caching_multilingual, fmt, pair_count, read_bug_corpus, report
 from embeddings import evaluate_corpus, evaluate_file, evaluate_pairs, format_json_line, load_encoder
 from embeddings.encoder import Encoder, text_for_embedding
 from embeddings.evaluation import read_jsonl
@@ -184,14 +184,6 @@ def _f1(p: float | None, r: float | None) -> float | None:
     if p is None or r is None or p + r == 0:
         return None if p is None or r is None else 0.0
     return 2 * p * r / (p + r)
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def _round(obj: Any, digits: int = 4) -> Any:
@@ -388,8 +380,7 @@ def print_pairs(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- |")
     for r in section["grid"]:
         print(
-            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
-            f"| {_fmt(r['f1'])} | {r['predicted']} |"
+            f"| {r['threshold']:.2f} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {r['predicted']} |"
         )
     print()
     for target, r in zip(PRECISION_TARGETS, section["precision_targets"], strict=True):
@@ -412,22 +403,22 @@ def print_clustering(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in section["grid"]:
         print(
-            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
+            f"| {r['threshold']:.2f} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} "
             f"| {r['clusters']} | {r['largest_cluster']} | {r['impure_clusters']} "
-            f"| {_fmt(r['join_precision'])} |"
+            f"| {fmt(r['join_precision'])} |"
         )
     best = section["best_f1_fine"]
     rec = section["recommended_fine"]
     print(
         f"\nbest clustering F1 (step 0.01): t={best['threshold']:.2f} "
-        f"P {_fmt(best['precision'])} R {_fmt(best['recall'])} F1 {_fmt(best['f1'])}"
+        f"P {fmt(best['precision'])} R {fmt(best['recall'])} F1 {fmt(best['f1'])}"
     )
     if rec is None:
         print(f"no threshold reaches clustering pairwise precision >= {MIN_CLUSTER_PRECISION}")
     else:
         print(
             f"max clustering F1 with pair P >= {MIN_CLUSTER_PRECISION:.2f} (step 0.01): t={rec['threshold']:.2f} "
-            f"P {_fmt(rec['precision'])} R {_fmt(rec['recall'])} F1 {_fmt(rec['f1'])} "
+            f"P {fmt(rec['precision'])} R {fmt(rec['recall'])} F1 {fmt(rec['f1'])} "
             f"largest {rec['largest_cluster']}"
         )
     coarse = section["recommended_grid"]
@@ -438,8 +429,8 @@ def print_clustering(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in section["per_source_at_recommended"]:
         print(
-            f"| {s['source']} | {s['n']} | {s['true_groups']} | {s['clusters']} | {_fmt(s['precision'])} "
-            f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} | {s['largest_cluster']} |"
+            f"| {s['source']} | {s['n']} | {s['true_groups']} | {s['clusters']} | {fmt(s['precision'])} "
+            f"| {fmt(s['recall'])} | {fmt(s['f1'])} | {s['largest_cluster']} |"
         )
 
 
