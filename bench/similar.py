@@ -101,8 +101,8 @@ class KnnStatement:
     statement: Any  # forum.posts.services.DriverStatement
     params: dict[str, Any]
 
-    def args(self, vector_literal: str) -> list[Any]:
-        return self.statement.args(dict(self.params, v=vector_literal))
+    def args(self, vector: Any) -> list[Any]:
+        return self.statement.args(dict(self.params, v=vector))
 
 
 def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
@@ -138,14 +138,16 @@ def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
 
 
 async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rounds: int) -> dict[str, Any]:
-    """The KNN statement alone over asyncpg (prepared, text-format vector parameter, as the app sends it)."""
+    """The KNN statement alone over asyncpg (prepared, binary vector parameter, as the app sends it)."""
     import asyncpg
+    from pgvector.asyncpg import register_vector
 
-    from forum.grouping.services import vector_literal
+    from forum.grouping.services import vector_literal, vector_param
 
     conn = await asyncpg.connect(dsn)
     try:
-        literals = [vector_literal(v) for v in query_vectors]
+        await register_vector(conn)
+        literals = [vector_param(v) for v in query_vectors]
         prepared = await conn.prepare(stmt.sql)
         q_times, tx_times, hits, first_pass = [], [], [], []
         # A first pass over every query vector (pages of the index and heap not yet in shared_buffers),
@@ -180,7 +182,7 @@ async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rou
                 await conn.execute(s)
             await conn.execute("PREPARE bench_knn AS " + stmt.sql)
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            values = ", ".join(_sql_literal(a) for a in stmt.args(literals[0]))
+            values = ", ".join(_sql_literal(a) for a in stmt.args(vector_literal(literals[0])))
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_knn({values})")
             explain["generic"] = "\n".join(r[0] for r in rows)
             await conn.execute("DEALLOCATE bench_knn")
