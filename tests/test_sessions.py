@@ -108,3 +108,23 @@ def test_revocation_compares_below_the_second() -> None:
     assert token_is_revoked(token(), user), "a token without iat_us issued in that second may predate it"
     user.tokens_valid_after = None
     assert not token_is_revoked(token(), user)
+
+
+def test_the_vote_routes_light_voter_is_checked_as_strictly(api: Api) -> None:
+    """The vote routes read the voter as one row (``SignedIn``), not an ORM ``User``: revocation, deactivation
+    and unknown users are refused exactly as on every other route."""
+    admin = api.make_user("internal", "admin")
+    author, voter = api.register(), api.register()
+    url = f"/api/posts/{api.post(author)['id']}/vote"
+    old = voter.token
+    assert api.client.put(url, headers=voter.headers).status_code == 200
+    assert api.client.post("/api/auth/logout", headers=voter.headers).status_code == 204
+    for method in ("PUT", "DELETE"):
+        r = api.client.request(method, url, headers={"Authorization": f"Bearer {old}"})
+        assert (r.status_code, r.json()["detail"]) == (401, "token revoked: log in again")
+    fresh = _second_token(api, voter)
+    assert api.client.delete(url, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    assert api.client.patch(f"/api/users/{voter.id}", json={"is_active": False}, headers=admin.headers).is_success
+    r = api.client.put(url, headers={"Authorization": f"Bearer {fresh}"})
+    assert (r.status_code, r.json()["detail"]) == (401, "invalid token"), "a deactivated voter"
+    assert api.client.put(url).status_code == 401, "anonymous"

@@ -18,13 +18,14 @@ import msgspec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
+from forum.auth import SignedIn
 from forum.channels.captures import captures_of_comments, captures_of_posts
 from forum.credits.services import CreditPolicy, ShipService
+from forum.driver import DriverStatement, driver_of
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import (
@@ -233,26 +234,9 @@ def _decode_cursor(cursor: str, sort: PostSort, keys: list[SortKey]) -> list[Any
         raise _cursor_error("not a cursor this list gave") from None
 
 
-class DriverStatement:
-    """A Core statement compiled once for asyncpg and run on the request's own connection, inside its
-    transaction: the vote path skips SQLAlchemy's per-execution work (cache key, parameter and result
-    processing), about half of a vote's CPU (docs/benchmarks.md). asyncpg prepares it once per connection."""
-
-    def __init__(self, statement: Any) -> None:
-        compiled = statement.compile(dialect=asyncpg_dialect())
-        self.sql = str(compiled)
-        self.defaults = dict(compiled.params)
-        self.names = list(compiled.positiontup or [])
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        values = {**self.defaults, **params}
-        return [values[name] for name in self.names]
-
-
-async def driver_of(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's (the transaction the request commits)."""
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
+Voter = User | SignedIn
+"""Who votes: ``request.user`` of the vote routes (a light ``SignedIn``), or an ORM ``User`` (a vote captured on
+a customer's behalf, an API key's service account)."""
 
 
 # The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
@@ -720,7 +704,7 @@ class PostService:
 
     # Votes ------------------------------------------------------------------------------------
 
-    async def _votable(self, conn: Any, post_id: UUID, voter: User) -> Any:
+    async def _votable(self, conn: Any, post_id: UUID, voter: Voter) -> Any:
         # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
         lock = _LOCK_VOTABLE[visibility_scope(voter)]
@@ -741,13 +725,13 @@ class PostService:
             raise ConflictError(detail="This post is hidden: it takes no votes")
         return post
 
-    async def vote(self, post_id: UUID, voter: User, *, said_at: datetime | None = None) -> VoteState:
+    async def vote(self, post_id: UUID, voter: Voter, *, said_at: datetime | None = None) -> VoteState:
         """Idempotent: a second PUT changes nothing and keeps the first vote's time (``said_at``: a vote
         captured on the voter's behalf, counted from when they said it).
 
         The hot path of a launch day, so a few prepared statements and no ORM: lock the post, insert the
         vote, move the counters (their new values answer), the day bucket, the voter's subscription."""
-        conn = await driver_of(self.session)
+        conn = await driver_of(self.session, begin=True)
         post = await self._votable(conn, post_id, voter)
         params = {"post_id": post_id, "user_id": voter.id}
         inserted = await conn.fetchval(
@@ -761,8 +745,8 @@ class PostService:
         await self._emit_vote(conn, post_id, post, voter, "voted", state)
         return state
 
-    async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        conn = await driver_of(self.session)
+    async def unvote(self, post_id: UUID, voter: Voter) -> VoteState:
+        conn = await driver_of(self.session, begin=True)
         post = await self._votable(conn, post_id, voter)
         removed = await conn.fetchrow(_DELETE_VOTE.sql, *_DELETE_VOTE.args({"post_id": post_id, "user_id": voter.id}))
         if removed is None:
@@ -772,7 +756,9 @@ class PostService:
         await self._emit_vote(conn, post_id, post, voter, "unvoted", state)
         return state
 
-    async def _emit_vote(self, conn: Any, post_id: UUID, post: Any, voter: User, action: str, state: VoteState) -> None:
+    async def _emit_vote(
+        self, conn: Any, post_id: UUID, post: Any, voter: Voter, action: str, state: VoteState
+    ) -> None:
         """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing).
         ``post``: the row the vote path locked (title, visibility)."""
         if not await conn.fetchval(_VOTE_WATCHED.sql, *_VOTE_WATCHED.args({})):
@@ -798,7 +784,7 @@ class PostService:
         return VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"])
 
     @staticmethod
-    async def _vote_state(conn: Any, post_id: UUID, voter: User) -> VoteState:
+    async def _vote_state(conn: Any, post_id: UUID, voter: Voter) -> VoteState:
         """The answer when nothing changed (a repeated PUT, a DELETE without a vote)."""
         row = await conn.fetchrow(_VOTE_STATE.sql, *_VOTE_STATE.args({"post_id": post_id, "user_id": voter.id}))
         return VoteState(
