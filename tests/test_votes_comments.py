@@ -102,9 +102,9 @@ def test_a_vote_is_a_few_prepared_statements_and_reads_the_voter_once(
     api: Api, count_queries: QueryCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 14: a vote is a few prepared statements on the request's connection, in one transaction: the
-    voter read once (one row, no ORM ``User``), the post locked, the vote row, the counters (their new values
-    answer: nothing is read again), the day tally, the subscription, whether a webhook listens. Nothing goes
-    through SQLAlchemy's execution (no ORM load of the voter, the post or its author)."""
+    voter read once (one row, no ORM ``User``); the post locked (and whether a webhook listens); the vote row;
+    the counters (their new values answer: nothing is read again) with the day tally and the subscription.
+    Nothing goes through SQLAlchemy's execution (no ORM load of the voter, the post or its author)."""
     import asyncpg
 
     driver: list[str] = []
@@ -128,8 +128,10 @@ def test_a_vote_is_a_few_prepared_statements_and_reads_the_voter_once(
         statements = driver[1:-1]
         assert sum("user_account" in s for s in statements) == 1, statements
         assert statements[0].startswith("SELECT") and "FROM user_account" in statements[0], "the voter first"
-        assert "FOR UPDATE" in statements[1] and changes in statements[2], statements
-        assert statements[3].startswith("UPDATE post") and "RETURNING" in statements[3], statements
+        assert "FOR UPDATE" in statements[1] and "webhook" in statements[1], statements
+        assert changes in statements[2], statements
+        assert "UPDATE post" in statements[3] and "post_vote_day" in statements[3], statements
+        assert ("INSERT INTO subscription" in statements[3]) is (method == "PUT"), statements
         assert not any(s.startswith("SELECT") and "vote_total" in s for s in statements), "no re-read"
-        assert len(statements) == (7 if method == "PUT" else 6), statements  # + the subscription on PUT
+        assert len(statements) == 4, statements  # the subscription and the day tally ride with the counters
         assert r.json()["votes"]["total"] == (1 if method == "PUT" else 0)

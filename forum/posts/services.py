@@ -247,8 +247,13 @@ def _lock_votable(scope: str) -> Any:
         visible = and_(visible, Post.hidden_at.is_(None))
     if scope == "public":
         visible = and_(visible, Post.visibility == Visibility.PUBLIC.value)
+    # Whether any webhook listens to post.voted rides along (``emit`` runs only when one does): a board
+    # without webhooks pays no statement of its own for it.
+    watched = exists().where(
+        Webhook.active.is_(True), Webhook.events.any(bindparam("event", WebhookEvent.POST_VOTED.value))
+    )
     return (
-        select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility)
+        select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility, watched.label("watched"))
         .where(Post.id == bindparam("post_id"), visible)
         .with_for_update(of=Post)
     )
@@ -272,32 +277,39 @@ _DELETE_VOTE = DriverStatement(
     .where(Vote.post_id == bindparam("post_id"), Vote.user_id == bindparam("user_id"))
     .returning(Vote.voter_kind, Vote.created_at)
 )
-_COUNT_VOTE = DriverStatement(
-    update(Post)
-    .where(Post.id == bindparam("post_id"))
-    .values(
-        vote_total=Post.vote_total + bindparam("total"),
-        vote_internal=Post.vote_internal + bindparam("internal"),
-        vote_external=Post.vote_external + bindparam("external"),
-        updated_at=Post.updated_at,  # a vote is not an edit
+
+
+def _count_vote(subscribe: bool) -> DriverStatement:
+    """One statement once a vote row came or went: the post's three counters move (their new values are the
+    answer), the day's tally (``post_vote_day``) moves, and on a new vote the voter is subscribed (unless they
+    opted out). Data-modifying CTEs on three tables, each row changed once; the counters' trigger
+    (cluster_tally) fires at the end of the statement as after an UPDATE of its own."""
+    counted = (
+        update(Post)
+        .where(Post.id == bindparam("post_id"))
+        .values(
+            vote_total=Post.vote_total + bindparam("total"),
+            vote_internal=Post.vote_internal + bindparam("internal"),
+            vote_external=Post.vote_external + bindparam("external"),
+            updated_at=Post.updated_at,  # a vote is not an edit
+        )
+        .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
+        .cte("counted")
     )
-    .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
-)
-_VOTE_DAY = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("votes"))
-_VOTE_DAY = DriverStatement(
-    _VOTE_DAY.on_conflict_do_update(
+    day = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("total"))
+    day = day.on_conflict_do_update(
         index_elements=[PostVoteDay.post_id, PostVoteDay.day],
-        set_={"votes": PostVoteDay.votes + _VOTE_DAY.excluded.votes},
+        set_={"votes": PostVoteDay.votes + day.excluded.votes},
     )
-)
-_SUBSCRIBE_VOTER = DriverStatement(subscribe_statement())
-# Whether any webhook listens to post.voted: asked on the vote's own connection, so a board without
-# webhooks pays one prepared statement per vote, not an ORM query (``emit`` runs only when one does).
-_VOTE_WATCHED = DriverStatement(
-    select(
-        exists().where(Webhook.active.is_(True), Webhook.events.any(bindparam("event", WebhookEvent.POST_VOTED.value)))
+    ctes = [day.cte("tallied")]
+    if subscribe:
+        ctes.append(subscribe_statement().cte("subscribed"))
+    return DriverStatement(
+        select(counted.c.vote_total, counted.c.vote_internal, counted.c.vote_external).add_cte(*ctes)
     )
-)
+
+
+_COUNT_VOTE = {subscribe: _count_vote(subscribe) for subscribe in (True, False)}
 _VOTE_STATE = DriverStatement(
     select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
     .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == bindparam("user_id")))
@@ -739,8 +751,7 @@ class PostService:
         )
         if inserted is None:
             return await self._vote_state(conn, post_id, voter)
-        counts = await self._count_vote(conn, post_id, voter.kind, +1, inserted)
-        await conn.execute(_SUBSCRIBE_VOTER.sql, *_SUBSCRIBE_VOTER.args(params))
+        counts = await self._count_vote(conn, post_id, voter, voter.kind, +1, inserted)
         state = VoteState(post_id=post_id, has_voted=True, voted_at=inserted, votes=counts)
         await self._emit_vote(conn, post_id, post, voter, "voted", state)
         return state
@@ -751,7 +762,7 @@ class PostService:
         removed = await conn.fetchrow(_DELETE_VOTE.sql, *_DELETE_VOTE.args({"post_id": post_id, "user_id": voter.id}))
         if removed is None:
             return await self._vote_state(conn, post_id, voter)
-        counts = await self._count_vote(conn, post_id, removed["voter_kind"], -1, removed["created_at"])
+        counts = await self._count_vote(conn, post_id, voter, removed["voter_kind"], -1, removed["created_at"])
         state = VoteState(post_id=post_id, has_voted=False, voted_at=None, votes=counts)
         await self._emit_vote(conn, post_id, post, voter, "unvoted", state)
         return state
@@ -761,7 +772,7 @@ class PostService:
     ) -> None:
         """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing).
         ``post``: the row the vote path locked (title, visibility)."""
-        if not await conn.fetchval(_VOTE_WATCHED.sql, *_VOTE_WATCHED.args({})):
+        if not post["watched"]:
             return
         votes = {"total": state.votes.total, "internal": state.votes.internal, "external": state.votes.external}
         payload = {
@@ -775,12 +786,20 @@ class PostService:
         await emit(self.session, WebhookEvent.POST_VOTED, payload)
 
     @staticmethod
-    async def _count_vote(conn: Any, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> VoteCounts:
+    async def _count_vote(
+        conn: Any, post_id: UUID, voter: Voter, voter_kind: str, step: int, voted_at: datetime
+    ) -> VoteCounts:
         internal = step if voter_kind == "internal" else 0
-        params = {"post_id": post_id, "total": step, "internal": internal, "external": step - internal}
-        row = await conn.fetchrow(_COUNT_VOTE.sql, *_COUNT_VOTE.args(params))
-        day = {"post_id": post_id, "day": voted_at.astimezone(UTC).date(), "votes": step}
-        await conn.execute(_VOTE_DAY.sql, *_VOTE_DAY.args(day))
+        statement = _COUNT_VOTE[step > 0]  # a new vote subscribes the voter
+        params = {
+            "post_id": post_id,
+            "user_id": voter.id,
+            "total": step,
+            "internal": internal,
+            "external": step - internal,
+            "day": voted_at.astimezone(UTC).date(),
+        }
+        row = await conn.fetchrow(statement.sql, *statement.args(params))
         return VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"])
 
     @staticmethod
