@@ -151,18 +151,13 @@ SEARCH_VECTOR_SQL = (
 )
 
 
-class User(UUIDv7AuditBase):
-    __tablename__ = "user_account"
-    __table_args__ = (_check_in("kind", UserKind), _check_in("role", UserRole))
+class UserRoles:
+    """What a permission check asks of a user (its ``kind`` and ``role``): shared by the ORM ``User`` and
+    the light ``forum.auth.SignedIn`` some routes get instead, so both answer the same."""
 
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    display_name: Mapped[str] = mapped_column(String(80))
-    password_hash: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(16), default=UserKind.EXTERNAL.value)
-    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER.value)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
-    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
-    """Tokens issued before this instant are revoked (logout, password change, deactivation)."""
+    __slots__ = ()
+    kind: Any
+    role: Any
 
     @property
     def is_internal(self) -> bool:
@@ -180,6 +175,20 @@ class User(UUIDv7AuditBase):
     def sees_internal(self) -> bool:
         """Internal posts and internal notes exist only for employees and the product team."""
         return self.is_internal or self.is_product_team
+
+
+class User(UUIDv7AuditBase, UserRoles):
+    __tablename__ = "user_account"
+    __table_args__ = (_check_in("kind", UserKind), _check_in("role", UserRole))
+
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(80))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default=UserKind.EXTERNAL.value)
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER.value)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    """Tokens issued before this instant are revoked (logout, password change, deactivation)."""
 
 
 class Post(UUIDv7AuditBase):

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Float, Uuid, bindparam, column, exists, literal, select, text
 
+from forum.driver import DriverStatement, driver_of
 from forum.encoding import Route, post_text
 from forum.grouping.schemas import SimilarPost, SimilarRequest
 from forum.grouping.services import (
@@ -24,7 +25,7 @@ from forum.grouping.services import (
     visible_neighbours_filter,
 )
 from forum.models import Post, PostStatus, User, Vote, visibility_scope, visible_to
-from forum.posts.services import DriverStatement, PostService, driver_of
+from forum.posts.services import PostService
 
 SIMILAR_BODY_CHARS = 2_000
 """The schema caps what is accepted; only the start of a long draft is encoded (the models read 256 word
