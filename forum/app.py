@@ -38,7 +38,7 @@ from forum.grouping.controllers import ClusterController, SimilarController
 from forum.http import check_request, declared_query_parameters
 from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
-from forum.middleware import Budget, CountRequestsMiddleware, RejectNulMiddleware, SharedRateLimitMiddleware
+from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
 from forum.notifications.services import EMAIL_ENABLED
 from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
@@ -218,7 +218,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[CountRequestsMiddleware(), RejectNulMiddleware(), *_rate_limits(settings)],
+        middleware=[RejectNulMiddleware(), *_rate_limits(settings)],
         exception_handlers=exception_handlers,
         before_request=check_request,
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
