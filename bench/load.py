@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -171,6 +172,25 @@ end
 """
 
 
+def _cmdline(process: Any) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:
+        return []
+
+
+def embedded_worker_rss_mb(server_pid: int) -> dict[str, float]:
+    """Resident memory of ``forum serve`` and of its embedded worker process (its own model copy)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    out = {"server": round(server.memory_info().rss / 2**20)}
+    for child in server.children(recursive=True):
+        if any("forum.worker_process" in part for part in _cmdline(child)):
+            out["worker_process"] = round(child.memory_info().rss / 2**20)
+    return out
+
+
 class Driver:
     """Runs one workload for a bounded time at a fixed concurrency; wrk when present, else Python."""
 
@@ -185,11 +205,13 @@ class Driver:
         import psutil
 
         server = [psutil.Process(self.server_pid)] if self.server_pid else []
-        if server:
-            server += server[0].children(recursive=True)
+        worker = [psutil.Process(self.worker_pid)] if self.worker_pid else []
+        if server:  # `forum serve`'s embedded worker is a child process: its CPU is the worker's
+            for child in server[0].children(recursive=True):
+                embedded = any("forum.worker_process" in part for part in _cmdline(child))
+                (worker if embedded else server).append(child)
         pg = pg_processes(self.postmaster)
         me = psutil.Process()
-        worker = [psutil.Process(self.worker_pid)] if self.worker_pid else []
         before = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds(worker), cpu_seconds([me]))
         total_before = machine_cpu_seconds()
         started = time.perf_counter()
@@ -880,6 +902,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "embedded_per_s_while_posting": round((c2 - c1) / (t2 - t1), 1),
             "backlog_left_at_end": remaining,
         }
+        if args.worker == "server" and srv.proc is not None:
+            with contextlib.suppress(Exception):
+                results["worker"]["rss_mb"] = embedded_worker_rss_mb(srv.proc.pid)
         log(f"worker: {results['worker']}")
         if remaining <= 0:
             log("WARNING: the worker ran out of backlog before the end: 'busy' was not busy throughout")
