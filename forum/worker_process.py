@@ -5,7 +5,7 @@ descriptions took the requests' loop and cores: posting's p99 was six times its 
 worker was busy (docs/benchmarks.md). With ``FORUM_WORKER_IN_SERVER`` (the default) each server process
 now starts and supervises one child, ``python -m forum.worker_process``, which is ``forum worker``:
 
-- niced by ``NICENESS`` before it imports anything, on one torch/BLAS thread: the server's requests
+- niced by ``NICENESS`` once its models are loaded, on one torch/BLAS thread: the server's requests
   (and PostgreSQL) get the cores first, and the worker takes what is left;
 - on the server's settings (the same environment) and database URL: with the embedded PostgreSQL the
   server started, the child connects to it and never starts or stops it;
@@ -37,6 +37,7 @@ MAX_DELAY = 60.0
 STOP_SECONDS = 20.0  # a clean stop finishes the batch in hand; then it is killed (its jobs are picked again)
 PARENT_POLL_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+WARM_UP_TEXTS = ("Pause a scooter rental", "Pausar el alquiler de un patinete")
 
 
 class WorkerProcess:
@@ -115,10 +116,19 @@ def _exit_with(parent: int) -> None:
 
 
 def main() -> None:
-    os.nice(NICENESS)  # before the imports and the model load, which would compete with the server's
     _exit_with(int(sys.argv[1]))
     from forum.cli import main as forum
+    from forum.encoding import PostEmbedder
+    from forum.settings import Settings
 
+    # The models load and warm up (a first call's lazy state: USE traces its graph) at the server's
+    # priority, beside its own load: niced from the start, this waited for the server's and the first posts
+    # for it. `forum worker` then finds them loaded (one encoder per configuration per process).
+    embedder = PostEmbedder.from_spec(Settings.from_env().embedding_model)
+    embedder.load()
+    for encoder in embedder.encoders.values():
+        encoder.encode(list(WARM_UP_TEXTS))
+    os.nice(NICENESS)
     forum(["worker"], prog_name="forum")
 
 

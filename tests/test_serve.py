@@ -187,7 +187,8 @@ def test_serve_runs_its_worker_in_a_niced_child_and_restarts_it(server: Server) 
     server.start()
     assert server.proc is not None
     child = _one_worker(server)
-    assert os.getpriority(os.PRIO_PROCESS, child) > os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+    server_nice = os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+    _wait_for(lambda: os.getpriority(os.PRIO_PROCESS, child) > server_nice, 30, "the worker is not niced")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get("/health").json()["worker"] == "running"
         writer = _writer(client)
