@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -168,6 +169,25 @@ end
 """
 
 
+def _cmdline(process: Any) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:
+        return []
+
+
+def embedded_worker_rss_mb(server_pid: int) -> dict[str, float]:
+    """Resident memory of ``forum serve`` and of its embedded worker process (its own model copy)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    out = {"server": round(server.memory_info().rss / 2**20)}
+    for child in server.children(recursive=True):
+        if any("forum.worker_process" in part for part in _cmdline(child)):
+            out["worker_process"] = round(child.memory_info().rss / 2**20)
+    return out
+
+
 class Driver:
     """Runs one workload for a bounded time at a fixed concurrency; wrk when present, else Python."""
 
@@ -182,10 +202,13 @@ class Driver:
         import psutil
 
         worker = [psutil.Process(self.worker_pid)] if self.worker_pid else []
+        server = process_tree(self.server_pid)
+        # `forum serve`'s embedded worker is a child process: its CPU is the worker's, not the server's.
+        embedded = [p for p in server if any("forum.worker_process" in part for part in _cmdline(p))]
         meter = CpuMeter(
-            server=process_tree(self.server_pid),
+            server=[p for p in server if p not in embedded],
             postgres=process_tree(self.postmaster),
-            worker=worker,
+            worker=worker + embedded,
             client=[psutil.Process()],
         )
         if self.client == "wrk":
@@ -822,6 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "embedded_per_s_while_posting": round((c2 - c1) / (t2 - t1), 1),
             "backlog_left_at_end": remaining,
         }
+        if args.worker == "server" and srv.proc is not None:
+            with contextlib.suppress(Exception):
+                results["worker"]["rss_mb"] = embedded_worker_rss_mb(srv.proc.pid)
         log(f"worker: {results['worker']}")
         if remaining <= 0:
             log("WARNING: the worker ran out of backlog before the end: 'busy' was not busy throughout")

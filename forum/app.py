@@ -35,11 +35,10 @@ from forum.email.smtp import Mailer, unsubscribe_key
 from forum.encoding import PostEmbedder, post_language
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
-from forum.grouping.thresholds import Thresholds
 from forum.http import check_request, declared_query_parameters
 from forum.keys.controllers import ApiKeyController
 from forum.merges.controllers import MergeController
-from forum.middleware import Budget, CountRequestsMiddleware, RejectNulMiddleware, SharedRateLimitMiddleware
+from forum.middleware import Budget, RejectNulMiddleware, SharedRateLimitMiddleware
 from forum.notifications.controllers import InboxController, SubscriptionController
 from forum.notifications.services import EMAIL_ENABLED
 from forum.openapi import build_openapi_config, exact_request_bodies, name_pages, schema_assets
@@ -48,7 +47,7 @@ from forum.settings import Settings
 from forum.surveys.controllers import SurveyController, VoiceController
 from forum.web.plugin import WebPlugin
 from forum.webhooks.controllers import WebhookController
-from forum.worker import BackgroundWorker
+from forum.worker_process import STOP_SECONDS, WorkerProcess
 
 logger = logging.getLogger("forum")
 
@@ -71,7 +70,11 @@ async def health(db_session: AsyncSession, state: State) -> Any:
     except Exception as exc:
         logger.warning("health check failed: %s", exc)
         return problem(503, "The database is unavailable", headers={"Retry-After": "5"}, database="unavailable")
-    return {"status": "ok", "database": "ok", "models": "ready", "version": __version__}
+    answer = {"status": "ok", "database": "ok", "models": "ready", "version": __version__}
+    worker: WorkerProcess | None = state.get("forum_worker")
+    if worker is not None:  # the embedded worker's process: not part of readiness (jobs wait in the queue)
+        answer["worker"] = worker.state
+    return answer
 
 
 def _rate_limits(settings: Settings) -> list[Any]:
@@ -96,10 +99,16 @@ def _rate_limits(settings: Settings) -> list[Any]:
 
 
 def _background_lifespan(settings: Settings, database_url: str):
-    """Load the models off the event loop at startup; run the embedding worker inside the server."""
+    """Load the models off the event loop at startup; run the embedding worker beside the server."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        worker = supervising = None
+        if settings.run_worker_in_server:  # first: its models load while the server's do
+            worker = WorkerProcess(database_url)
+            app.state["forum_worker"] = worker
+            supervising = asyncio.create_task(worker.run())
+            supervising.add_done_callback(_log_worker_exit)
         # Batchers belong to the loop that serves requests: built here, not in create_app.
         embedder = PostEmbedder.from_spec(settings.embedding_model)
         app.state["forum_embedder"] = embedder
@@ -108,27 +117,13 @@ def _background_lifespan(settings: Settings, database_url: str):
         # A fast encoder (the tests' hashing one) is ready before the first request; a real model answers
         # 503 on /health meanwhile instead of holding up the server's start.
         await asyncio.wait([warm_up], timeout=READY_WAIT_SECONDS)
-        worker = task = None
-        if settings.run_worker_in_server:
-            worker = BackgroundWorker(
-                database_url,
-                embedder,
-                Thresholds.from_settings(settings),
-                consolidate_seconds=settings.consolidate_seconds,
-                webhook_allowed_hosts=settings.webhook_allowed_hosts,
-                webhook_max_failures=settings.webhook_max_failures,
-                mailer=Mailer.from_settings(settings, settings.jwt_secret()),
-                yield_to_requests=True,  # requests first: they share this process's cores and encoder
-            )
-            task = asyncio.create_task(worker.run())
-            task.add_done_callback(_log_worker_exit)
         try:
             yield
         finally:
-            if worker is not None and task is not None:
+            if worker is not None and supervising is not None:
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, timeout=30)
+                    await asyncio.wait_for(supervising, timeout=STOP_SECONDS + 10)
             with contextlib.suppress(Exception):
                 await warm_up
             if settings.uses_embedded_database:
@@ -155,7 +150,7 @@ async def _warm_up(embedder: PostEmbedder) -> None:
 
 def _log_worker_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("the embedding worker stopped", exc_info=task.exception())
+        logger.error("the embedding worker's supervisor stopped", exc_info=task.exception())
 
 
 def _answer_options_with_every_method(app: Litestar) -> None:
@@ -234,7 +229,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_background_lifespan(settings, database_url)],
         plugins=[SQLAlchemyPlugin(config=alchemy), WebPlugin(settings.jwt_secret())],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[CountRequestsMiddleware(), RejectNulMiddleware(), *_rate_limits(settings)],
+        middleware=[RejectNulMiddleware(), *_rate_limits(settings)],
         exception_handlers=exception_handlers,
         before_request=check_request,
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)

@@ -21,7 +21,7 @@ from embeddings import Encoder, LinearCalibration, MultilingualEncoder, load_enc
 from embeddings.encoder import MULTILINGUAL_SPEC
 from embeddings.grouping import TITLE_SUFFIX, GroupingRule
 from embeddings.language import ENGLISH, LANGUAGES, UNDETERMINED, detect_language, is_english_route
-from forum.batching import REQUESTS, YIELD_MAX_WAIT, Coalescer
+from forum.batching import Coalescer
 
 _encoders: dict[str, Encoder | MultilingualEncoder] = {}
 _lock = threading.Lock()
@@ -74,9 +74,6 @@ def encoder_executor(encoder: Encoder) -> ThreadPoolExecutor:
         return _executor
 
 
-#: Texts per model call of a worker that yields to requests (:meth:`EncodeBatcher.encode_background`).
-BACKGROUND_CHUNK = 8
-
 #: torch threads for the model calls of requests (as-you-type lookups, batched by :class:`EncodeBatcher`).
 #: One: on two cores shared with the event loop, PostgreSQL and other processes, a second OpenMP thread
 #: waits at every layer's barrier for a core that is busy elsewhere. One typed title on a crowded machine:
@@ -110,20 +107,6 @@ class EncodeBatcher(Coalescer[str, np.ndarray]):
     async def _call(self, texts: list[str], threads: int | None) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(encoder_executor(self.encoder), _encode_with, self.encoder, texts, threads)
-
-    async def encode_background(self, texts: Sequence[str], chunk: int = BACKGROUND_CHUNK) -> np.ndarray:
-        """Encode for a worker that shares this process with requests (``forum serve``'s embedded worker):
-        in model calls of ``chunk`` texts on one model thread, each started between requests
-        (:class:`forum.batching.RequestGate`: when none is in flight, or after ``YIELD_MAX_WAIT``). The
-        encoder's thread takes calls in order, so a request's text queued meanwhile waits for one small
-        call at most, and the second core stays free for the event loop and PostgreSQL. Slower per text
-        than :meth:`encode_many` (docs/benchmarks.md)."""
-        items = list(texts)
-        parts = []
-        for i in range(0, len(items), chunk):
-            await REQUESTS.wait_idle(YIELD_MAX_WAIT)
-            parts.append(await self._call(items[i : i + chunk], 1))
-        return np.concatenate(parts) if parts else self.encoder.encode([])
 
 
 _default_threads: int | None = None

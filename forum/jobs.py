@@ -20,7 +20,6 @@ import numpy as np
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from forum.batching import REQUESTS, YIELD_MAX_WAIT
 from forum.encoding import PostEmbedder, PostVectors, content_hash, post_language, post_text
 from forum.grouping.consolidation import MAX_POSTS_PER_PASS, ConsolidationReport, Consolidator
 from forum.grouping.labels import cluster_members
@@ -57,13 +56,10 @@ async def read_and_encode(
     session_maker: async_sessionmaker[AsyncSession],
     embedder: PostEmbedder,
     post_ids: Sequence[UUID],
-    *,
-    yield_to_requests: bool = False,
 ) -> EncodedBatch:
     """Read the posts and their stored content hashes (no lock), and encode the texts whose vectors are
-    missing or stale: one model call per encoder (small ones on one model thread with
-    ``yield_to_requests``: ``EncodeBatcher.encode_background``). A deleted or missing post is ``gone``;
-    one whose vectors are all current is ``unchanged``."""
+    missing or stale: one model call per encoder. A deleted or missing post is ``gone``; one whose vectors
+    are all current is ``unchanged``."""
     await embedder.ready()
     todo = list(dict.fromkeys(post_ids))
     batch = EncodedBatch()
@@ -95,7 +91,7 @@ async def read_and_encode(
         if needing:
             batcher = embedder.batchers[model]
             texts = [item.text for item in needing]
-            encoded = await (batcher.encode_background(texts) if yield_to_requests else batcher.encode_many(texts))
+            encoded = await batcher.encode_many(texts)
             for item, vector in zip(needing, encoded, strict=True):
                 batch.vectors[item.post_id][model] = vector
     return batch
@@ -229,12 +225,9 @@ class EmbedCollector:
         embedder: PostEmbedder,
         threshold: float | Thresholds,
         max_batch: int = 64,
-        *,
-        yield_to_requests: bool = False,
     ) -> None:
         self.session_maker, self.embedder, self.threshold = session_maker, embedder, threshold
         self.max_batch = max_batch
-        self.yield_to_requests = yield_to_requests
         self._pending: list[tuple[UUID, asyncio.Future[str]]] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -260,9 +253,7 @@ class EmbedCollector:
                 batch: EncodedBatch | BaseException
                 try:  # overlaps the write of the previous batch
                     ids = [post_id for post_id, _ in chunk]
-                    batch = await read_and_encode(
-                        self.session_maker, self.embedder, ids, yield_to_requests=self.yield_to_requests
-                    )
+                    batch = await read_and_encode(self.session_maker, self.embedder, ids)
                 except Exception as exc:
                     batch = exc
                 if writing is not None:
@@ -275,8 +266,6 @@ class EmbedCollector:
         try:
             if isinstance(batch, BaseException):
                 raise batch
-            if self.yield_to_requests:  # the write and grouping run on the event loop the requests share
-                await REQUESTS.wait_idle(YIELD_MAX_WAIT)
             edited = await write_and_group(self.session_maker, self.embedder, batch, self.threshold)
             outcomes = batch.outcomes
             if edited:

@@ -27,24 +27,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import text
 
 from forum.auth import KeyAuth
-from forum.batching import REQUESTS
 from forum.driver import DriverStatement
 
 NUL_MESSAGE = "must not contain NUL characters"
-
-
-class CountRequestsMiddleware(ASGIMiddleware):
-    """Counts requests in flight (``forum.batching.REQUESTS``): the worker inside ``forum serve`` takes its
-    steps between them."""
-
-    scopes = (ScopeType.HTTP,)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        REQUESTS.enter()
-        try:
-            await next_app(scope, receive, send)
-        finally:
-            REQUESTS.exit()
 
 
 class RejectNulMiddleware(ASGIMiddleware):

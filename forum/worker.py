@@ -1,8 +1,9 @@
 """The background worker: one pgqueuer consumer for every job the app queues (forum/queue.py).
 
 The top of the job modules: it imports the domains whose jobs it runs (embedding and grouping posts,
-webhook deliveries, survey comments), and nothing imports it but the server and the CLI. It runs
-inside ``forum serve`` (``FORUM_WORKER_IN_SERVER``, the default) or as ``forum worker`` (any number).
+webhook deliveries, survey comments), and nothing imports it but the CLI. It runs as ``forum worker``
+(any number), and ``forum serve`` starts one in a child process (``FORUM_WORKER_IN_SERVER``, the default:
+forum/worker_process.py).
 
 - A sweep at start (and every ``SWEEP_SECONDS``) enqueues any post whose vector is missing or stale:
   posts written before a worker ever ran, or under another model, are picked up.
@@ -27,15 +28,12 @@ from uuid import UUID
 import asyncpg
 from pgqueuer import AsyncpgDriver, DatabaseRetryEntrypointExecutor, Job, PgQueuer
 from pgqueuer.types import QueueExecutionMode
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from forum.batching import REQUESTS, YIELD_MAX_WAIT
 from forum.email.services import DIGEST_SCHEDULE, SEND_DIGESTS, SEND_NOTIFICATION, send_digests, send_notification
 from forum.encoding import PostEmbedder
 from forum.grouping.consolidation import ConsolidationReport
-from forum.grouping.descriptions import DESCRIBE_CLUSTER, MAX_AGE, parse_payload, refresh, refresh_stale
-from forum.grouping.descriptions import STALE_SQL as STALE_DESCRIPTIONS_SQL
+from forum.grouping.descriptions import DESCRIBE_CLUSTER, parse_payload, refresh, refresh_stale
 from forum.grouping.thresholds import Thresholds
 from forum.jobs import EmbedCollector, consolidate_now
 from forum.queue import EMBED_POST, asyncpg_dsn, enqueue, enqueue_stale
@@ -62,8 +60,8 @@ EMAIL_CONCURRENCY = 4
 
 
 class BackgroundWorker:
-    """A pgqueuer consumer for ``post.embed`` and ``webhook.deliver``; runs in ``forum serve`` or as
-    ``forum worker`` (any number of them)."""
+    """A pgqueuer consumer for ``post.embed`` and ``webhook.deliver``; runs as ``forum worker`` (any number
+    of them, one of them started by ``forum serve``)."""
 
     def __init__(
         self,
@@ -80,14 +78,7 @@ class BackgroundWorker:
         webhook_max_failures: int = 10,
         mailer: Any = None,
         email_retry_delay: timedelta = timedelta(seconds=30),
-        yield_to_requests: bool = False,
     ) -> None:
-        """``yield_to_requests``: the worker shares its process (and the encoder) with ``forum serve``:
-        it encodes in small calls on one model thread, and takes each step (a model call, a batch's
-        write, a cluster's description, a consolidation pass) between requests
-        (``forum.batching.REQUESTS``), so requests keep their latency and the worker its progress at a
-        lower rate (docs/benchmarks.md)."""
-        self.yield_to_requests = yield_to_requests
         self.webhook_allowed_hosts = webhook_allowed_hosts or []
         self.webhook_max_failures = webhook_max_failures
         self.mailer = mailer  # forum.email.smtp.Mailer, or None: no email (jobs stay queued for a worker that has one)
@@ -105,9 +96,7 @@ class BackgroundWorker:
         # Enough connections for a batch of jobs reading and writing at once (assignment itself is serialised).
         self.engine = engine or create_async_engine(database_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.collector = EmbedCollector(
-            self.session_maker, embedder, threshold, max_batch=max(batch_size, 1), yield_to_requests=yield_to_requests
-        )
+        self.collector = EmbedCollector(self.session_maker, embedder, threshold, max_batch=max(batch_size, 1))
         self.processed: dict[str, int] = {"embedded": 0, "unchanged": 0, "gone": 0, "delivered": 0, "skipped": 0}
         self._pgq: PgQueuer | None = None
         self._stopping = asyncio.Event()
@@ -204,29 +193,9 @@ class BackgroundWorker:
     async def describe_stale(self) -> int:
         """The product team's cluster descriptions that are missing or behind their clusters, recomputed
         (forum/grouping/descriptions.py): most lists then never compute one."""
-        if self.yield_to_requests:
-            refreshed = await self._describe_between_requests()
-        else:
-            refreshed = await refresh_stale(self.session_maker, self.embedder)
+        refreshed = await refresh_stale(self.session_maker, self.embedder)
         self.processed["described"] = self.processed.get("described", 0) + refreshed
         return refreshed
-
-    async def _describe_between_requests(self) -> int:
-        """:func:`refresh_stale` one cluster per transaction, each started between requests: a batch of
-        ``SWEEP_BATCH`` descriptions is seconds of numpy on the event loop the requests share (after a
-        load of 100k posts, posting's p99 went from 82 ms to 1.3 s while it ran; docs/benchmarks.md)."""
-        done = 0
-        while not self._stopping.is_set():
-            await REQUESTS.wait_idle(YIELD_MAX_WAIT)
-            async with self.session_maker() as session, session.begin():
-                ids = list(await session.scalars(text(STALE_DESCRIPTIONS_SQL), {"max_age": MAX_AGE, "limit": 1}))
-                if not ids:
-                    return done
-                refreshed = await refresh(session, self.embedder, ids, True, explain_all=True)
-            if refreshed == 0:  # described meanwhile by a request or a job
-                return done
-            done += refreshed
-        return done
 
     async def _sweep_forever(self) -> None:
         with contextlib.suppress(Exception):  # once at start (logged below when it fails again)
@@ -251,8 +220,6 @@ class BackgroundWorker:
         """Consolidation passes until every post embedded since the last one has been looked at."""
         self._embedded_since_consolidation = 0
         self._burst.clear()
-        if self.yield_to_requests:
-            await REQUESTS.wait_idle(YIELD_MAX_WAIT)
         return await consolidate_now(self.session_maker, self.embedder, self.threshold)
 
     async def _consolidate_forever(self) -> None:

@@ -138,23 +138,3 @@ def test_rate_limits_answer_429_with_retry_after(settings: Settings) -> None:
         assert int(r.headers["Retry-After"]) > 0
         assert r.headers["content-type"].startswith("application/problem+json")
         assert client.get("/api/posts").status_code == 200, "reads are not throttled by the auth limit"
-
-
-def test_requests_in_flight_are_counted_for_the_embedded_worker(api: Api, monkeypatch) -> None:
-    """The worker inside ``forum serve`` takes its steps between requests: every request is counted in
-    ``forum.batching.REQUESTS`` while it is served, and uncounted when it is answered."""
-    import forum.middleware
-    from forum.batching import RequestGate
-
-    seen: list[int] = []
-
-    class Recording(RequestGate):
-        def exit(self) -> None:
-            seen.append(self.active)
-            super().exit()
-
-    gate = Recording()
-    monkeypatch.setattr(forum.middleware, "REQUESTS", gate)
-    assert api.client.get("/health").status_code == 200
-    assert api.client.get("/api/posts").status_code == 200
-    assert seen == [1, 1] and gate.active == 0

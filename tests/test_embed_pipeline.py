@@ -5,10 +5,8 @@ an overlapping batch already stored, and a batch's writes cost a few statements,
 from __future__ import annotations
 
 import asyncio
-import time
 from uuid import UUID
 
-import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -110,76 +108,3 @@ def test_the_collector_pipelines_batches_and_answers_every_job(api: Api, setting
         database_url, "SELECT count(*) FROM cluster_membership WHERE post_id = ANY(CAST(:ids AS uuid[]))", ids=ids
     )
     assert rows[0][0] == len(ids)
-
-
-def test_a_worker_sharing_the_server_encodes_in_small_calls_and_lets_requests_in() -> None:
-    """``forum serve``'s embedded worker yields to requests: its texts go to the model in small calls, so a
-    typed text that arrives meanwhile is encoded after one small call, not after the whole batch."""
-    from embeddings import HashingEncoder
-    from forum.encoding import BACKGROUND_CHUNK, EncodeBatcher
-
-    calls: list[list[str]] = []
-
-    class Recording(HashingEncoder):
-        def encode(self, texts):
-            calls.append(list(texts))
-            time.sleep(0.01)
-            return super().encode(texts)
-
-    encoder = Recording()
-    texts = [f"post number {n}" for n in range(4 * BACKGROUND_CHUNK)]
-
-    async def run() -> tuple:
-        batcher = EncodeBatcher(encoder)
-        background = asyncio.create_task(batcher.encode_background(texts))
-        await asyncio.sleep(0.005)  # the first small call is running
-        typed = await batcher.encode_one("typed while the worker runs")
-        return await background, typed
-
-    vectors, typed = asyncio.run(run())
-    np.testing.assert_allclose(vectors, HashingEncoder().encode(texts))
-    np.testing.assert_allclose(typed, HashingEncoder().encode(["typed while the worker runs"])[0])
-    assert all(len(call) <= BACKGROUND_CHUNK for call in calls)
-    typed_at = calls.index(["typed while the worker runs"])
-    assert typed_at < len(calls) - 1, f"the typed text waited for the whole batch: {calls}"
-
-
-def test_the_embedded_workers_description_sweep_goes_one_cluster_at_a_time_between_requests(
-    api: Api, drain, settings, database_url: str, monkeypatch
-) -> None:
-    """Inside ``forum serve`` the description sweep describes one cluster per step, each started when no
-    request is in flight (or after YIELD_MAX_WAIT): 50 at once held the shared event loop for seconds."""
-    import forum.grouping.descriptions
-    import forum.worker
-    from forum.batching import REQUESTS
-    from forum.worker import BackgroundWorker
-
-    author = api.register()
-    api.make_user("internal", "product")
-    for title in ("Dark mode for the app", "Please add a dark mode to the app", "Export invoices as PDF"):
-        api.post(author, title=title)
-        drain()
-    steps: list[tuple[int, int]] = []
-    refresh = forum.grouping.descriptions.refresh
-
-    async def recording(session, embedder, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
-        steps.append((len(ids), REQUESTS.active))
-        return await refresh(session, embedder, ids, *args, **kwargs)
-
-    monkeypatch.setattr(forum.worker, "refresh", recording)
-    worker = BackgroundWorker(
-        database_url, PostEmbedder(get_encoder(settings.embedding_model)), 0.45, yield_to_requests=True
-    )
-
-    async def sweep() -> tuple[int, float]:
-        REQUESTS.enter()  # a request in flight: the first step waits for it
-        asyncio.get_running_loop().call_later(0.2, REQUESTS.exit)
-        started = time.perf_counter()
-        try:
-            return await worker.describe_stale(), time.perf_counter() - started
-        finally:
-            await worker.engine.dispose()
-
-    described, took = asyncio.run(sweep())
-    assert described == 2 and steps == [(1, 0), (1, 0)], steps
-    assert took >= 0.2, "the first step did not wait for the request in flight"

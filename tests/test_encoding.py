@@ -80,53 +80,10 @@ def test_requests_encode_on_one_torch_thread_and_bulk_calls_on_the_default() -> 
         await batcher.encode_many(["bulk before"])
         await batcher.encode_one("typed")
         await batcher.encode_many(["bulk after"])
-        await batcher.encode_background(["background"])
 
     asyncio.run(run())
     default = forum.encoding._default_threads  # torch's own count, read before the first call set one
     assert REQUEST_THREADS == 1
-    assert encoder.threads == [default, 1, default, 1]
+    assert encoder.threads == [default, 1, default]
     if (os.cpu_count() or 1) > 1:
         assert default is not None and default > 1
-
-
-def test_the_embedded_workers_model_calls_wait_for_a_moment_without_requests() -> None:
-    """``forum serve``'s worker encodes between requests: while one is in flight its next model call waits
-    (up to YIELD_MAX_WAIT, so a load that never pauses still lets it progress)."""
-    from forum.batching import REQUESTS
-
-    encoder = Recording()
-
-    async def run() -> tuple[list, float]:
-        batcher = EncodeBatcher(encoder)
-        REQUESTS.enter()
-        try:
-            background = asyncio.create_task(batcher.encode_background(["a", "b"], chunk=1))
-            await asyncio.sleep(0.1)
-            waited = list(encoder.calls)
-        finally:
-            REQUESTS.exit()
-        await background
-        return waited, REQUESTS.active
-
-    waited, active = asyncio.run(run())
-    assert waited == [], "the worker encoded while a request was in flight"
-    assert encoder.calls == [["a"], ["b"]] and active == 0
-
-
-def test_a_request_gate_lets_background_work_through_after_max_wait() -> None:
-    from forum.batching import RequestGate
-
-    gate = RequestGate()
-
-    async def run() -> tuple[bool, bool, float]:
-        assert await gate.wait_idle(0.5)  # nothing in flight: at once
-        gate.enter()
-        start = time.perf_counter()
-        timed_out = await gate.wait_idle(0.05)
-        waited = time.perf_counter() - start
-        asyncio.get_running_loop().call_later(0.02, gate.exit)
-        return timed_out, await gate.wait_idle(5), waited
-
-    timed_out, idle, waited = asyncio.run(run())
-    assert timed_out is False and idle is True and 0.04 <= waited < 1.0

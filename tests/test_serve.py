@@ -5,13 +5,19 @@ This is the README's first command as a newcomer runs it (minus the install), dr
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.e2e import PASSWORD, Server, forum_cli, login
+from tests.e2e import PASSWORD, Server, forum_cli, login, process_alive, worker_processes
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
 
 
 def test_fresh_data_dir_serves_and_survives_restarts(server: Server, env: dict[str, str]) -> None:
@@ -147,3 +153,79 @@ def test_killed_server_leaves_every_post_embedded_exactly_once(server: Server, e
     time.sleep(2)
     assert query("SELECT post_id, embedded_at FROM post_embedding ORDER BY post_id") == first
     assert query("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')")[0][0] == 0
+
+
+def _wait_for(condition: Callable[[], object], seconds: float, what: str) -> object:
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return value
+
+
+def _one_worker(server: Server) -> int:
+    assert server.proc is not None
+    found = _wait_for(lambda: worker_processes(server.proc.pid), 30, "forum serve started no worker process")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _writer(client: httpx.Client) -> dict[str, str]:
+    r = client.post("/api/auth/register", json={"email": "w@example.com", "password": PASSWORD, "display_name": "W"})
+    assert r.status_code == 201, r.text
+    return login(client, "w@example.com")
+
+
+def _grouped(client: httpx.Client, post_id: str) -> bool:
+    return client.get(f"/api/posts/{post_id}").json()["cluster_id"] is not None
+
+
+@linux_only
+def test_serve_runs_its_worker_in_a_niced_child_and_restarts_it(server: Server) -> None:
+    """The embedded worker is a process of its own at a lower priority (the server's event loop and cores
+    serve requests), started by ``forum serve``, restarted when it dies, and the queued jobs still get done."""
+    server.start()
+    assert server.proc is not None
+    child = _one_worker(server)
+    server_nice = os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+    _wait_for(lambda: os.getpriority(os.PRIO_PROCESS, child) > server_nice, 30, "the worker is not niced")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/health").json()["worker"] == "running"
+        writer = _writer(client)
+
+        def post(title: str) -> str:
+            r = client.post("/api/posts", json={"kind": "idea", "title": title}, headers=writer)
+            assert r.status_code == 201, r.text
+            return r.json()["id"]
+
+        first = post("Pause a scooter rental for lunch")
+        _wait_for(lambda: _grouped(client, first), 30, "the worker process never embedded the post")
+
+        os.kill(child, signal.SIGSTOP)  # the child, not the server, does the work: stopped, nothing happens
+        try:
+            held = post("Share a bike with a friend")
+            time.sleep(3)
+            assert not _grouped(client, held), "the server embedded the post itself"
+        finally:
+            os.kill(child, signal.SIGKILL)  # killed with the job queued: a new child does it
+        restarted = _wait_for(
+            lambda: [pid for pid in worker_processes(server.proc.pid) if pid != child], 30, "no worker restart"
+        )
+        assert len(restarted) == 1 and not process_alive(child)
+        _wait_for(lambda: _grouped(client, held), 30, "the restarted worker never embedded the queued post")
+        assert client.get("/health").json()["worker"] == "running"
+    assert "restarting it in" in server.log.read_text()
+
+
+@linux_only
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_stopping_the_server_leaves_no_worker_process(server: Server, how: str) -> None:
+    """A clean stop (SIGTERM, Ctrl-C) stops the worker with the server; a killed server's worker notices
+    that its parent is gone and stops too: never an orphan taking jobs."""
+    server.start()
+    child = _one_worker(server)
+    if how == "SIGINT":
+        server.interrupt()
+    else:
+        server.stop(getattr(signal, how))
+    _wait_for(lambda: not process_alive(child), 30, f"the worker process outlived the server ({how})")
