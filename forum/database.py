@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 EMBEDDED_DATABASE_NAME = "forum"
 _embedded_servers: dict[Path, object] = {}
 # The embedded server's shared_buffers: a quarter of the memory this process may use (PostgreSQL's own
-# advice for a dedicated server), within these bounds. initdb's 128 MB holds a tenth of the HNSW index at
-# 100k posts: each as-you-type search then copied ~30 pages from the OS cache and cost PostgreSQL
-# 3.1-3.8 ms of CPU, against 1.9-2.3 ms with 1 GB (docs/benchmarks.md).
+# advice for a dedicated server), within these bounds. With initdb's 128 MB (two thirds of the HNSW index at
+# 100k posts, a fifteenth at 1M) a search copied its pages from the OS cache: 3.1-3.8 ms of PostgreSQL
+# CPU per search at 100k (1.9-2.3 ms with 1 GB), 5.6 ms at 1M (3.0 ms sized; docs/benchmarks.md).
 SHARED_BUFFERS_MIN_MB = 128
 SHARED_BUFFERS_MAX_MB = 8192
 
