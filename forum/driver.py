@@ -38,10 +38,19 @@ async def driver_of(session: AsyncSession, *, begin: bool = False) -> Any:
     """
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    if begin:
-        adapted = raw.dbapi_connection  # sqlalchemy's AsyncAdapt_asyncpg_connection
-        if adapted._transaction is None:
-            # What the adapter itself does before its first statement (it tracks the transaction, so the
-            # session's commit and rollback end it); a no-op on an autocommit connection.
-            await adapted._start_transaction()
+    try:
+        if raw.driver_connection.is_closed():
+            raise ConnectionError("the database closed this connection")
+        if begin:
+            adapted = raw.dbapi_connection  # sqlalchemy's AsyncAdapt_asyncpg_connection
+            if adapted._transaction is None:
+                # What the adapter itself does before its first statement (it tracks the transaction, so
+                # the session's commit and rollback end it); a no-op on an autocommit connection.
+                await adapted._start_transaction()
+    except Exception as exc:  # asyncpg's, or the adapter's DBAPI translation of it
+        # The first round trip of a request on a pooled connection the database ended meanwhile (a
+        # restart, pg_terminate_backend): SQLAlchemy did not run it, so tell it the connection is gone;
+        # the request answers 503 and the pool is renewed (forum.errors).
+        await connection.invalidate(exc)
+        raise ConnectionError("the database connection was lost") from exc
     return raw.driver_connection

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -189,10 +190,44 @@ def unavailable() -> Response[Any]:
     return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+def _lost_outside_sqlalchemy(exc: BaseException) -> bool:
+    """A connection found dead by a statement run on the driver itself (forum/driver.py: votes, the light
+    user, as-you-type): SQLAlchemy never saw the error, so it did not discard the pool's other connections,
+    which the database dropped too, as it does for its own statements."""
+    import asyncpg
+
+    causes = list(_causes(exc))
+    if any(isinstance(cause, DBAPIError) and cause.connection_invalidated for cause in causes):
+        return False  # SQLAlchemy saw it, and invalidated what it had to
+    for cause in causes:
+        if isinstance(cause, (asyncpg.ConnectionDoesNotExistError, ConnectionError)):
+            return True
+        if isinstance(cause, asyncpg.InterfaceError) and "connection" in str(cause):
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(("08", "57P")):
+            return True
+    return False
+
+
+_disposing: set[asyncio.Task[None]] = set()
+
+
+def _unavailable_for(request: Request[Any, Any, Any], exc: BaseException) -> Response[Any]:
+    logger.warning("database unavailable: %s", exc)
+    alchemy = request.app.state.get("forum_alchemy_config")
+    if alchemy is not None and _lost_outside_sqlalchemy(exc):
+        # A new pool for the next requests. The old one's connections are left to be dropped, not closed
+        # now: one may still be in a request's cleanup, and closing it under that would fail the request.
+        task = asyncio.get_running_loop().create_task(alchemy.get_engine().dispose(close=False))
+        _disposing.add(task)
+        task.add_done_callback(_disposing.discard)
+    return unavailable()
+
+
 def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
     if database_unavailable(exc):
-        logger.warning("database unavailable: %s", exc)
-        return unavailable()
+        return _unavailable_for(request, exc)
     if isinstance(exc, NotFoundError):
         return problem(404, "Not found")
     if isinstance(exc, (DuplicateKeyError, IntegrityError, ForeignKeyError)):
@@ -204,8 +239,7 @@ def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryErro
 def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if not (isinstance(exc, (OperationalError, InterfaceError, OSError)) or database_unavailable(exc)):
         return handle_unexpected(request, exc)
-    logger.warning("database unavailable: %s", exc)
-    return unavailable()
+    return _unavailable_for(request, exc)
 
 
 def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -216,8 +250,7 @@ def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> R
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if database_unavailable(exc):
-        logger.warning("database unavailable: %s", exc)
-        return unavailable()
+        return _unavailable_for(request, exc)
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "Internal error")
 
