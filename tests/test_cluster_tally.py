@@ -313,3 +313,53 @@ def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
     assert api.client.delete(f"/api/posts/{b['id']}/vote", headers=employee.headers).status_code == 200
     summary = api.client.get(f"/api/clusters/{big}", headers=product.headers).json()["summary"]
     assert summary["unique_voters"] == {"total": 1, "internal": 0, "external": 1}
+
+
+def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, database_url: str) -> None:
+    """Votes in a cluster while its members move (migration 0018 takes the tally row before the voter and
+    day rows on both paths): every transaction commits, and the tally, days and stored growth stay exact."""
+    voters = [api.register() for _ in range(6)]
+    author = api.register()
+    posts = [api.post(author, title=f"Racing idea {i}") for i in range(6)]
+    clusters = _clusters(database_url, posts, 2)
+    user_ids = [v.id for v in voters]
+
+    async def run() -> None:
+        engine = create_async_engine(database_url, pool_size=8)
+        rng = random.Random(7)
+
+        async def voter(user_id: str) -> None:
+            for _ in range(25):
+                post_id = rng.choice(posts)["id"]
+                async with engine.begin() as conn:  # votes are written under their post's row lock (PostService)
+                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR UPDATE"), {"p": post_id})
+                    deleted = await conn.execute(
+                        text("DELETE FROM vote WHERE post_id = :p AND user_id = :u"), {"p": post_id, "u": user_id}
+                    )
+                    if not deleted.rowcount:
+                        await conn.execute(
+                            text("INSERT INTO vote (post_id, user_id, voter_kind) VALUES (:p, :u, 'external')"),
+                            {"p": post_id, "u": user_id},
+                        )
+
+        async def mover() -> None:
+            for _ in range(25):
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        text("UPDATE cluster_membership SET cluster_id = :c WHERE post_id = :p"),
+                        {"c": rng.choice(clusters), "p": rng.choice(posts)["id"]},
+                    )
+
+        try:
+            # One mover: two moves in opposite directions at once can deadlock on the two tally rows (each
+            # takes its old cluster's first), as before 0018; the app's moves come one at a time.
+            await asyncio.gather(*(voter(u) for u in user_ids), mover())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert run_sql(database_url, "SELECT count(*) FROM vote")[0][0] > 0
+    assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH)
+    assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH)
+    for row in run_sql(database_url, GROWTH_INVARIANT):
+        assert row[1:3] == row[3:5] and row[5], row

@@ -37,7 +37,8 @@ depends_on: str | Sequence[str] | None = None
 # cluster per transaction: forum/grouping/reports.py, refresh_growth).
 #
 # Locks: every path now takes a cluster's tally row before its cluster_voter and cluster_day rows (the vote
-# trigger and cluster_post_votes lock it first; cluster_day_add locks it before its day row). Before, a vote
+# trigger and cluster_post_votes lock it first; cluster_day_add locks it before its day row), and after the
+# post's row (a vote is written under it; the membership triggers wait for it first). Before, a vote
 # (cluster_voter row, then its day row, then the tally) and a membership change in the same cluster (each of
 # the post's voters' rows and their day rows, then the tally) could each hold a row the other waited for;
 # the tally row is held until commit either way, so taking it earlier costs no concurrency.
@@ -105,6 +106,30 @@ BEGIN
     FROM ({_SUMS.format(cluster="p_cluster", since="since")}) AS s
     WHERE t.cluster_id = p_cluster;
     RETURN true;
+END
+$$""",
+    # 0017's membership trigger, waiting for the votes in flight on the post first (as 0015's tally trigger,
+    # which runs after it, does): it now takes tally rows, which a vote takes under its post's row lock.
+    """
+CREATE OR REPLACE FUNCTION cluster_day_membership() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_counted boolean := TG_OP <> 'INSERT' AND OLD.state <> 'rejected' AND post_counts_in_cluster(OLD.post_id);
+    new_counted boolean := TG_OP <> 'DELETE' AND NEW.state <> 'rejected' AND post_counts_in_cluster(NEW.post_id);
+BEGIN
+    IF TG_OP = 'UPDATE' AND old_counted = new_counted AND OLD.cluster_id = NEW.cluster_id
+       AND OLD.post_created_at IS NOT DISTINCT FROM NEW.post_created_at THEN
+        RETURN NULL;  -- confirmed, similarity, manual: nothing counted moves
+    END IF;
+    IF old_counted OR new_counted THEN
+        PERFORM 1 FROM post WHERE id IN (OLD.post_id, NEW.post_id) ORDER BY id FOR SHARE;
+    END IF;
+    IF old_counted THEN
+        PERFORM cluster_day_add(OLD.cluster_id, OLD.post_created_at, -1, 0);
+    END IF;
+    IF new_counted THEN
+        PERFORM cluster_day_add(NEW.cluster_id, NEW.post_created_at, 1, 0);
+    END IF;
+    RETURN NULL;
 END
 $$""",
     # 0015's vote trigger and cluster_post_votes, taking the tally row before the cluster_voter rows.
@@ -203,10 +228,10 @@ def upgrade() -> None:
     )
     for statement in _FUNCTIONS + _TRIGGERS:
         op.execute(statement)
-    for statement in REBUILD_SQL:
-        op.execute(statement)
     for name, columns in _INDEXES.items():
         op.create_index(name, "cluster_tally", [sa.text(c) for c in columns])
+    for statement in REBUILD_SQL:  # its ANALYZE also gathers the growth index's expression statistics
+        op.execute(statement)
 
 
 def downgrade() -> None:
@@ -219,6 +244,6 @@ def downgrade() -> None:
         op.drop_column("cluster_tally", column)
     # The earlier definitions of the functions this migration replaced.
     earlier = _migration("0015_cluster_tally")._FUNCTIONS + _migration("0017_cluster_day")._FUNCTIONS
-    for name in ("cluster_day_add(", "cluster_post_votes(", "cluster_tally_vote("):
+    for name in ("cluster_day_add(", "cluster_day_membership(", "cluster_post_votes(", "cluster_tally_vote("):
         [body] = [f for f in earlier if f"CREATE FUNCTION {name}" in f]
         op.execute(body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
