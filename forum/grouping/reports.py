@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import literal, select, text, tuple_, union_all
+from sqlalchemy import false, select, text, true, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
@@ -337,13 +337,13 @@ class ClusterReports:
             .join(User, User.id == Post.author_id)
         )
         live = [m.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None)]
-        page = columns.add_columns(literal(False).label("is_rejected"))
+        page = columns.add_columns(false().label("is_rejected"))
         page = page.where(*live, m.state != MembershipState.REJECTED.value)
         if after is not None:
             page = page.where(tuple_(m.post_created_at, m.post_id) > tuple_(*_decode_member_cursor(after)))
         page = page.order_by(m.post_created_at, m.post_id).limit(limit + 1)
         # The rejected posts (every one, on every page) in the same statement: one round trip fewer.
-        every_rejected = columns.add_columns(literal(True).label("is_rejected"))
+        every_rejected = columns.add_columns(true().label("is_rejected"))
         every_rejected = every_rejected.where(*live, m.state == MembershipState.REJECTED.value)
         both = union_all(page, every_rejected).subquery()
         all_rows = (
