@@ -1,7 +1,9 @@
 """What the benchmarks share: the machine, the synthetic corpus and its vectors, the bulk load of a
-realistic forum with ``COPY``, the real server as a child process, and CPU accounting.
+realistic forum with ``COPY`` into a data dir that later runs reuse, the real server as a child process,
+logging in, CPU accounting, latency percentiles and markdown tables.
 
-Used by ``bench/similar.py`` (as-you-type latency) and ``bench/load.py`` (the load benchmark).
+Used by ``bench/load.py`` (the load benchmark), ``bench/similar.py`` (as-you-type latency) and, for a few
+helpers, the other benchmarks.
 
 The dataset (``bulk_load``), deterministic per seed:
 
@@ -23,11 +25,14 @@ The dataset (``bulk_load``), deterministic per seed:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +40,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -630,6 +635,59 @@ async def bulk_load(dsn: str, posts: Sequence[SyntheticPost], vectors: np.ndarra
         await conn.close()
 
 
+def prepare_forum(
+    data_dir: Path,
+    posts: Sequence[SyntheticPost],
+    vectors: str,
+    seed: int,
+    encoder: Any,
+    *,
+    reuse: bool,
+    real_vectors: int | None = None,
+) -> tuple[str, dict[str, Any], bool]:
+    """An embedded PostgreSQL in ``data_dir`` holding the forum of ``bulk_load`` over ``posts`` (vectors
+    from ``corpus_vectors``), migrated. With ``reuse``, a completed load of the same parameters (recorded
+    in ``bench-load.json``) is kept; otherwise the data dir is wiped and loaded again.
+    Returns the database URL, the load's report and whether it was reused."""
+    from forum import database
+    from forum.queue import asyncpg_dsn
+
+    key: dict[str, Any] = {
+        "posts": len(posts),
+        "vectors": vectors,
+        "seed": seed,
+        "gen": GENERATOR_VERSION,
+        "loader": LOADER_VERSION,
+    }
+    if real_vectors is not None:
+        key["real_vectors"] = real_vectors
+    marker = data_dir / "bench-load.json"
+    pgdata = data_dir / "postgres"
+    saved = json.loads(marker.read_text()) if reuse and marker.exists() else {}
+    if saved.get("key") == key:
+        log(f"data dir: reusing the completed load in {data_dir}")
+        url = database.start_embedded_postgres(pgdata)
+        database.upgrade(url)
+        return url, saved.get("load") or {}, True
+    t = time.perf_counter()
+    vecs, how = corpus_vectors(posts, vectors, seed, encoder, real_vectors or REAL_VECTORS_DEFAULT)
+    vectors_s = time.perf_counter() - t
+    if data_dir.exists():
+        log(f"data dir: wiping {data_dir}")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    t = time.perf_counter()
+    url = database.start_embedded_postgres(pgdata)
+    database.upgrade(url)
+    log(f"database: embedded PostgreSQL started and migrated in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    load = asyncio.run(bulk_load(asyncpg_dsn(url), posts, vecs, encoder.name, seed))
+    load |= {"total_s": round(time.perf_counter() - t, 1), "vectors_s": round(vectors_s, 1), "vectors_how": how}
+    log(f"load: {load}")
+    marker.write_text(json.dumps({"key": key, "load": load}))
+    return url, load, False
+
+
 # Statistics and CPU ------------------------------------------------------------------------------
 
 
@@ -642,8 +700,15 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
         "p50": round(float(np.percentile(ms, 50)), 2),
         "p95": round(float(np.percentile(ms, 95)), 2),
         "p99": round(float(np.percentile(ms, 99)), 2),
+        "max": round(float(ms.max()), 2),
         "mean": round(float(ms.mean()), 2),
     }
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def cpu_seconds(procs: Sequence[Any]) -> dict[int, float]:
@@ -681,15 +746,39 @@ def wait_quiet(threshold: float = 0.15, max_wait: float = 900.0) -> float:
     return busy
 
 
-def pg_processes(postmaster_pid: int | None) -> list[Any]:
+def process_tree(pid: int | None) -> list[Any]:
+    """The process ``pid`` and its descendants (none when ``pid`` is None or gone)."""
     import psutil
 
-    if postmaster_pid is None:
+    if pid is None:
         return []
     with contextlib.suppress(psutil.Error):
-        root = psutil.Process(postmaster_pid)
+        root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
     return []
+
+
+class CpuMeter:
+    """Cores used by named groups of processes from its creation to ``cores()``, and by every other
+    process of the machine (``other``: other users' jobs disturb the numbers, reported, not hidden)."""
+
+    def __init__(self, **groups: Sequence[Any]) -> None:
+        self.groups = groups
+        self.before = {name: cpu_seconds(procs) for name, procs in groups.items()}
+        self.machine_before = machine_cpu_seconds()
+        self.started = time.perf_counter()
+
+    def cores(self, **extra_seconds: float) -> dict[str, float]:
+        """Per group (plus ``extra_seconds`` of CPU measured otherwise, e.g. a child's rusage), then ``other``."""
+        elapsed = time.perf_counter() - self.started
+        machine = machine_cpu_seconds() - self.machine_before
+        out = {}
+        for name, procs in self.groups.items():
+            after, before = cpu_seconds(procs), self.before[name]
+            used = sum(after[pid] - before.get(pid, 0.0) for pid in after) + extra_seconds.get(name, 0.0)
+            out[name] = round(used / elapsed, 2)
+        out["other"] = round(max(0.0, machine / elapsed - sum(out.values())), 2)
+        return out
 
 
 # The real server -------------------------------------------------------------------------------
@@ -760,21 +849,13 @@ class ForumServer:
             self.proc.wait(timeout=10)
 
 
-def stop_embedded(pgdata: Path) -> None:
-    import psutil
+def login(url: str, email: str = BENCH_EMAIL) -> str:
+    """An access token of a loaded user (they all share ``BENCH_PASSWORD``)."""
+    import httpx
 
-    from forum import database
-
-    server = database._embedded_servers.get(pgdata.expanduser().resolve())
-    if server is not None:
-        with contextlib.suppress(Exception):
-            # A `forum serve` stopped by SIGTERM exits without running its atexit hooks, so its pid stays
-            # in the embedded server's list of users and the server would never be stopped: forget the
-            # pids of processes that no longer exist first.
-            handles = server.global_process_id_list  # type: ignore[attr-defined]
-            with server._lock:  # type: ignore[attr-defined]
-                handles.put([pid for pid in handles.get() if psutil.pid_exists(pid)])
-            server._cleanup()  # type: ignore[attr-defined]  # stops it when no other process uses it
+    r = httpx.post(f"{url}/api/auth/login", json={"email": email, "password": BENCH_PASSWORD}, timeout=30)
+    r.raise_for_status()
+    return r.json()["access_token"]
 
 
 def interrupt(signum: int, frame: Any) -> None:

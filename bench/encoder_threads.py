@@ -71,7 +71,7 @@ def main() -> int:
     if len(sys.argv) > 1:
         run_case(sys.argv[1])
         return 0
-    from bench.similar import busy_cores_elsewhere
+    from bench.common import busy_cores_elsewhere
 
     print(f"other processes keep {busy_cores_elsewhere()} cores busy")
     for case in CASES:

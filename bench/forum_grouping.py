@@ -89,11 +89,12 @@ class Board:
 
     @property
     def duplicate_pairs(self) -> int:
-        return _pairs(self.truth)
+        return pair_count(self.truth)
 
 
-def _pairs(labels: NDArray[np.intp]) -> int:
-    _, counts = np.unique(labels, return_counts=True)
+def pair_count(*labels: NDArray[np.intp]) -> int:
+    """Unordered pairs of items that share every one of ``labels`` (each: one label per item)."""
+    _, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
     return int(np.sum(counts * (counts - 1) // 2))
 
 
@@ -202,8 +203,8 @@ def simulate_consolidation(
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:
     tp = pred_pairs = true_pairs = 0
     for board, pred in zip(boards, preds, strict=True):
-        tp += _pairs(pred.astype(np.int64) * len(pred) + board.truth)
-        pred_pairs += _pairs(pred)
+        tp += pair_count(pred, board.truth)
+        pred_pairs += pair_count(pred)
         true_pairs += board.duplicate_pairs
     precision = tp / pred_pairs if pred_pairs else None
     recall = tp / true_pairs if true_pairs else None
@@ -269,8 +270,11 @@ def sweep(boards: Sequence[Board], orders: Sequence[Sequence[NDArray[np.intp]]])
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for a table: ``-`` for none, floats to ``digits`` places."""
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def _band(r: dict[str, Any], key: str) -> str:
@@ -295,10 +299,10 @@ def report(sets: dict[str, list[Board]], n_orders: int, corpus_orders: int, do_s
             fo = r["file_order"]
             print(
                 f"| {config[0]} | {config[2]:.2f} | {_band(r, 'precision')} | {_band(r, 'recall')} | {_band(r, 'f1')} "
-                f"| {_fmt(fo['precision'])} / {_fmt(fo['recall'])} / {_fmt(fo['f1'])} |"
+                f"| {fmt(fo['precision'])} / {fmt(fo['recall'])} / {fmt(fo['f1'])} |"
             )
         r3, r3t = recall_at(boards), recall_at(boards, title_only=True)
-        print(f"\nAs-you-type recall@3 (route score): title + body {_fmt(r3)}, title only {_fmt(r3t)}")
+        print(f"\nAs-you-type recall@3 (route score): title + body {fmt(r3)}, title only {fmt(r3t)}")
         results[name] = {"posts": posts, "pairs": pairs, "configs": rows, "recall_at_3": r3, "recall_at_3_title": r3t}
         if do_sweep:
             results[name]["sweep"] = sw = sweep(boards, orders)
@@ -397,8 +401,8 @@ def through_app(posts: Sequence[dict[str, Any]], multi: MultilingualEncoder, dat
             f"through the app ({len(posts)} posts): online grouping {online:.1f} s; a pass over all {n} posts "
             f"{full_seconds:.1f} s ({full.rehomed} moved, {full.merged} merged); after {burst} new posts an "
             f"incremental pass {step_seconds:.2f} s ({step.posts} posts looked at, {step.rehomed} moved); "
-            f"clusters in the database: P {_fmt(result['precision'])} / R {_fmt(result['recall'])} / "
-            f"F1 {_fmt(result['f1'])}"
+            f"clusters in the database: P {fmt(result['precision'])} / R {fmt(result['recall'])} / "
+            f"F1 {fmt(result['f1'])}"
         )
         await engine.dispose()
 

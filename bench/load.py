@@ -47,28 +47,25 @@ from typing import Any
 
 from bench.common import (
     BENCH_EMAIL,
-    BENCH_PASSWORD,
-    LOADER_VERSION,
     REAL_VECTORS_DEFAULT,
     RESERVED_USERS,
+    CpuMeter,
     ForumServer,
-    bulk_load,
     busy_cores_elsewhere,
     cluster_tally_rebuild,
-    corpus_vectors,
-    cpu_seconds,
     free_port,
     interrupt,
     log,
-    machine_cpu_seconds,
+    login,
     machine_info,
-    pg_processes,
-    stop_embedded,
+    prepare_forum,
+    process_tree,
+    summary_ms,
     user_email,
     uuid_at,
     wait_quiet,
 )
-from bench.mobility_text import GENERATOR_VERSION, generate_posts, generate_queries, typing_prefixes
+from bench.mobility_text import generate_posts, generate_queries, typing_prefixes
 
 DEFAULT_ROOT = Path("/tmp/forum-bench-load")
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,29 +181,19 @@ class Driver:
     def run(self, url: str, workload: Workload, concurrency: int, seconds: float, name: str | None = None) -> Run:
         import psutil
 
-        server = [psutil.Process(self.server_pid)] if self.server_pid else []
-        if server:
-            server += server[0].children(recursive=True)
-        pg = pg_processes(self.postmaster)
-        me = psutil.Process()
         worker = [psutil.Process(self.worker_pid)] if self.worker_pid else []
-        before = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds(worker), cpu_seconds([me]))
-        total_before = machine_cpu_seconds()
-        started = time.perf_counter()
+        meter = CpuMeter(
+            server=process_tree(self.server_pid),
+            postgres=process_tree(self.postmaster),
+            worker=worker,
+            client=[psutil.Process()],
+        )
         if self.client == "wrk":
             run, client_cpu = self._wrk(url, workload, concurrency, seconds)
         else:
             run = asyncio.run(self._python(url, workload, concurrency, seconds))
             client_cpu = 0.0
-        elapsed = time.perf_counter() - started
-        after = (cpu_seconds(server), cpu_seconds(pg), cpu_seconds(worker), cpu_seconds([me]))
-        total_after = machine_cpu_seconds()
-        cores = {}
-        for key, b, a in zip(("server", "postgres", "worker", "bench"), before, after, strict=True):
-            cores[key] = round(sum(a[pid] - b.get(pid, 0.0) for pid in a) / elapsed, 2)
-        cores["client"] = round(client_cpu / elapsed + cores.pop("bench"), 2)
-        cores["other"] = round(max(0.0, (total_after - total_before) / elapsed - sum(cores.values())), 2)
-        run.cpu_cores = cores
+        run.cpu_cores = meter.cores(client=client_cpu)
         run.name = name or workload.name
         return run
 
@@ -244,7 +231,6 @@ class Driver:
 
     async def _python(self, url: str, workload: Workload, concurrency: int, seconds: float) -> Run:
         import httpx
-        import numpy as np
 
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         latencies: list[float] = []
@@ -274,9 +260,6 @@ class Driver:
             started = time.perf_counter()
             await asyncio.gather(*(user() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
-        ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
-        lat = {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)}
-        lat |= {"max": round(float(ms.max()), 2), "mean": round(float(ms.mean()), 2)}
         return Run(
             workload.name,
             concurrency,
@@ -285,7 +268,7 @@ class Driver:
             len(latencies),
             dict(errors),
             round(len(latencies) / elapsed, 1),
-            lat,
+            summary_ms(latencies),
         )
 
 
@@ -494,14 +477,6 @@ def same_answers(ours: str, floor: str, cursors: Sequence[tuple[int, str]]) -> N
     log("floor: answers the same list pages as forum")
 
 
-def login(url: str, email: str) -> str:
-    import httpx
-
-    r = httpx.post(f"{url}/api/auth/login", json={"email": email, "password": BENCH_PASSWORD}, timeout=30)
-    r.raise_for_status()
-    return r.json()["access_token"]
-
-
 def build_workloads(
     fetched: dict[str, Any], tokens: dict[str, Any], new_posts: Sequence[Any], queries: Sequence[str], seed: int
 ) -> dict[str, Workload]:
@@ -644,53 +619,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_posts, backlog_pool = spare[:5000], spare[5000:]
     queries = generate_queries(400, args.seed)
 
-    marker = data_dir / "bench-load.json"
-    marker_key = {
-        "posts": args.posts,
-        "vectors": args.vectors,
-        "seed": args.seed,
-        "gen": GENERATOR_VERSION,
-        "loader": LOADER_VERSION,
-        "real_vectors": args.real_vectors,
-    }
-    reuse = args.reuse and marker.exists() and json.loads(marker.read_text()).get("key") == marker_key
     pgdata = data_dir / "postgres"
     servers: list[ForumServer] = []
     worker_proc: subprocess.Popen[bytes] | None = None
     runs: list[Run] = []
     try:
-        if reuse:
-            log(f"data dir: reusing the completed load in {data_dir}")
-            url = database.start_embedded_postgres(pgdata)
-            database.upgrade(url)
-            saved = json.loads(marker.read_text())
-            results["load"] = saved.get("load")
+        url, results["load"], reused = prepare_forum(
+            data_dir, posts, args.vectors, args.seed, encoder, reuse=args.reuse, real_vectors=args.real_vectors
+        )
+        if reused:
             t = time.perf_counter()
             undone = asyncio.run(
-                reset_bench_writes(asyncpg_dsn(url), datetime.fromisoformat(saved["load"]["loaded_at"]))
+                reset_bench_writes(asyncpg_dsn(url), datetime.fromisoformat(results["load"]["loaded_at"]))
             )
             log(f"reset: removed what earlier runs wrote {undone} in {time.perf_counter() - t:.1f} s")
-        else:
-            t0 = time.perf_counter()
-            vectors, how = corpus_vectors(posts, args.vectors, args.seed, encoder, args.real_vectors)
-            vectors_s = time.perf_counter() - t0
-            if data_dir.exists():
-                log(f"data dir: wiping {data_dir}")
-                shutil.rmtree(data_dir)
-            data_dir.mkdir(parents=True)
-            t = time.perf_counter()
-            url = database.start_embedded_postgres(pgdata)
-            database.upgrade(url)
-            log(f"database: embedded PostgreSQL started and migrated in {time.perf_counter() - t:.1f} s")
-            t = time.perf_counter()
-            load = asyncio.run(bulk_load(asyncpg_dsn(url), posts, vectors, encoder.name, args.seed))
-            load["total_s"] = round(time.perf_counter() - t, 1)
-            load["vectors_s"] = round(vectors_s, 1)
-            load["vectors_how"] = how
-            log(f"load: {load}")
-            results["load"] = load
-            marker.write_text(json.dumps({"key": marker_key, "load": load}))
-            del vectors
         dsn = asyncpg_dsn(url)
         if args.prepare_only:
             log(f"prepared {data_dir}: run again with --reuse")
@@ -905,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(reset_bench_writes(asyncpg_dsn(url), datetime.fromisoformat(results["load"]["loaded_at"])))
             except Exception as exc:
                 log(f"reset after the run failed: {exc}")
-        stop_embedded(pgdata)
+        database.release_embedded_postgres()
 
     report(results, runs)
     if args.json:
@@ -943,7 +885,7 @@ def report(results: dict[str, Any], runs: Sequence[Run]) -> None:
         verdicts["worker"] = {"value": value, "met": value >= 0.8}
     if "create_post" in by and "create_post_busy" in by:
         idle, busy = by["create_post"].latency_ms.get("p99"), by["create_post_busy"].latency_ms.get("p99")
-        value = round(busy / idle, 2) if idle else None
+        value = round(busy / idle, 2) if idle and busy is not None else None
         verdicts["create_busy"] = {"value": value, "met": value is not None and value <= 1.2}
     results["targets"] = {k: v | {"target": TARGETS[k]} for k, v in verdicts.items()}
 

@@ -17,12 +17,16 @@ What it does, with one encoder (default: the bundled all-MiniLM-L6-v2):
    resulting clustering is scored against the ``group`` labels with pairwise precision / recall /
    F1 (item pairs in the same predicted cluster vs. in the same true group, summed over sources),
    together with the number of clusters, the largest cluster (single-link chaining) and the
-   share of joins that attached an item to a post of its own true group;
-4. on ``bug_corpus.jsonl``: the same online simulation for four assignment rules (single link,
-   NN + average link, centroid, NN + founder; see ``simulate_rule``) over a 0.01 threshold grid,
-   the best setting of each rule under pairwise precision >= 0.70 / >= 0.80, per-source rows, the
-   recommended default (``RECOMMENDED``) and an arrival-order check (5 random orders per board).
-   ``--grouping-only`` runs steps 3 and 4 only (about 20 s with cached vectors).
+   share of joins that attached an item to a post of its own true group.
+   ``--grouping-only`` runs step 3 only.
+
+The comparison of other online rules (NN + average link, centroid, NN + founder) that chose the
+one-encoder calibration's conservative setting, and ``bench/demo_grouping.py`` that replayed them on the
+demo sample, were removed when the default became :mod:`embeddings.grouping` (measured by
+``bench.forum_grouping``); docs/duplicates.md says how to get them back from git.
+
+``--model multilingual`` (two vectors per post and a scorer): the per-file lines by the combined score,
+then the application's rule on bug_corpus as ``bench.forum_grouping`` replays it.
 
 Each distinct text is encoded once: an in-memory cache wraps the encoder, and the vectors of every
 data file are also kept in ``CACHE_DIR`` (``$FORUM_BENCH_CACHE``, default
@@ -39,7 +43,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -52,6 +55,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bench.common import machine_info
+from bench.forum_grouping import build_boards, caching_multilingual, fmt, pair_count, read_bug_corpus, report
 from embeddings import evaluate_corpus, evaluate_file, evaluate_pairs, format_json_line, load_encoder
 from embeddings.encoder import Encoder, text_for_embedding
 from embeddings.evaluation import read_jsonl
@@ -181,14 +186,6 @@ def _f1(p: float | None, r: float | None) -> float | None:
     return 2 * p * r / (p + r)
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
 def _round(obj: Any, digits: int = 4) -> Any:
     if isinstance(obj, float):
         return round(obj, digits)
@@ -308,19 +305,13 @@ def online_clusters(nn: NDArray[np.intp], sim: NDArray, t: float) -> NDArray[np.
         parent = grand
 
 
-def _same_pairs(*labels: NDArray) -> int:
-    """Number of unordered item pairs sharing all the given labels."""
-    _, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
-    return int(np.sum(counts * (counts - 1) // 2))
-
-
 def clustering_at(boards: list[dict[str, Any]], t: float) -> dict[str, Any]:
     tp = pred_pairs = true_pairs = clusters = groups = largest = impure = joins = good_joins = 0
     for board in boards:
         truth, nn, sim = board["truth"], board["nn"], board["sim"]
         pred = online_clusters(nn, sim, t)
-        tp += _same_pairs(pred, truth)
-        pred_pairs += _same_pairs(pred)
+        tp += pair_count(pred, truth)
+        pred_pairs += pair_count(pred)
         true_pairs += board["true_pairs"]
         cluster_ids, sizes = np.unique(pred, return_counts=True)
         clusters += len(cluster_ids)
@@ -358,8 +349,7 @@ def prepare_boards(records: Sequence[dict[str, Any]], encoder: Encoder) -> list[
     for source, rows in rows_by_source.items():
         _, truth = np.unique([str(records[i]["group"]) for i in rows], return_inverse=True)
         truth = truth.astype(np.intp)
-        board_vectors = vectors[rows]
-        nn, sim = nearest_earlier(board_vectors)
+        nn, sim = nearest_earlier(vectors[rows])
         boards.append(
             {
                 "source": source,
@@ -367,10 +357,8 @@ def prepare_boards(records: Sequence[dict[str, Any]], encoder: Encoder) -> list[
                 "truth": truth,
                 "nn": nn,
                 "sim": sim,
-                "vectors": board_vectors,  # for the other online rules
-                "sims": board_vectors @ board_vectors.T,
                 "groups": int(truth.max()) + 1,
-                "true_pairs": _same_pairs(truth),
+                "true_pairs": pair_count(truth),
             }
         )
     return boards
@@ -383,330 +371,6 @@ def recommend(rows: list[dict[str, Any]], min_precision: float) -> dict[str, Any
     return max(ok, key=lambda r: (r["f1"] or 0.0, r["threshold"]))
 
 
-# --------------------------------------------------------------------------- (d) alternative online rules
-#
-# All rules are online: within one board, posts arrive in order; the decision for post i only looks at
-# posts 0..i-1 and their current clusters; a post never moves and clusters never merge afterwards.
-# A cluster is identified by the index of the post that started it (its *founder*).
-#
-# * ``single``     join the cluster of the nearest earlier post (NN) if cos(i, NN) >= t1 (the app today);
-# * ``nn_avg``     as ``single``, and also mean cos(i, m) over all current members m of NN's cluster >= t2;
-# * ``centroid``   join the cluster whose normalised mean vector is most similar to i, if that cos >= t1;
-# * ``nn_founder`` as ``single``, and also cos(i, founder of NN's cluster) >= t2.
-#
-# ``sims`` is the board's full cosine matrix; the per-cluster sums ``acc[c, k] = sum_{m in c} cos(k, m)``
-# for the later posts k are updated in place (one vector add per post), so a step costs O(n), not O(n*dim).
-
-RULES = ("single", "nn_avg", "centroid", "nn_founder")
-RULE_TITLES = {
-    "single": "(a) single link: cos(new, NN) >= t1",
-    "nn_avg": "(b) NN + average link: cos(new, NN) >= t1 and mean cos(new, members of NN's cluster) >= t2",
-    "centroid": "(c) centroid: max over clusters of cos(new, normalised cluster mean) >= t1",
-    "nn_founder": "(d) NN + founder: cos(new, NN) >= t1 and cos(new, first post of NN's cluster) >= t2",
-}
-TWO_THRESHOLD_RULES = ("nn_avg", "nn_founder")
-#: Search grid of the rule comparison (step 0.01): t1 in 0.40..0.97, t2 = t1 - delta with delta in 0..0.30.
-RULE_T1 = tuple(round(0.40 + 0.01 * i, 2) for i in range(58))
-RULE_DELTAS = tuple(round(0.01 * i, 2) for i in range(31))
-#: Printed rows / columns of the comparison tables.
-TABLE_T1 = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))
-TABLE_DELTAS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
-#: Precision floors of the rule comparison: the recommendation uses the first.
-RULE_PRECISION_FLOORS = (0.70, 0.80)
-#: The recommended default (docs/duplicates.md): NN + average link with t1 = t2. Since the nearest
-#: neighbour is a member of its cluster and no member is closer than it, mean >= t2 = t1 implies
-#: cos(NN) >= t1: the rule is "join NN's cluster iff the mean cosine to its members is >= 0.86".
-RECOMMENDED = ("nn_avg", 0.86, 0.86)
-#: Random arrival orders per board for the order-sensitivity check (seeded, reproducible).
-ORDER_TRIALS = 5
-#: Checked for order sensitivity besides the recommended and the best settings: single link at the
-#: recommended threshold (chaining at equal t) and the recommended rule at 0.90.
-ORDER_EXTRA: tuple[tuple[str, float, float | None], ...] = (("single", 0.86, None), ("nn_avg", 0.90, 0.90))
-
-
-def simulate_rule(
-    vectors: NDArray[np.float32],
-    sims: NDArray,
-    nn: NDArray[np.intp],
-    nn_sim: NDArray,
-    rule: str,
-    t1: float,
-    t2: float | None = None,
-) -> NDArray[np.intp]:
-    """Cluster label (founder index) per post of one board under ``rule``.
-
-    ``vectors``: the board's unit vectors in arrival order; ``sims = vectors @ vectors.T``;
-    ``nn`` / ``nn_sim``: nearest earlier post and its cosine (:func:`nearest_earlier`).
-    """
-    n = len(nn)
-    if rule == "single":
-        return online_clusters(nn, nn_sim, t1)
-    if rule in TWO_THRESHOLD_RULES and t2 is None:
-        raise ValueError(f"rule {rule!r} needs t2")
-    label = [0] * n
-    nn_list, sim_list = nn.tolist(), nn_sim.tolist()
-    if rule == "nn_founder":
-        assert t2 is not None
-        for i in range(n):
-            j, c = nn_list[i], i
-            if j >= 0 and sim_list[i] >= t1 and sims[i, label[j]] >= t2:
-                c = label[j]
-            label[i] = c
-        return np.asarray(label, dtype=np.intp)
-    if rule == "nn_avg":
-        assert t2 is not None
-        sums = vectors.astype(np.float64)  # sums[c]: sum of the member vectors of cluster c (founder c)
-        size = [1] * n
-        for i in range(n):
-            j = nn_list[i]
-            label[i] = i
-            if j >= 0 and sim_list[i] >= t1:
-                c = label[j]
-                if float(vectors[i] @ sums[c]) >= t2 * size[c]:  # mean cosine to the members >= t2
-                    label[i] = c
-                    sums[c] += vectors[i]
-                    size[c] += 1
-        return np.asarray(label, dtype=np.intp)
-    if rule == "centroid":
-        # acc[c, k] = sum of cos(k, m) over the current members m of cluster c, kept for the later posts k
-        acc = np.zeros((n, n), dtype=np.float64)
-        founders = np.empty(n, dtype=np.intp)
-        norm2 = np.zeros(n, dtype=np.float64)  # squared norm of each cluster's sum vector
-        k = 0
-        for i in range(n):
-            c = i
-            if k:
-                f = founders[:k]
-                scores = acc[f, i] / np.sqrt(norm2[f])
-                best = int(np.argmax(scores))  # ties: the oldest cluster
-                if scores[best] >= t1:
-                    c = int(f[best])
-            if c == i:
-                founders[k] = i
-                k += 1
-            norm2[c] += 2.0 * acc[c, i] + float(sims[i, i])  # |s + v|^2 = |s|^2 + 2 v.s + |v|^2
-            label[i] = c
-            acc[c, i + 1 :] += sims[i, i + 1 :]
-        return np.asarray(label, dtype=np.intp)
-    raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
-
-
-def _pair_count(labels: NDArray[np.int64]) -> int:
-    _, counts = np.unique(labels, return_counts=True)
-    return int(np.sum(counts * (counts - 1) // 2))
-
-
-def score_clusters(truths: Sequence[NDArray], preds: Sequence[NDArray], true_pairs: int) -> dict[str, Any]:
-    """Pairwise P / R / F1 and cluster statistics of predicted clusterings, summed over boards."""
-    tp = pred_pairs = clusters = largest = impure = singletons = 0
-    for truth, pred in zip(truths, preds, strict=True):
-        n = len(pred)
-        both = pred.astype(np.int64) * n + truth
-        tp += _pair_count(both)
-        ids, sizes = np.unique(pred, return_counts=True)
-        pred_pairs += int(np.sum(sizes * (sizes - 1) // 2))
-        clusters += len(ids)
-        singletons += int(np.sum(sizes == 1))
-        largest = max(largest, int(sizes.max()) if len(sizes) else 0)
-        impure += int(np.sum(np.bincount(np.unique(both) // n) > 1))
-    p, r = _ratio(tp, pred_pairs), _ratio(tp, true_pairs)
-    return {
-        "precision": p,
-        "recall": r,
-        "f1": _f1(p, r),
-        "clusters": clusters,
-        "singletons": singletons,
-        "largest_cluster": largest,
-        "impure_clusters": impure,
-        "pred_pairs": pred_pairs,
-        "true_pairs": true_pairs,
-    }
-
-
-def rule_settings(rule: str) -> list[tuple[float, float | None]]:
-    if rule in TWO_THRESHOLD_RULES:
-        return [(t1, round(t1 - d, 2)) for t1 in RULE_T1 for d in RULE_DELTAS]
-    return [(t1, None) for t1 in RULE_T1]
-
-
-def run_rule(boards: list[dict[str, Any]], rule: str, t1: float, t2: float | None = None) -> dict[str, Any]:
-    preds = [simulate_rule(b["vectors"], b["sims"], b["nn"], b["sim"], rule, t1, t2) for b in boards]
-    result = score_clusters([b["truth"] for b in boards], preds, sum(b["true_pairs"] for b in boards))
-    return {"rule": rule, "t1": t1, "t2": t2} | result
-
-
-def best_under(rows: Sequence[dict[str, Any]], min_precision: float | None) -> dict[str, Any] | None:
-    """Row with the highest F1 among rows with precision >= min_precision (ties: higher thresholds)."""
-    ok = [r for r in rows if r["precision"] is not None and (min_precision is None or r["precision"] >= min_precision)]
-    if not ok:
-        return None
-    return max(ok, key=lambda r: (r["f1"] or 0.0, r["t1"], r["t2"] or 0.0))
-
-
-def compare_rules(boards: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run every rule over its whole grid; the best settings per precision floor, and per-source rows."""
-    section: dict[str, Any] = {"rules": {}}
-    for rule in RULES:
-        started = time.perf_counter()
-        rows = [run_rule(boards, rule, t1, t2) for t1, t2 in rule_settings(rule)]
-        best = {f"{floor:.2f}": best_under(rows, floor) for floor in RULE_PRECISION_FLOORS}
-        best["none"] = best_under(rows, None)
-        per_source = {}
-        for key, row in best.items():
-            if row is not None:
-                per_source[key] = [
-                    {"source": b["source"], "n": b["n"]} | run_rule([b], rule, row["t1"], row["t2"]) for b in boards
-                ]
-        section["rules"][rule] = {"grid": rows, "best": best, "per_source": per_source}
-        log(f"rule {rule}: {len(rows)} settings in {time.perf_counter() - started:.1f} s")
-    floor = f"{RULE_PRECISION_FLOORS[0]:.2f}"
-    candidates = [d["best"][floor] for d in section["rules"].values() if d["best"][floor] is not None]
-    section["criterion_winner"] = max(candidates, key=lambda r: r["f1"] or 0.0) if candidates else None
-    section["recommended"] = run_rule(boards, *RECOMMENDED)
-    settings = [
-        RECOMMENDED,
-        *ORDER_EXTRA,
-        *(
-            (row["rule"], row["t1"], row["t2"])
-            for data in section["rules"].values()
-            for row in (data["best"][f"{f:.2f}"] for f in RULE_PRECISION_FLOORS)
-            if row is not None
-        ),
-    ]
-    settings = list(dict.fromkeys(settings))
-    started = time.perf_counter()
-    section["order_sensitivity"] = order_sensitivity(boards, settings)
-    log(f"order sensitivity: {time.perf_counter() - started:.1f} s")
-    section["leave_one_source_out"] = (
-        [
-            {"rule": rule, "t1": t1, "t2": t2}
-            | {"without": {b["source"]: run_rule([o for o in boards if o is not b], rule, t1, t2) for b in boards}}
-            for rule, t1, t2 in settings
-        ]
-        if len(boards) > 1
-        else []
-    )
-    return section
-
-
-def shuffled_boards(boards: list[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
-    """The same boards with the posts in a random arrival order."""
-    result = []
-    for b in boards:
-        perm = rng.permutation(b["n"])
-        vectors = b["vectors"][perm]
-        nn, sim = nearest_earlier(vectors)
-        shuffled = {"vectors": vectors, "sims": vectors @ vectors.T, "nn": nn, "sim": sim, "truth": b["truth"][perm]}
-        result.append(b | shuffled)
-    return result
-
-
-def order_sensitivity(
-    boards: list[dict[str, Any]], settings: Sequence[tuple[str, float, float | None]], trials: int = ORDER_TRIALS
-) -> list[dict[str, Any]]:
-    """Each setting re-run on ``trials`` random arrival orders (seed 0): mean / min / max of P, R, F1."""
-    rng = np.random.default_rng(0)
-    orders = [shuffled_boards(boards, rng) for _ in range(trials)]
-    rows = []
-    for rule, t1, t2 in settings:
-        runs = [run_rule(b, rule, t1, t2) for b in orders]
-        row: dict[str, Any] = {"rule": rule, "t1": t1, "t2": t2, "trials": trials}
-        for metric in ("precision", "recall", "f1"):
-            values = [r[metric] or 0.0 for r in runs]
-            row[metric] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
-        row["largest_cluster_max"] = max(r["largest_cluster"] for r in runs)
-        rows.append(row)
-    return rows
-
-
-def _row_key(row: dict[str, Any]) -> tuple[float, float | None]:
-    return (row["t1"], row["t2"])
-
-
-def _setting(row: dict[str, Any]) -> str:
-    return f"t1={row['t1']:.2f}" + (f", t2={row['t2']:.2f}" if row["t2"] is not None else "")
-
-
-def print_rules(section: dict[str, Any], title: str) -> None:
-    print(f"\n## {title}: online assignment rules compared (pairwise over item pairs, summed over sources)\n")
-    print("Best setting of each rule (grid step 0.01):\n")
-    print("| rule | constraint | setting | pair P | pair R | pair F1 | clusters | largest | impure |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for rule, data in section["rules"].items():
-        for key, row in data["best"].items():
-            constraint = "max F1" if key == "none" else f"P >= {key}"
-            if row is None:
-                print(f"| {rule} | {constraint} | not reached | | | | | | |")
-                continue
-            print(
-                f"| {rule} | {constraint} | {_setting(row)} | {_fmt(row['precision'])} | {_fmt(row['recall'])} "
-                f"| {_fmt(row['f1'])} | {row['clusters']} | {row['largest_cluster']} | {row['impure_clusters']} |"
-            )
-    rec = section["recommended"]
-    print(
-        f"\nrecommended default: {rec['rule']} {_setting(rec)}: P {_fmt(rec['precision'])} R {_fmt(rec['recall'])} "
-        f"F1 {_fmt(rec['f1'])}, {rec['clusters']} clusters, largest {rec['largest_cluster']}"
-    )
-    winner = section["criterion_winner"]
-    if winner is not None:
-        print(
-            f"criterion winner (max F1 with P >= {RULE_PRECISION_FLOORS[0]:.2f}, all rules): {winner['rule']} "
-            f"{_setting(winner)} F1 {_fmt(winner['f1'])} (P {_fmt(winner['precision'])})"
-        )
-    print(f"\nSame settings with the posts of every board in {ORDER_TRIALS} random arrival orders (mean [min, max]):\n")
-    print("| rule | setting | pair P | pair R | pair F1 | largest (max) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for row in section["order_sensitivity"]:
-        cells = [
-            f"{_fmt(row[m]['mean'])} [{_fmt(row[m]['min'], 2)}, {_fmt(row[m]['max'], 2)}]"
-            for m in ("precision", "recall", "f1")
-        ]
-        print(f"| {row['rule']} | {_setting(row)} | " + " | ".join(cells) + f" | {row['largest_cluster_max']} |")
-    loso = section["leave_one_source_out"]
-    if loso:
-        sources = list(loso[0]["without"])
-        print("\nSame settings, leaving one source out (cells: pair P / F1 of the other sources):\n")
-        print("| rule | setting | " + " | ".join(f"without {s}" for s in sources) + " |")
-        print("| --- | --- |" + " --- |" * len(sources))
-        for row in loso:
-            cells = [f"{_fmt(row['without'][s]['precision'], 2)} / {_fmt(row['without'][s]['f1'])}" for s in sources]
-            print(f"| {row['rule']} | {_setting(row)} | " + " | ".join(cells) + " |")
-    for rule, data in section["rules"].items():
-        by = {_row_key(r): r for r in data["grid"]}
-        print(f"\n### {RULE_TITLES[rule]}\n")
-        if rule in TWO_THRESHOLD_RULES:
-            print("cells: F1 (P / R); rows t1, columns t2 = t1 - delta\n")
-            print("| t1 | " + " | ".join(f"t2 = t1-{d:.2f}" for d in TABLE_DELTAS) + " |")
-            print("| --- |" + " --- |" * len(TABLE_DELTAS))
-            for t1 in TABLE_T1:
-                cells = []
-                for d in TABLE_DELTAS:
-                    r = by.get((t1, round(t1 - d, 2)))
-                    cell = f"{_fmt(r['f1'])} ({_fmt(r['precision'], 2)} / {_fmt(r['recall'], 2)})" if r else ""
-                    cells.append(cell)
-                print(f"| {t1:.2f} | " + " | ".join(cells) + " |")
-        else:
-            print("| t1 | pair P | pair R | pair F1 | clusters | largest | impure |")
-            print("| --- | --- | --- | --- | --- | --- | --- |")
-            for t1 in TABLE_T1:
-                r = by.get((t1, None))
-                if r is not None:
-                    print(
-                        f"| {t1:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
-                        f"| {r['clusters']} | {r['largest_cluster']} | {r['impure_clusters']} |"
-                    )
-        row = data["best"].get(f"{RULE_PRECISION_FLOORS[0]:.2f}")
-        if row is not None:
-            print(f"\nper source at the best setting with P >= {RULE_PRECISION_FLOORS[0]:.2f} ({_setting(row)}):\n")
-            print("| source | items | clusters | pair P | pair R | pair F1 | largest |")
-            print("| --- | --- | --- | --- | --- | --- | --- |")
-            for s in data["per_source"][f"{RULE_PRECISION_FLOORS[0]:.2f}"]:
-                print(
-                    f"| {s['source']} | {s['n']} | {s['clusters']} | {_fmt(s['precision'])} | {_fmt(s['recall'])} "
-                    f"| {_fmt(s['f1'])} | {s['largest_cluster']} |"
-                )
-
-
 # --------------------------------------------------------------------------- output
 
 
@@ -716,8 +380,7 @@ def print_pairs(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- |")
     for r in section["grid"]:
         print(
-            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
-            f"| {_fmt(r['f1'])} | {r['predicted']} |"
+            f"| {r['threshold']:.2f} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {r['predicted']} |"
         )
     print()
     for target, r in zip(PRECISION_TARGETS, section["precision_targets"], strict=True):
@@ -740,22 +403,22 @@ def print_clustering(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in section["grid"]:
         print(
-            f"| {r['threshold']:.2f} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
+            f"| {r['threshold']:.2f} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} "
             f"| {r['clusters']} | {r['largest_cluster']} | {r['impure_clusters']} "
-            f"| {_fmt(r['join_precision'])} |"
+            f"| {fmt(r['join_precision'])} |"
         )
     best = section["best_f1_fine"]
     rec = section["recommended_fine"]
     print(
         f"\nbest clustering F1 (step 0.01): t={best['threshold']:.2f} "
-        f"P {_fmt(best['precision'])} R {_fmt(best['recall'])} F1 {_fmt(best['f1'])}"
+        f"P {fmt(best['precision'])} R {fmt(best['recall'])} F1 {fmt(best['f1'])}"
     )
     if rec is None:
         print(f"no threshold reaches clustering pairwise precision >= {MIN_CLUSTER_PRECISION}")
     else:
         print(
             f"max clustering F1 with pair P >= {MIN_CLUSTER_PRECISION:.2f} (step 0.01): t={rec['threshold']:.2f} "
-            f"P {_fmt(rec['precision'])} R {_fmt(rec['recall'])} F1 {_fmt(rec['f1'])} "
+            f"P {fmt(rec['precision'])} R {fmt(rec['recall'])} F1 {fmt(rec['f1'])} "
             f"largest {rec['largest_cluster']}"
         )
     coarse = section["recommended_grid"]
@@ -766,8 +429,8 @@ def print_clustering(section: dict[str, Any]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in section["per_source_at_recommended"]:
         print(
-            f"| {s['source']} | {s['n']} | {s['true_groups']} | {s['clusters']} | {_fmt(s['precision'])} "
-            f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} | {s['largest_cluster']} |"
+            f"| {s['source']} | {s['n']} | {s['true_groups']} | {s['clusters']} | {fmt(s['precision'])} "
+            f"| {fmt(s['recall'])} | {fmt(s['f1'])} | {s['largest_cluster']} |"
         )
 
 
@@ -813,11 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder": encoder.name,
         "data": str(data),
         "limit": args.limit,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(),
     }
 
     pairs_path, corpus_path = data / PAIRS_FILE, data / CORPUS_FILE
@@ -854,8 +513,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "per_source_at_recommended": per_source,
         }
         print_clustering(report["clustering"])
-        report["rules"] = compare_rules(boards)
-        print_rules(report["rules"], CORPUS_FILE)
     else:
         log(f"{CORPUS_FILE} not found: clustering simulation skipped")
 
@@ -885,8 +542,6 @@ def multilingual_main(
     rules above do not apply. Per-file lines by its combined score (``forum eval duplicates``), then the
     application's rule on bug_corpus as ``bench.forum_grouping`` replays it (the default rule and issue
     6's route score, next to all-MiniLM-L6-v2 alone)."""
-    from bench.forum_grouping import build_boards, caching_multilingual, read_bug_corpus, report
-
     if limit is not None:
         log("--limit is ignored with --model multilingual")
     if not grouping_only:

@@ -26,7 +26,6 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from bench.common import stop_embedded
 from forum import database
 from forum.posts.schemas import PostSort
 from forum.posts.services import PostFilters, PostService
@@ -123,7 +122,7 @@ def main() -> None:
         database.upgrade(url)
         asyncio.run(run(url, args.posts, args.vocabulary, args.runs))
     finally:
-        stop_embedded(pgdata)
+        database.release_embedded_postgres()
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ What one run does:
    comments, clusters, vectors) with ``COPY``; secondary indexes, the HNSW index
    ``ix_post_embedding_hnsw_384`` included, are dropped before and re-created after the load with
    their own definitions read from ``pg_indexes``; then ``VACUUM ANALYZE`` and ``CHECKPOINT``;
-3. measures, with the server not running: the KNN SQL alone (the exact statement
-   ``GroupingService.nearest`` builds for this endpoint, captured from the service, as an asyncpg
-   prepared statement inside a transaction with the same ``SET LOCAL``s; a first pass over the query
+3. measures, with the server not running: the KNN SQL alone (the statement ``forum.grouping.similar``
+   compiles for this endpoint, as an asyncpg prepared statement inside a transaction after the same
+   transaction-scoped settings; a first pass over the query
    vectors warms the pages and is reported apart), prints its ``EXPLAIN``
    (custom and generic plans) and checks that it uses the HNSW index; then the encoder alone on one
    short text, and the application's ``EncodeBatcher.encode_one`` on one text;
@@ -45,78 +45,74 @@ import asyncio
 import collections
 import json
 import random
-import re
-import shutil
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from bench.common import (
-    BENCH_EMAIL,
-    BENCH_PASSWORD,
     DIM,
-    LOADER_VERSION,
+    CpuMeter,
     ForumServer,
-    bulk_load,
     busy_cores_elsewhere,
-    corpus_vectors,
-    cpu_seconds,
     free_port,
     interrupt,
     log,
-    machine_cpu_seconds,
+    login,
     machine_info,
-    pg_processes,
-    stop_embedded,
+    markdown_table,
+    prepare_forum,
+    process_tree,
     summary_ms,
     wait_quiet,
 )
-from bench.mobility_text import GENERATOR_VERSION, generate_posts, generate_queries, typing_prefixes
+from bench.mobility_text import generate_posts, generate_queries, typing_prefixes
 
 DEFAULT_ROOT = Path("/tmp/forum-bench-similar")
 TARGET_P95_MS = 50.0
 
 
-# The KNN statement, as the service builds it -----------------------------------------------------
+# The KNN statement, as the server builds it -----------------------------------------------------
 
 
 class _CaptureSession:
-    """Stands in for the AsyncSession: records what ``GroupingService.nearest`` executes."""
+    """Stands in for the AsyncSession: records what ``GroupingService.prepare_search`` sends."""
+
+    sync_session = SimpleNamespace(get_nested_transaction=lambda: None, get_transaction=lambda: None)
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.calls: list[str] = []
 
-    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
-        self.calls.append((str(statement), params))
-
-        class _Empty:
-            def all(self) -> list[Any]:
-                return []
-
-        return _Empty()
+    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> None:
+        self.calls.append(str(statement))
 
 
 @dataclass
 class KnnStatement:
     setup: list[str]
     sql: str  # with $1.. placeholders
-    names: list[str]
+    statement: Any  # forum.posts.services.DriverStatement
     params: dict[str, Any]
 
-    def args(self, vector_literal: str) -> list[Any]:
-        values = dict(self.params, v=vector_literal)
-        return [values[name] for name in self.names]
+    def args(self, vector: Any) -> list[Any]:
+        return self.statement.args(dict(self.params, v=vector))
 
 
 def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
-    from forum.encoding import PostVectors, Route
+    """The statement ``POST /api/posts/similar`` runs (``forum.grouping.similar``, compiled as the server
+    compiles it) for the defaults: one encoder whose route searches every post, limit 5, no kind; and the
+    transaction-scoped settings it sends first (``GroupingService.prepare_search``)."""
+    from forum.encoding import Route
+    from forum.grouping import similar
     from forum.grouping.services import GroupingService, visible_neighbours_filter
+    from forum.models import visibility_scope
 
     class _OneModel:  # the default configuration: one encoder, one search over all posts
         models = [model]
@@ -126,37 +122,32 @@ def capture_knn_statement(model: str, viewer: Any) -> KnnStatement:
 
     session = _CaptureSession()
     service = GroupingService(session, _OneModel(), 0.6)  # type: ignore[arg-type]
-    # Exactly what SimilarController.similar asks for with the defaults (limit 5, no kind).
-    asyncio.run(
-        service.nearest(
-            PostVectors("en", {model: np.zeros(DIM, dtype=np.float32)}),
-            limit=5,
-            viewer_filter=visible_neighbours_filter(viewer),
-            skip_duplicates=True,
-            kind=None,
-        )
-    )
-    *setup, (sql, params) = session.calls
-    names: list[str] = []
+    (route,) = _OneModel().routes(None)
+    conditions = [*similar._CONDITIONS, visible_neighbours_filter(viewer)]
 
-    def positional(m: re.Match[str]) -> str:
-        if m.group(1) not in names:
-            names.append(m.group(1))
-        return f"${names.index(m.group(1)) + 1}"
+    async def build() -> Any:
+        await service.prepare_search(5)
+        where, order = await service.route_search(route, conditions)  # no query for a route over all posts
+        return similar._statement(route, where, order, visibility_scope(viewer), viewer is None)
 
-    sql_positional = re.sub(r"(?<![:\w]):(\w+)", positional, sql)
-    return KnnStatement([s for s, _ in setup], sql_positional, names, dict(params or {}))
+    statement = asyncio.run(build())
+    params: dict[str, Any] = {"limit": 5, "model": model}
+    if viewer is not None:
+        params["viewer_id"] = uuid.UUID(int=1)  # votes nobody cast: the EXISTS probe costs the same
+    return KnnStatement(session.calls, statement.sql, statement, params)
 
 
 async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rounds: int) -> dict[str, Any]:
-    """The KNN statement alone over asyncpg (prepared, text-format vector parameter, as the app sends it)."""
+    """The KNN statement alone over asyncpg (prepared, binary vector parameter, as the app sends it)."""
     import asyncpg
+    from pgvector.asyncpg import register_vector
 
-    from forum.grouping.services import vector_literal
+    from forum.grouping.services import vector_literal, vector_param
 
     conn = await asyncpg.connect(dsn)
     try:
-        literals = [vector_literal(v) for v in query_vectors]
+        await register_vector(conn)
+        literals = [vector_param(v) for v in query_vectors]
         prepared = await conn.prepare(stmt.sql)
         q_times, tx_times, hits, first_pass = [], [], [], []
         # A first pass over every query vector (pages of the index and heap not yet in shared_buffers),
@@ -191,7 +182,7 @@ async def knn_alone(dsn: str, stmt: KnnStatement, query_vectors: np.ndarray, rou
                 await conn.execute(s)
             await conn.execute("PREPARE bench_knn AS " + stmt.sql)
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            values = ", ".join(_sql_literal(a) for a in stmt.args(literals[0]))
+            values = ", ".join(_sql_literal(a) for a in stmt.args(vector_literal(literals[0])))
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_knn({values})")
             explain["generic"] = "\n".join(r[0] for r in rows)
             await conn.execute("DEALLOCATE bench_knn")
@@ -300,23 +291,13 @@ async def drive(
                     else:
                         errors[str(r.status_code)] += 1
 
-        me = psutil.Process()
-        server = [psutil.Process(server_pid)] if server_pid else []
-        if server:
-            server += server[0].children(recursive=True)
-        pg = pg_processes(postmaster_pid)
-        before = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
-        total_before = machine_cpu_seconds()
+        meter = CpuMeter(
+            client=[psutil.Process()], server=process_tree(server_pid), postgres=process_tree(postmaster_pid)
+        )
         started = time.perf_counter()
         await asyncio.gather(*(typist(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
-        after = (cpu_seconds([me]), cpu_seconds(server), cpu_seconds(pg))
-        total_after = machine_cpu_seconds()
-    cores = {}
-    for name, b, a in zip(("client", "server", "postgres"), before, after, strict=True):
-        cores[name] = round(sum(a[pid] - b.get(pid, 0.0) for pid in a) / elapsed, 2)
-    # Everything else on the machine (other users' jobs disturb the numbers: reported, not hidden).
-    cores["other"] = round(max(0.0, (total_after - total_before) / elapsed - sum(cores.values())), 2)
+        cores = meter.cores()
     return RunResult(
         concurrency=concurrency,
         seconds=round(elapsed, 1),
@@ -394,40 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(held_out)} held-out query titles (of 2000 generated, those not in the corpus)"
     )
 
-    marker = data_dir / "bench-load.json"
-    marker_key = {
-        "posts": args.posts,
-        "vectors": args.vectors,
-        "seed": args.seed,
-        "gen": GENERATOR_VERSION,
-        "loader": LOADER_VERSION,
-    }
-    reuse = args.reuse and marker.exists() and json.loads(marker.read_text()).get("key") == marker_key
     server: ForumServer | None = None
     pgdata = data_dir / "postgres"
     try:
-        if reuse:
-            log(f"data dir: reusing the completed load in {data_dir}")
-            url = database.start_embedded_postgres(pgdata)
-            results["load"] = json.loads(marker.read_text()).get("load")
-        else:
-            vectors, how = corpus_vectors(posts, args.vectors, args.seed, encoder)
-            results["vectors_how"] = how
-            if data_dir.exists():
-                log(f"data dir: wiping {data_dir}")
-                shutil.rmtree(data_dir)
-            data_dir.mkdir(parents=True)
-            t = time.perf_counter()
-            url = database.start_embedded_postgres(pgdata)
-            database.upgrade(url)
-            log(f"database: embedded PostgreSQL started and migrated in {time.perf_counter() - t:.1f} s")
-            t = time.perf_counter()
-            load = asyncio.run(bulk_load(asyncpg_dsn(url), posts, vectors, encoder.name, args.seed))
-            load["total_s"] = round(time.perf_counter() - t, 1)
-            log(f"load: {load}")
-            results["load"] = load
-            marker.write_text(json.dumps({"key": marker_key, "load": load}))
-            del vectors
+        url, results["load"], _ = prepare_forum(data_dir, posts, args.vectors, args.seed, encoder, reuse=args.reuse)
         dsn = asyncpg_dsn(url)
         if args.prepare_only:
             log(f"prepared {data_dir}: run again with --reuse")
@@ -445,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_vectors = encoder.encode(sample_prefixes[:200])
         viewer = None if args.anonymous else User(kind="external", role="member")
         stmt = capture_knn_statement(encoder.name, viewer)
-        log("KNN statement (captured from GroupingService.nearest):")
+        log("KNN statement (forum.grouping.similar, compiled as the server does):")
         for s in stmt.setup:
             log(f"  {s}")
         log("  " + "\n  ".join(line.strip() for line in stmt.sql.strip().splitlines()))
@@ -476,13 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         server.start()
         log(f"server: up on {server.url} in {time.perf_counter() - t:.1f} s (log: {server.log_path})")
-        import httpx
-
-        headers: dict[str, str] = {}
-        if not args.anonymous:
-            r = httpx.post(f"{server.url}/api/auth/login", json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD})
-            r.raise_for_status()
-            headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        headers = {} if args.anonymous else {"Authorization": f"Bearer {login(server.url)}"}
         postmaster = database._embedded_servers[pgdata.resolve()].get_pid()  # type: ignore[attr-defined]
         # Warm-up: the model loads in the background at startup; wait until requests succeed quickly.
         t = time.perf_counter()
@@ -514,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.stop()
             log("server: stopped")
-        stop_embedded(pgdata)
+        database.release_embedded_postgres()
 
     log("")
     log(f"== POST /api/posts/similar, {args.posts} posts, {label}, {'anonymous' if args.anonymous else 'logged in'} ==")
@@ -524,14 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{results['batcher_ms']['p50']} ms; KNN query alone p50 {knn['query_ms']['p50']} ms "
         f"(p95 {knn['query_ms']['p95']}), KNN transaction p50 {knn['transaction_ms']['p50']} ms"
     )
-    log("| concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | p95 <= 50 ms | other processes (cores) |")
-    log("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
     for r in runs:
-        ok = "yes" if r.latency_ms.get("p95", 1e9) <= TARGET_P95_MS else "no"
-        log(
-            f"| {r.concurrency} | {r.req_per_s} | {r.latency_ms.get('p50')} | {r.latency_ms.get('p95')} | "
-            f"{r.latency_ms.get('p99')} | {sum(r.errors.values())} | {ok} | {r.cpu_cores.get('other')} |"
-        )
+        lat, ok = r.latency_ms, "yes" if r.latency_ms.get("p95", 1e9) <= TARGET_P95_MS else "no"
+        rows.append([r.concurrency, r.req_per_s, lat.get("p50"), lat.get("p95"), lat.get("p99")])
+        rows[-1] += [sum(r.errors.values()), ok, r.cpu_cores.get("other")]
+    header = ["concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "p95 <= 50 ms", "other processes (cores)"]
+    log(markdown_table(header, rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         log(f"results written to {args.json}")

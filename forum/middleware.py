@@ -28,6 +28,7 @@ from sqlalchemy import text
 
 from forum.auth import KeyAuth
 from forum.batching import REQUESTS
+from forum.driver import DriverStatement
 
 NUL_MESSAGE = "must not contain NUL characters"
 
@@ -83,6 +84,7 @@ HIT = text(
     RETURNING w.hits, ceil(extract(epoch FROM w.window_start) + :period - extract(epoch FROM clock_timestamp()))
     """
 )
+_HIT = DriverStatement(HIT)
 CLEAN_UP = text("DELETE FROM rate_limit_window WHERE window_start < clock_timestamp() - make_interval(secs => :keep)")
 
 
@@ -136,8 +138,12 @@ class SharedRateLimitMiddleware(ASGIMiddleware):
 
     async def _hit(self, request: Request[Any, Any, Any], key: str) -> tuple[int, int]:
         engine = request.app.state["forum_alchemy_config"].get_engine()
-        async with engine.begin() as conn:
-            row = (await conn.execute(HIT, {"key": key[:200], "period": PERIOD_SECONDS})).one()
+        # One statement is its own transaction: run on the driver outside any BEGIN/COMMIT (the adapter
+        # begins lazily, before a statement of its own), it is one round trip instead of three, and skips
+        # SQLAlchemy's execution of a text statement, on every limited request (issue 14).
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            row = await driver.fetchrow(_HIT.sql, *_HIT.args({"key": key[:200], "period": PERIOD_SECONDS}))
         if time.monotonic() - self._cleaned_at > PERIOD_SECONDS:  # its own transaction: never holds the hit
             self._cleaned_at = time.monotonic()
             async with engine.begin() as conn:

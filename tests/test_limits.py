@@ -63,6 +63,35 @@ def test_similar_has_its_own_budget_per_address_with_rate_limit_headers(limited:
     assert all(limited.get("/api/posts").status_code == 200 for _ in range(5))
 
 
+def test_a_limited_request_counts_itself_in_one_statement(
+    limited: TestClient, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget's hit is one statement on its own (autocommitted) connection: no BEGIN and COMMIT around
+    it, while the request's own work keeps its transaction (issue 14: per-request overhead of a vote)."""
+    import asyncpg
+
+    statements: list[str] = []
+    for name in ("fetchrow", "execute"):
+
+        def counted(self, query, *args, _original=getattr(asyncpg.Connection, name), **kwargs):  # type: ignore[no-untyped-def]
+            statements.append(" ".join(query.split()))
+            return _original(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, name, counted)
+    _away_from_a_minute_boundary()
+    author = api.register()
+    post = api.post(author)
+    # The first limited request of the app also connects its engine and cleans up old windows.
+    assert limited.put(f"/api/posts/{post['id']}/vote", headers=author.headers).status_code == 200
+    statements.clear()
+    r = limited.delete(f"/api/posts/{post['id']}/vote", headers=author.headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["ratelimit-limit"] == "50"
+    hits = [s for s in statements if "rate_limit_window" in s]
+    assert len(hits) == 1 and hits[0].startswith("INSERT"), statements
+    assert sum(s.startswith("BEGIN") for s in statements) == 1, "the vote's transaction only"
+
+
 def test_similar_caps_what_it_encodes(limited: TestClient) -> None:
     embedder = limited.app.state["forum_embedder"]
     seen: list[str] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import jwt
+import pytest
 from litestar.security.jwt import Token
 
 from forum.auth import token_is_revoked
@@ -108,3 +109,39 @@ def test_revocation_compares_below_the_second() -> None:
     assert token_is_revoked(token(), user), "a token without iat_us issued in that second may predate it"
     user.tokens_valid_after = None
     assert not token_is_revoked(token(), user)
+
+
+def test_the_vote_routes_light_voter_is_checked_as_strictly(api: Api) -> None:
+    """The vote routes read the voter as one row (``SignedIn``), not an ORM ``User``: revocation, deactivation
+    and unknown users are refused exactly as on every other route."""
+    admin = api.make_user("internal", "admin")
+    author, voter = api.register(), api.register()
+    url = f"/api/posts/{api.post(author)['id']}/vote"
+    old = voter.token
+    assert api.client.put(url, headers=voter.headers).status_code == 200
+    assert api.client.post("/api/auth/logout", headers=voter.headers).status_code == 204
+    for method in ("PUT", "DELETE"):
+        r = api.client.request(method, url, headers={"Authorization": f"Bearer {old}"})
+        assert (r.status_code, r.json()["detail"]) == (401, "token revoked: log in again")
+    fresh = _second_token(api, voter)
+    assert api.client.delete(url, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    assert api.client.patch(f"/api/users/{voter.id}", json={"is_active": False}, headers=admin.headers).is_success
+    r = api.client.put(url, headers={"Authorization": f"Bearer {fresh}"})
+    assert (r.status_code, r.json()["detail"]) == (401, "invalid token"), "a deactivated voter"
+    assert api.client.put(url).status_code == 401, "anonymous"
+
+
+def test_a_remembered_token_still_expires(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verified token is remembered (no second decode), but its expiry is checked on every use."""
+    from forum import auth
+
+    actor = api.register()
+    assert _me(api, actor.token)[0] == 200
+    assert _me(api, actor.token)[0] == 200, "remembered"
+    exp = jwt.decode(actor.token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(auth, "_clock", lambda: exp + 1)
+    assert _me(api, actor.token) == (401, "token expired")
+    monkeypatch.setattr(auth, "_clock", lambda: exp - 1)
+    assert _me(api, actor.token)[0] == 200, "forgotten once expired: decoded again (PyJWT's own clock)"
+    forged = actor.token[:-3] + ("xyz" if not actor.token.endswith("xyz") else "abc")
+    assert _me(api, forged) == (401, "invalid token"), "another text is decoded, and refused"

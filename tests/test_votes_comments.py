@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api
+import pytest
+
+from tests.conftest import Api, QueryCounter
 
 
 def test_votes_split_and_has_voted_per_viewer(api: Api) -> None:
@@ -94,3 +96,42 @@ def test_comment_deletion_rights(api: Api) -> None:
     assert api.client.delete(f"{url}/{second['id']}", headers=admin.headers).status_code == 204
     assert api.client.get(url).json()["total"] == 0
     assert api.client.get(f"/api/posts/{post['id']}").json()["comment_count"] == 0
+
+
+def test_a_vote_is_a_few_prepared_statements_and_reads_the_voter_once(
+    api: Api, count_queries: QueryCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: a vote is a few prepared statements on the request's connection, in one transaction: the
+    voter read once (one row, no ORM ``User``); the post locked (and whether a webhook listens); the vote row;
+    the counters (their new values answer: nothing is read again) with the day tally and the subscription.
+    Nothing goes through SQLAlchemy's execution (no ORM load of the voter, the post or its author)."""
+    import asyncpg
+
+    driver: list[str] = []
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+
+        def counted(self, query, *args, _original=getattr(asyncpg.Connection, name), **kwargs):  # type: ignore[no-untyped-def]
+            driver.append(" ".join(query.split()))
+            return _original(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, name, counted)
+    author, voter = api.register(), api.register()
+    post = api.post(author)
+    url = f"/api/posts/{post['id']}/vote"
+    for method, changes in (("PUT", "INSERT INTO vote"), ("DELETE", "DELETE FROM vote")):
+        driver.clear()
+        count_queries.statements.clear()
+        r = api.client.request(method, url, headers=voter.headers)
+        assert r.status_code == 200, r.text
+        assert count_queries.statements == [], "nothing through SQLAlchemy's execution"
+        assert driver[0].startswith("BEGIN") and driver[-1].startswith("COMMIT"), driver
+        statements = driver[1:-1]
+        assert sum("user_account" in s for s in statements) == 1, statements
+        assert statements[0].startswith("SELECT") and "FROM user_account" in statements[0], "the voter first"
+        assert "FOR UPDATE" in statements[1] and "webhook" in statements[1], statements
+        assert changes in statements[2], statements
+        assert "UPDATE post" in statements[3] and "post_vote_day" in statements[3], statements
+        assert ("INSERT INTO subscription" in statements[3]) is (method == "PUT"), statements
+        assert not any(s.startswith("SELECT") and "vote_total" in s for s in statements), "no re-read"
+        assert len(statements) == 4, statements  # the subscription and the day tally ride with the counters
+        assert r.json()["votes"]["total"] == (1 if method == "PUT" else 0)

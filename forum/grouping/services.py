@@ -54,7 +54,13 @@ GROUP_SIZE_TTL_SECONDS = 60.0
 TITLE_VIEWS_EXCLUDED = "e.model NOT LIKE '%" + TITLE_SUFFIX.replace(":", "\\:") + "'"  # "\\:": not a bind
 
 
+def vector_param(vector: Sequence[float] | np.ndarray) -> np.ndarray:
+    """A query vector as a statement parameter: sent in pgvector's binary format (forum.models.Embedding)."""
+    return np.asarray(vector, dtype=np.float32)
+
+
 def vector_literal(vector: Sequence[float] | np.ndarray) -> str:
+    """A vector in pgvector's text format, for connections without the binary codec (bench/)."""
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
@@ -120,7 +126,7 @@ class GroupingService:
     async def store_many(self, posts: Sequence[tuple[UUID, str, dict[str, np.ndarray]]]) -> None:
         """:meth:`store_embeddings` of several posts (post id, content hash, vectors) in one statement."""
         rows = [
-            {"post_id": post_id, "model": model, "content_hash": digest, "embedding": vector.tolist()}
+            {"post_id": post_id, "model": model, "content_hash": digest, "embedding": vector}
             for post_id, digest, vectors in posts
             for model, vector in vectors.items()
         ]
@@ -210,7 +216,7 @@ class GroupingService:
                 ORDER BY {order}
                 LIMIT :limit
             """
-            route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
+            route_params = {**params, "v": vector_param(query.vectors[route.model]), "model": route.model}
             rows = (await self.session.execute(text(sql), route_params)).all()
             found.extend(
                 Neighbour(post_id=r.post_id, similarity=calibrated(route, r.similarity), cluster_id=r.cluster_id)
@@ -485,7 +491,7 @@ class GroupingService:
                         """
                     ),
                     {
-                        "v": vector_literal(query.vectors[route.model]),
+                        "v": vector_param(query.vectors[route.model]),
                         "model": route.model,
                         "cluster": cluster_id,
                         "me": exclude_post,

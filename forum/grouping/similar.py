@@ -14,17 +14,18 @@ from typing import Any
 
 from sqlalchemy import Float, Uuid, bindparam, column, exists, literal, select, text
 
+from forum.driver import DriverStatement, driver_of
 from forum.encoding import Route, post_text
 from forum.grouping.schemas import SimilarPost, SimilarRequest
 from forum.grouping.services import (
     TITLE_VIEWS_EXCLUDED,
     GroupingService,
     calibrated,
-    vector_literal,
+    vector_param,
     visible_neighbours_filter,
 )
 from forum.models import Post, PostStatus, User, Vote, visibility_scope, visible_to
-from forum.posts.services import DriverStatement, PostService, driver_of
+from forum.posts.services import PostService
 
 SIMILAR_BODY_CHARS = 2_000
 """The schema caps what is accepted; only the start of a long draft is encoded (the models read 256 word
@@ -125,7 +126,7 @@ async def similar_posts(grouping: GroupingService, data: SimilarRequest, viewer:
     for route in grouping.embedder.routes(query.language):
         where, order = await grouping.route_search(route, conditions)
         statement = _statement(route, where, order, scope, viewer is None)
-        route_params = {**params, "v": vector_literal(query.vectors[route.model]), "model": route.model}
+        route_params = {**params, "v": vector_param(query.vectors[route.model]), "model": route.model}
         rows = await conn.fetch(statement.sql, *statement.args(route_params))
         found.extend((calibrated(route, row["similarity"]), row) for row in rows)
     found.sort(key=lambda pair: pair[0], reverse=True)

@@ -18,13 +18,14 @@ import msgspec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy import Select, and_, bindparam, case, delete, exists, false, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
+from forum.auth import SignedIn
 from forum.channels.captures import captures_of_comments, captures_of_posts
 from forum.credits.services import CreditPolicy, ShipService
+from forum.driver import DriverStatement, driver_of
 from forum.encoding import post_language
 from forum.errors import ConflictError, UnprocessableError
 from forum.models import (
@@ -233,26 +234,9 @@ def _decode_cursor(cursor: str, sort: PostSort, keys: list[SortKey]) -> list[Any
         raise _cursor_error("not a cursor this list gave") from None
 
 
-class DriverStatement:
-    """A Core statement compiled once for asyncpg and run on the request's own connection, inside its
-    transaction: the vote path skips SQLAlchemy's per-execution work (cache key, parameter and result
-    processing), about half of a vote's CPU (docs/benchmarks.md). asyncpg prepares it once per connection."""
-
-    def __init__(self, statement: Any) -> None:
-        compiled = statement.compile(dialect=asyncpg_dialect())
-        self.sql = str(compiled)
-        self.defaults = dict(compiled.params)
-        self.names = list(compiled.positiontup or [])
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        values = {**self.defaults, **params}
-        return [values[name] for name in self.names]
-
-
-async def driver_of(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's (the transaction the request commits)."""
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
+Voter = User | SignedIn
+"""Who votes: ``request.user`` of the vote routes (a light ``SignedIn``), or an ORM ``User`` (a vote captured on
+a customer's behalf, an API key's service account)."""
 
 
 # The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
@@ -263,8 +247,13 @@ def _lock_votable(scope: str) -> Any:
         visible = and_(visible, Post.hidden_at.is_(None))
     if scope == "public":
         visible = and_(visible, Post.visibility == Visibility.PUBLIC.value)
+    # Whether any webhook listens to post.voted rides along (``emit`` runs only when one does): a board
+    # without webhooks pays no statement of its own for it.
+    watched = exists().where(
+        Webhook.active.is_(True), Webhook.events.any(bindparam("event", WebhookEvent.POST_VOTED.value))
+    )
     return (
-        select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility)
+        select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility, watched.label("watched"))
         .where(Post.id == bindparam("post_id"), visible)
         .with_for_update(of=Post)
     )
@@ -288,32 +277,39 @@ _DELETE_VOTE = DriverStatement(
     .where(Vote.post_id == bindparam("post_id"), Vote.user_id == bindparam("user_id"))
     .returning(Vote.voter_kind, Vote.created_at)
 )
-_COUNT_VOTE = DriverStatement(
-    update(Post)
-    .where(Post.id == bindparam("post_id"))
-    .values(
-        vote_total=Post.vote_total + bindparam("total"),
-        vote_internal=Post.vote_internal + bindparam("internal"),
-        vote_external=Post.vote_external + bindparam("external"),
-        updated_at=Post.updated_at,  # a vote is not an edit
+
+
+def _count_vote(subscribe: bool) -> DriverStatement:
+    """One statement once a vote row came or went: the post's three counters move (their new values are the
+    answer), the day's tally (``post_vote_day``) moves, and on a new vote the voter is subscribed (unless they
+    opted out). Data-modifying CTEs on three tables, each row changed once; the counters' trigger
+    (cluster_tally) fires at the end of the statement as after an UPDATE of its own."""
+    counted = (
+        update(Post)
+        .where(Post.id == bindparam("post_id"))
+        .values(
+            vote_total=Post.vote_total + bindparam("total"),
+            vote_internal=Post.vote_internal + bindparam("internal"),
+            vote_external=Post.vote_external + bindparam("external"),
+            updated_at=Post.updated_at,  # a vote is not an edit
+        )
+        .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
+        .cte("counted")
     )
-    .returning(Post.vote_total, Post.vote_internal, Post.vote_external)
-)
-_VOTE_DAY = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("votes"))
-_VOTE_DAY = DriverStatement(
-    _VOTE_DAY.on_conflict_do_update(
+    day = insert(PostVoteDay).values(post_id=bindparam("post_id"), day=bindparam("day"), votes=bindparam("total"))
+    day = day.on_conflict_do_update(
         index_elements=[PostVoteDay.post_id, PostVoteDay.day],
-        set_={"votes": PostVoteDay.votes + _VOTE_DAY.excluded.votes},
+        set_={"votes": PostVoteDay.votes + day.excluded.votes},
     )
-)
-_SUBSCRIBE_VOTER = DriverStatement(subscribe_statement())
-# Whether any webhook listens to post.voted: asked on the vote's own connection, so a board without
-# webhooks pays one prepared statement per vote, not an ORM query (``emit`` runs only when one does).
-_VOTE_WATCHED = DriverStatement(
-    select(
-        exists().where(Webhook.active.is_(True), Webhook.events.any(bindparam("event", WebhookEvent.POST_VOTED.value)))
+    ctes = [day.cte("tallied")]
+    if subscribe:
+        ctes.append(subscribe_statement().cte("subscribed"))
+    return DriverStatement(
+        select(counted.c.vote_total, counted.c.vote_internal, counted.c.vote_external).add_cte(*ctes)
     )
-)
+
+
+_COUNT_VOTE = {subscribe: _count_vote(subscribe) for subscribe in (True, False)}
 _VOTE_STATE = DriverStatement(
     select(Post.vote_total, Post.vote_internal, Post.vote_external, Vote.created_at)
     .outerjoin(Vote, and_(Vote.post_id == Post.id, Vote.user_id == bindparam("user_id")))
@@ -720,7 +716,7 @@ class PostService:
 
     # Votes ------------------------------------------------------------------------------------
 
-    async def _votable(self, conn: Any, post_id: UUID, voter: User) -> Any:
+    async def _votable(self, conn: Any, post_id: UUID, voter: Voter) -> Any:
         # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
         lock = _LOCK_VOTABLE[visibility_scope(voter)]
@@ -741,13 +737,13 @@ class PostService:
             raise ConflictError(detail="This post is hidden: it takes no votes")
         return post
 
-    async def vote(self, post_id: UUID, voter: User, *, said_at: datetime | None = None) -> VoteState:
+    async def vote(self, post_id: UUID, voter: Voter, *, said_at: datetime | None = None) -> VoteState:
         """Idempotent: a second PUT changes nothing and keeps the first vote's time (``said_at``: a vote
         captured on the voter's behalf, counted from when they said it).
 
         The hot path of a launch day, so a few prepared statements and no ORM: lock the post, insert the
         vote, move the counters (their new values answer), the day bucket, the voter's subscription."""
-        conn = await driver_of(self.session)
+        conn = await driver_of(self.session, begin=True)
         post = await self._votable(conn, post_id, voter)
         params = {"post_id": post_id, "user_id": voter.id}
         inserted = await conn.fetchval(
@@ -755,27 +751,28 @@ class PostService:
         )
         if inserted is None:
             return await self._vote_state(conn, post_id, voter)
-        counts = await self._count_vote(conn, post_id, voter.kind, +1, inserted)
-        await conn.execute(_SUBSCRIBE_VOTER.sql, *_SUBSCRIBE_VOTER.args(params))
+        counts = await self._count_vote(conn, post_id, voter, voter.kind, +1, inserted)
         state = VoteState(post_id=post_id, has_voted=True, voted_at=inserted, votes=counts)
         await self._emit_vote(conn, post_id, post, voter, "voted", state)
         return state
 
-    async def unvote(self, post_id: UUID, voter: User) -> VoteState:
-        conn = await driver_of(self.session)
+    async def unvote(self, post_id: UUID, voter: Voter) -> VoteState:
+        conn = await driver_of(self.session, begin=True)
         post = await self._votable(conn, post_id, voter)
         removed = await conn.fetchrow(_DELETE_VOTE.sql, *_DELETE_VOTE.args({"post_id": post_id, "user_id": voter.id}))
         if removed is None:
             return await self._vote_state(conn, post_id, voter)
-        counts = await self._count_vote(conn, post_id, removed["voter_kind"], -1, removed["created_at"])
+        counts = await self._count_vote(conn, post_id, voter, removed["voter_kind"], -1, removed["created_at"])
         state = VoteState(post_id=post_id, has_voted=False, voted_at=None, votes=counts)
         await self._emit_vote(conn, post_id, post, voter, "unvoted", state)
         return state
 
-    async def _emit_vote(self, conn: Any, post_id: UUID, post: Any, voter: User, action: str, state: VoteState) -> None:
+    async def _emit_vote(
+        self, conn: Any, post_id: UUID, post: Any, voter: Voter, action: str, state: VoteState
+    ) -> None:
         """``post.voted`` only when a vote was given or taken back (a repeated PUT or DELETE sends nothing).
         ``post``: the row the vote path locked (title, visibility)."""
-        if not await conn.fetchval(_VOTE_WATCHED.sql, *_VOTE_WATCHED.args({})):
+        if not post["watched"]:
             return
         votes = {"total": state.votes.total, "internal": state.votes.internal, "external": state.votes.external}
         payload = {
@@ -789,16 +786,24 @@ class PostService:
         await emit(self.session, WebhookEvent.POST_VOTED, payload)
 
     @staticmethod
-    async def _count_vote(conn: Any, post_id: UUID, voter_kind: str, step: int, voted_at: datetime) -> VoteCounts:
+    async def _count_vote(
+        conn: Any, post_id: UUID, voter: Voter, voter_kind: str, step: int, voted_at: datetime
+    ) -> VoteCounts:
         internal = step if voter_kind == "internal" else 0
-        params = {"post_id": post_id, "total": step, "internal": internal, "external": step - internal}
-        row = await conn.fetchrow(_COUNT_VOTE.sql, *_COUNT_VOTE.args(params))
-        day = {"post_id": post_id, "day": voted_at.astimezone(UTC).date(), "votes": step}
-        await conn.execute(_VOTE_DAY.sql, *_VOTE_DAY.args(day))
+        statement = _COUNT_VOTE[step > 0]  # a new vote subscribes the voter
+        params = {
+            "post_id": post_id,
+            "user_id": voter.id,
+            "total": step,
+            "internal": internal,
+            "external": step - internal,
+            "day": voted_at.astimezone(UTC).date(),
+        }
+        row = await conn.fetchrow(statement.sql, *statement.args(params))
         return VoteCounts(total=row["vote_total"], internal=row["vote_internal"], external=row["vote_external"])
 
     @staticmethod
-    async def _vote_state(conn: Any, post_id: UUID, voter: User) -> VoteState:
+    async def _vote_state(conn: Any, post_id: UUID, voter: Voter) -> VoteState:
         """The answer when nothing changed (a repeated PUT, a DELETE without a vote)."""
         row = await conn.fetchrow(_VOTE_STATE.sql, *_VOTE_STATE.args({"post_id": post_id, "user_id": voter.id}))
         return VoteState(
