@@ -429,6 +429,14 @@ class ClusterTally(DefaultBase):
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     """Moves on every change of members or of a member's text or vector: descriptions are stored per revision
     (``ClusterDescription``)."""
+    growth_since: Mapped[date] = mapped_column(Date, server_default=text("'-infinity'::date"))
+    """The first day ``growth_posts`` and ``growth_voters`` count (the ``cluster_day`` rows from it on):
+    the triage list's 30-day growth, kept by triggers (migration 0018)."""
+    growth_posts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    growth_voters: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    growth_first_day: Mapped[date | None] = mapped_column(Date, nullable=True, server_default=text("'-infinity'::date"))
+    """No counted ``cluster_day`` row before it from ``growth_since`` on (a lower bound; NULL: none): the sums
+    are today's window's while ``growth_since`` <= the window's start <= this day."""
 
 
 class ClusterDescription(DefaultBase):

@@ -12,6 +12,8 @@ forum/worker_process.py).
   posts arrived in.
 - Cluster descriptions (forum/grouping/descriptions.py) are recomputed by ``cluster.describe`` jobs
   that lists queue when they serve a stale one, and swept at start and every ``SWEEP_SECONDS``.
+- The same sweep recounts the triage list's stored 30-day growth of clusters a day change made stale
+  (forum/grouping/reports.py, ``refresh_growth``; migration 0018).
 - Failures retry with exponential backoff; after ``MAX_ATTEMPTS`` a job is held as ``failed`` and
   can be listed and re-queued with ``forum jobs failed`` / ``forum jobs retry``.
 """
@@ -34,6 +36,7 @@ from forum.email.services import DIGEST_SCHEDULE, SEND_DIGESTS, SEND_NOTIFICATIO
 from forum.encoding import PostEmbedder
 from forum.grouping.consolidation import ConsolidationReport
 from forum.grouping.descriptions import DESCRIBE_CLUSTER, parse_payload, refresh, refresh_stale
+from forum.grouping.reports import refresh_growth
 from forum.grouping.thresholds import Thresholds
 from forum.jobs import EmbedCollector, consolidate_now
 from forum.queue import EMBED_POST, asyncpg_dsn, enqueue, enqueue_stale
@@ -197,8 +200,17 @@ class BackgroundWorker:
         self.processed["described"] = self.processed.get("described", 0) + refreshed
         return refreshed
 
+    async def refresh_growth(self) -> int:
+        """The triage list's stored 30-day growth of the clusters a day change made stale (migration 0018):
+        after midnight UTC, the clusters that counted something on the day that left the window."""
+        refreshed = await refresh_growth(self.session_maker)
+        self.processed["growth_refreshed"] = self.processed.get("growth_refreshed", 0) + refreshed
+        return refreshed
+
     async def _sweep_forever(self) -> None:
         with contextlib.suppress(Exception):  # once at start (logged below when it fails again)
+            await self.refresh_growth()
+        with contextlib.suppress(Exception):
             await self.describe_stale()
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -211,6 +223,10 @@ class BackgroundWorker:
                     logger.info("sweep: %d posts need embedding (queued unless a job is pending)", queued)
             except Exception:
                 logger.warning("embedding sweep failed", exc_info=True)
+            try:
+                await self.refresh_growth()
+            except Exception:
+                logger.warning("cluster growth sweep failed", exc_info=True)
             try:
                 await self.describe_stale()
             except Exception:

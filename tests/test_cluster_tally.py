@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from forum.grouping.reports import refresh_growth
 from tests.conftest import Api, run_sql
 
 # What GET /api/clusters counted before the tally existed: unique voters over each cluster's live,
@@ -57,6 +63,91 @@ DAYS_MAINTAINED = """
 SELECT cluster_id::text, day, posts, voters FROM cluster_day WHERE posts <> 0 OR voters <> 0 ORDER BY 1, 2
 """
 
+# Growth stored on the tally row (migration 0018): its sums are its cluster_day rows' from growth_since on,
+# growth_first_day is at most the first day with a count among them, and a row whose window is today's
+# (growth_since <= S <= growth_first_day) holds what a fresh count of the last 30 days gives.
+GROWTH_INVARIANT = """
+SELECT t.cluster_id::text, t.growth_posts, t.growth_voters, s.posts, s.voters,
+       coalesce(t.growth_first_day, 'infinity') <= coalesce(s.first_day, 'infinity')
+FROM cluster_tally t CROSS JOIN LATERAL (
+    SELECT coalesce(sum(posts), 0)::int AS posts, coalesce(sum(voters), 0)::int AS voters,
+           min(day) FILTER (WHERE posts <> 0 OR voters <> 0) AS first_day
+    FROM cluster_day d WHERE d.cluster_id = t.cluster_id AND d.day >= t.growth_since
+) AS s ORDER BY 1
+"""
+SINCE = "(now() AT TIME ZONE 'UTC')::date - 30"
+GROWTH_FRESH_STORED = f"""
+SELECT cluster_id::text, growth_posts, growth_voters FROM cluster_tally
+WHERE growth_since <= {SINCE} AND coalesce(growth_first_day, 'infinity') >= {SINCE} ORDER BY 1
+"""
+GROWTH_FROM_SCRATCH = f"""
+WITH days(cluster_id, day, posts, voters) AS ({DAYS_FROM_SCRATCH.replace("ORDER BY 1, 2", "")})
+SELECT t.cluster_id::text, coalesce(sum(d.posts), 0)::int, coalesce(sum(d.voters), 0)::int
+FROM cluster_tally t LEFT JOIN days d ON d.cluster_id = t.cluster_id::text AND d.day >= {SINCE}
+GROUP BY t.cluster_id ORDER BY 1
+"""
+STALE = f"SELECT count(*) FROM cluster_tally WHERE growth_first_day < {SINCE} OR growth_since > {SINCE}"
+# Time passing, as far as the tables can tell: every stored time and day moves back (no trigger runs).
+SHIFTS = (
+    "UPDATE post SET created_at = created_at - :days * interval '1 day'",
+    "UPDATE vote SET created_at = created_at - :days * interval '1 day'",
+    "UPDATE cluster_voter SET first_vote = first_vote - :days * interval '1 day'",
+    "UPDATE cluster_membership SET post_created_at = post_created_at - :days * interval '1 day'",
+    "UPDATE cluster_tally SET first_posted_at = first_posted_at - :days * interval '1 day',"
+    " growth_since = growth_since - CAST(:days AS int), growth_first_day = growth_first_day - CAST(:days AS int)",
+    "CREATE TEMP TABLE moved ON COMMIT DROP AS SELECT * FROM cluster_day",
+    "DELETE FROM cluster_day",
+    "INSERT INTO cluster_day SELECT cluster_id, day - CAST(:days AS int), posts, voters FROM moved",
+)
+
+
+def _days_pass(database_url: str, days: int) -> None:
+    async def run() -> None:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL session_replication_role = replica"))
+                for statement in SHIFTS:
+                    await conn.execute(text(statement), {"days": days})
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _refresh_growth(database_url: str) -> int:
+    async def run() -> int:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            return await refresh_growth(async_sessionmaker(engine, expire_on_commit=False))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _check_growth(api: Api, database_url: str, headers: dict, step: str) -> None:
+    """The stored growth keeps its invariant; the list answers a fresh count's growth, in a fresh count's
+    growth order (growth, then voters, then id), whether or not the rows are stale."""
+    for row in run_sql(database_url, GROWTH_INVARIANT):
+        assert row[1:3] == row[3:5] and row[5], (step, row)
+    fresh = {r[0]: (r[1], r[2]) for r in run_sql(database_url, GROWTH_FROM_SCRATCH)}
+    for r in run_sql(database_url, GROWTH_FRESH_STORED):
+        assert (r[1], r[2]) == fresh[r[0]], (step, r)
+    voters = dict(run_sql(database_url, "SELECT cluster_id::text, voters FROM cluster_tally WHERE member_count > 0"))
+    expected = sorted(voters, key=lambda c: (-sum(fresh[c]), -voters[c], c))
+    for sort in ("growth", "voters", "new"):
+        listed: list[dict] = []
+        for offset in range(0, len(expected) + 1, 2):  # pages of 2: the growth sort's merge at every offset
+            r = api.client.get(f"/api/clusters?sort={sort}&limit=2&offset={offset}", headers=headers)
+            assert r.status_code == 200, r.text
+            listed += r.json()["items"]
+        assert {c["id"]: (c["growth_30d"]["new_posts"], c["growth_30d"]["new_voters"]) for c in listed} == {
+            c: fresh[c] for c in expected
+        }, (step, sort)
+        if sort == "growth":
+            assert [c["id"] for c in listed] == expected, step
+
 
 def _clusters(database_url: str, posts: list[dict], groups: int) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(groups)]
@@ -86,60 +177,66 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
     def check(step: str) -> None:
         assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH), step
         assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH), step
+        for row in run_sql(database_url, GROWTH_INVARIANT):
+            assert row[1:3] == row[3:5] and row[5], (step, row)
 
     check("after grouping")
     actions = (
         ["vote"] * 6 + ["unvote"] * 3 + ["merge", "unmerge", "move", "split", "reject", "delete", "restore", "edit"]
     )
     merged: list[str] = []
-    for step in range(120):
-        action = rng.choice(actions)
-        post = rng.choice(posts)
-        if action in ("vote", "unvote"):
-            voter = rng.choice(voters)
-            call = api.client.put if action == "vote" else api.client.delete
-            r = call(f"/api/posts/{post['id']}/vote", headers=voter.headers)
-            assert r.status_code in (200, 404, 409), r.text  # deleted; merged or closed
-        elif action == "merge":
-            target = rng.choice(posts)
-            r = api.client.post(f"/api/posts/{post['id']}/merge", json={"into": target["id"]}, headers=h)
-            if r.status_code == 200:
-                merged.append(post["id"])
-        elif action == "unmerge" and merged:
-            source = merged.pop(rng.randrange(len(merged)))
-            assert api.client.post(f"/api/posts/{source}/unmerge", headers=h).status_code in (200, 404)
-        elif action == "move":
-            r = api.client.post(
-                f"/api/posts/{post['id']}/cluster", json={"cluster_id": rng.choice(clusters)}, headers=h
-            )
-            assert r.status_code in (200, 404, 409), r.text
-        elif action == "split":
-            cluster = api.client.get(f"/api/clusters/{rng.choice(clusters)}", headers=h)
-            if cluster.status_code == 200 and len(cluster.json()["members"]) > 1:
-                members = [m["post_id"] for m in cluster.json()["members"]]
+
+    def mix(steps: int, label: str) -> None:
+        for step in range(steps):
+            action = rng.choice(actions)
+            post = rng.choice(posts)
+            if action in ("vote", "unvote"):
+                voter = rng.choice(voters)
+                call = api.client.put if action == "vote" else api.client.delete
+                r = call(f"/api/posts/{post['id']}/vote", headers=voter.headers)
+                assert r.status_code in (200, 404, 409), r.text  # deleted; merged or closed
+            elif action == "merge":
+                target = rng.choice(posts)
+                r = api.client.post(f"/api/posts/{post['id']}/merge", json={"into": target["id"]}, headers=h)
+                if r.status_code == 200:
+                    merged.append(post["id"])
+            elif action == "unmerge" and merged:
+                source = merged.pop(rng.randrange(len(merged)))
+                assert api.client.post(f"/api/posts/{source}/unmerge", headers=h).status_code in (200, 404)
+            elif action == "move":
                 r = api.client.post(
-                    f"/api/clusters/{cluster.json()['summary']['id']}/split",
-                    json={"post_ids": rng.sample(members, 1)},
-                    headers=h,
+                    f"/api/posts/{post['id']}/cluster", json={"cluster_id": rng.choice(clusters)}, headers=h
                 )
-                assert r.status_code in (200, 201), r.text
-                clusters.append(r.json()["cluster_id"])
-        elif action == "reject":
-            row = run_sql(
-                database_url,
-                "SELECT cluster_id::text FROM cluster_membership WHERE post_id = :p AND state <> 'rejected'",
-                p=post["id"],
-            )
-            if row:
-                api.client.post(f"/api/clusters/{row[0][0]}/members/{post['id']}/reject", headers=h)
-        elif action == "delete":
-            run_sql(database_url, "UPDATE post SET deleted_at = now() WHERE id = :p", p=post["id"])
-        elif action == "restore":
-            run_sql(database_url, "UPDATE post SET deleted_at = NULL WHERE id = :p", p=post["id"])
-        elif action == "edit":
-            r = api.client.patch(f"/api/posts/{post['id']}", json={"tags": ["edited"]}, headers=h)
-            assert r.status_code in (200, 404), r.text
-        check(f"step {step}: {action}")
+                assert r.status_code in (200, 404, 409), r.text
+            elif action == "split":
+                cluster = api.client.get(f"/api/clusters/{rng.choice(clusters)}", headers=h)
+                if cluster.status_code == 200 and len(cluster.json()["members"]) > 1:
+                    members = [m["post_id"] for m in cluster.json()["members"]]
+                    r = api.client.post(
+                        f"/api/clusters/{cluster.json()['summary']['id']}/split",
+                        json={"post_ids": rng.sample(members, 1)},
+                        headers=h,
+                    )
+                    assert r.status_code in (200, 201), r.text
+                    clusters.append(r.json()["cluster_id"])
+            elif action == "reject":
+                row = run_sql(
+                    database_url,
+                    "SELECT cluster_id::text FROM cluster_membership WHERE post_id = :p AND state <> 'rejected'",
+                    p=post["id"],
+                )
+                if row:
+                    api.client.post(f"/api/clusters/{row[0][0]}/members/{post['id']}/reject", headers=h)
+            elif action == "delete":
+                run_sql(database_url, "UPDATE post SET deleted_at = now() WHERE id = :p", p=post["id"])
+            elif action == "restore":
+                run_sql(database_url, "UPDATE post SET deleted_at = NULL WHERE id = :p", p=post["id"])
+            elif action == "edit":
+                r = api.client.patch(f"/api/posts/{post['id']}", json={"tags": ["edited"]}, headers=h)
+                assert r.status_code in (200, 404), r.text
+            check(f"{label} {step}: {action}")
+
+    mix(120, "step")
     assert run_sql(database_url, "SELECT count(*) FROM cluster_voter")[0][0] > 0, "the mix left votes to count"
 
     # Growth's recent posts come from the memberships' copy of created_at (migration 0016): it follows a
@@ -164,6 +261,21 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
         c["id"]: recent.get(c["id"], 0) for c in listed
     }
     assert any(c["growth_30d"]["new_posts"] for c in listed)
+
+    # Days pass (migration 0018): the window moves past some of what the tally rows counted. Between a day
+    # change and the worker's refresh the list recounts the stale rows; the refresh makes every row exact.
+    mix(40, "day 0, step")
+    _days_pass(database_url, 15)
+    _check_growth(api, database_url, h, "15 days later")
+    mix(40, "day 15, step")
+    _days_pass(database_url, 16)  # the first 160 steps' posts and first votes are now 31 days old
+    assert run_sql(database_url, STALE)[0][0] > 0, "the day change left stale rows to recount"
+    _check_growth(api, database_url, h, "31 days later, stale rows")
+    assert _refresh_growth(database_url) > 0
+    assert run_sql(database_url, STALE) == [(0,)]
+    _check_growth(api, database_url, h, "31 days later, refreshed")
+    mix(30, "day 31, step")
+    _check_growth(api, database_url, h, "31 days later, after more changes")
 
     run_sql(database_url, "DELETE FROM post WHERE id = :p", p=posts[0]["id"])  # a hard delete cascades
     check("after a hard delete")
@@ -201,3 +313,53 @@ def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
     assert api.client.delete(f"/api/posts/{b['id']}/vote", headers=employee.headers).status_code == 200
     summary = api.client.get(f"/api/clusters/{big}", headers=product.headers).json()["summary"]
     assert summary["unique_voters"] == {"total": 1, "internal": 0, "external": 1}
+
+
+def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, database_url: str) -> None:
+    """Votes in a cluster while its members move (migration 0018 takes the tally row before the voter and
+    day rows on both paths): every transaction commits, and the tally, days and stored growth stay exact."""
+    voters = [api.register() for _ in range(6)]
+    author = api.register()
+    posts = [api.post(author, title=f"Racing idea {i}") for i in range(6)]
+    clusters = _clusters(database_url, posts, 2)
+    user_ids = [v.id for v in voters]
+
+    async def run() -> None:
+        engine = create_async_engine(database_url, pool_size=8)
+        rng = random.Random(7)
+
+        async def voter(user_id: str) -> None:
+            for _ in range(25):
+                post_id = rng.choice(posts)["id"]
+                async with engine.begin() as conn:  # votes are written under their post's row lock (PostService)
+                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR UPDATE"), {"p": post_id})
+                    deleted = await conn.execute(
+                        text("DELETE FROM vote WHERE post_id = :p AND user_id = :u"), {"p": post_id, "u": user_id}
+                    )
+                    if not deleted.rowcount:
+                        await conn.execute(
+                            text("INSERT INTO vote (post_id, user_id, voter_kind) VALUES (:p, :u, 'external')"),
+                            {"p": post_id, "u": user_id},
+                        )
+
+        async def mover() -> None:
+            for _ in range(25):
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        text("UPDATE cluster_membership SET cluster_id = :c WHERE post_id = :p"),
+                        {"c": rng.choice(clusters), "p": rng.choice(posts)["id"]},
+                    )
+
+        try:
+            # One mover: two moves in opposite directions at once can deadlock on the two tally rows (each
+            # takes its old cluster's first), as before 0018; the app's moves come one at a time.
+            await asyncio.gather(*(voter(u) for u in user_ids), mover())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert run_sql(database_url, "SELECT count(*) FROM vote")[0][0] > 0
+    assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH)
+    assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH)
+    for row in run_sql(database_url, GROWTH_INVARIANT):
+        assert row[1:3] == row[3:5] and row[5], row

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import false, select, text, true, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.accounts.schemas import UserPublic
@@ -34,34 +34,55 @@ from forum.schemas import Page
 
 # Unique voters across a cluster's live members (a person who voted on several members counts once),
 # split by the voter's kind, plus growth since the start of the UTC day 30 days ago. The counts come from
-# cluster_tally and cluster_voter (kept by migration 0015's triggers) and growth from cluster_day (new posts
-# and new voters per cluster and day, migration 0017), so a call is O(page) for the voters, members and new
-# sorts: it walks the sort's index on cluster_tally (migration 0017) for the page's rows, then reads at most
-# 31 cluster_day rows per cluster on the page. Growth and detractors rank every cluster's tally row (a few
-# thousand small rows) by a sum over the last 31 days' cluster_day rows, or by the survey voices.
+# cluster_tally and cluster_voter (kept by migration 0015's triggers); growth is the 30-day sums stored on
+# the tally row (migration 0018, kept from cluster_day's changes), so a call is O(page) for the voters,
+# members, new and growth sorts: it walks the sort's index on cluster_tally (migrations 0017 and 0018).
+#
+# A row's stored growth is its window's while growth_since <= S <= growth_first_day (S: the window's first
+# day, _SINCE). After a day change the rows that counted something on the day that left are stale until the
+# worker refreshes them (refresh_growth): a page reads their growth from cluster_day instead (at most 31
+# rows each), and the growth sort merges them, recounted, with the first offset + limit exact rows of its
+# index (ix_cluster_tally_growth_first_day and ix_cluster_tally_growth_since find them). Detractors rank
+# every cluster's tally row (a few thousand small rows) by the survey voices.
 _SINCE = "(now() AT TIME ZONE 'UTC')::date - 30"
+_STALE = f"(t.growth_first_day < {_SINCE} OR t.growth_since > {_SINCE})"
+_FRESH = f"(t.growth_since <= {_SINCE} AND coalesce(t.growth_first_day, 'infinity') >= {_SINCE})"
+_DAY_SUM = (
+    "(SELECT coalesce(sum({what}), 0) FROM cluster_day d WHERE d.cluster_id = {t}.cluster_id AND d.day >= {since})"
+)
 
 # Survey comments voiced per cluster (each respondent's latest answer per survey): migration 0011's tally.
 _VOICES_CTE = """voices AS MATERIALIZED (
     SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
     WHERE dimension = 'cluster' AND n > 0 GROUP BY value
 )"""
-_GROWTH_CTE = f"""growth AS MATERIALIZED (
-    SELECT cluster_id, sum(posts + voters) AS n FROM cluster_day WHERE day >= {_SINCE} GROUP BY cluster_id
-)"""
+_WHERE = "t.member_count >= greatest(:min_members, 1) {cluster_filter}"
+# The growth sort's rows: the exact ones in the index's order, as many as the page needs, and the stale ones
+# recounted; the page sorts the union.
+_GROWTH_SOURCE = f"""(
+    (SELECT t.*, t.growth_posts + t.growth_voters AS growth FROM cluster_tally t
+     WHERE {_WHERE} AND {_FRESH}
+     ORDER BY t.growth_posts + t.growth_voters DESC, t.voters DESC, t.cluster_id
+     LIMIT CAST(:limit AS bigint) + CAST(:offset AS bigint))
+    UNION ALL
+    SELECT t.*, {_DAY_SUM.format(what="d.posts + d.voters", t="t", since=_SINCE)} FROM cluster_tally t
+    WHERE {_WHERE} AND {_STALE}
+) AS t"""
 
 _SUMMARY_SQL = """
 WITH {ctes}, page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
-           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision {rank_columns},
-           (SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter})
-               AS total_rows
-    FROM cluster_tally t {rank_joins}
-    WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}
+           t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, t.growth_posts, t.growth_voters,
+           {fresh} AS growth_fresh {rank_columns},
+           (SELECT count(*) FROM cluster_tally t WHERE {where}) AS total_rows
+    FROM {source} {rank_joins}
+    WHERE {where}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
-)
-SELECT page.*, top.title, g.new_voters, g.new_posts,
+), {channel_ctes}
+SELECT page.*, top.title, ch.channels AS voter_channel_names, ch.counts AS voter_channel_counts,
+       CASE WHEN page.growth_fresh THEN page.growth_posts ELSE {new_posts} END AS new_posts,
+       CASE WHEN page.growth_fresh THEN page.growth_voters ELSE {new_voters} END AS new_voters,
        coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
        cd.revision AS d_revision, cd.computed_at AS d_computed_at, cd.representative_id AS d_representative_id,
        cd.representative_title AS d_representative_title, cd.key_phrases AS d_key_phrases,
@@ -70,47 +91,52 @@ FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
 LEFT JOIN cluster_description cd ON cd.cluster_id = page.cluster_id AND cd.sees_internal = :sees_internal
 LEFT JOIN voices sv ON sv.cluster_key = page.cluster_id::text
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(d.posts), 0) AS new_posts, coalesce(sum(d.voters), 0) AS new_voters FROM cluster_day d
-    WHERE d.cluster_id = page.cluster_id AND d.day >= {since}
-) AS g
+LEFT JOIN voter_channels ch ON ch.cluster_id = page.cluster_id
 ORDER BY {order}, page.cluster_id
 """
 
-# Unique voters per channel: a vote captured on the voter's behalf has the capture's channel, any other
-# vote is 'web'. Only captured votes are read (their feedback_capture rows, then each one's vote): 'web' is
-# the tally's voters less those whose every counted vote in the cluster was captured (cluster_voter.posts).
-# Members per channel are stored with the description (a post's channel never changes).
-_VOTER_CHANNELS_SQL = """
-WITH captured AS MATERIALIZED (
+# Unique voters per channel of the page's clusters (CTEs of the summary statement: one round trip fewer per
+# call): a vote captured on the voter's behalf has the capture's channel, any other vote is 'web'. Only
+# captured votes are read (their feedback_capture rows, then each one's vote): 'web' is the tally's voters
+# less those whose every counted vote in the cluster was captured (cluster_voter.posts). Captured channels
+# come by name, then 'web'; channels with no voter are left out. Members per channel are stored with the
+# description (a post's channel never changes).
+_VOTER_CHANNELS_CTES = """captured AS MATERIALIZED (
     SELECT m.cluster_id, v.user_id, c.channel
     FROM feedback_capture c
     JOIN vote v ON v.user_id = c.customer_id AND c.post_id = coalesce(v.merged_from_id, v.post_id)
     JOIN cluster_membership m ON m.post_id = v.post_id AND m.state <> 'rejected'
-    WHERE c.subject = 'vote' AND m.cluster_id = ANY(:ids) AND post_counts_in_cluster(v.post_id)
+    WHERE c.subject = 'vote' AND m.cluster_id IN (SELECT cluster_id FROM page) AND post_counts_in_cluster(v.post_id)
 ), only_captured AS (
     SELECT k.cluster_id, count(*) AS n
     FROM (SELECT cluster_id, user_id, count(*) AS votes FROM captured GROUP BY cluster_id, user_id) AS k
     JOIN cluster_voter cv ON cv.cluster_id = k.cluster_id AND cv.user_id = k.user_id AND cv.posts <= k.votes
     GROUP BY k.cluster_id
-)
-SELECT cluster_id, channel, count(DISTINCT user_id) AS n FROM captured GROUP BY cluster_id, channel
-UNION ALL
-SELECT t.cluster_id, 'web', t.voters - coalesce(o.n, 0)
-FROM cluster_tally t LEFT JOIN only_captured o ON o.cluster_id = t.cluster_id
-WHERE t.cluster_id = ANY(:ids)
-"""
+), voter_channels AS (
+    SELECT cluster_id, array_agg(channel ORDER BY web, channel) AS channels,
+           array_agg(n ORDER BY web, channel) AS counts
+    FROM (
+        SELECT cluster_id, channel, count(DISTINCT user_id) AS n, false AS web
+        FROM captured GROUP BY cluster_id, channel
+        UNION ALL
+        SELECT p.cluster_id, 'web', p.voters - coalesce(o.n, 0), true
+        FROM page p LEFT JOIN only_captured o ON o.cluster_id = p.cluster_id
+    ) AS by_channel
+    WHERE n > 0
+    GROUP BY cluster_id
+)"""
 _WITH_CHANNEL = """AND t.cluster_id IN (
     SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
     WHERE cm.state <> 'rejected' AND post_counts_in_cluster(cp) AND cp.channel = ANY(:channels))"""
 
 
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
-    ctes, rank_columns, rank_joins = [_VOICES_CTE], "", ""
+    ctes, rank_columns, rank_joins, source = [_VOICES_CTE], "", "", "cluster_tally t"
+    cluster_filter = ("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else "")
+    where = _WHERE.format(cluster_filter=cluster_filter)
     if sort is ClusterSort.GROWTH:
-        ctes.append(_GROWTH_CTE)
-        rank_columns = ", coalesce(g.n, 0) AS growth"
-        rank_joins = "LEFT JOIN growth g ON g.cluster_id = t.cluster_id"
+        rank_columns = ", t.growth"
+        source = _GROWTH_SOURCE.replace("{cluster_filter}", cluster_filter)
     elif sort is ClusterSort.DETRACTORS:
         rank_columns = ", coalesce(rv.detractors, 0) AS detractor_rank, coalesce(rv.n, 0) AS voices_rank"
         rank_joins = "LEFT JOIN voices rv ON rv.cluster_key = t.cluster_id::text"
@@ -118,8 +144,12 @@ def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False
         ctes=", ".join(ctes),
         rank_columns=rank_columns,
         rank_joins=rank_joins,
-        since=_SINCE,
-        cluster_filter=("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else ""),
+        source=source,
+        fresh=_FRESH,
+        where=where,
+        channel_ctes=_VOTER_CHANNELS_CTES,
+        new_posts=_DAY_SUM.format(what="d.posts", t="page", since=_SINCE),
+        new_voters=_DAY_SUM.format(what="d.voters", t="page", since=_SINCE),
         order=_ORDER[sort],
     )
 
@@ -154,6 +184,9 @@ def _summary(row: Any, description: Description | None) -> ClusterSummary:
         survey_voices=SurveyVoices(total=row.voices, detractors=row.detractor_voices),
         first_posted_at=row.first_posted_at,
         last_activity_at=row.last_activity_at,
+        voter_channels=dict(zip(row.voter_channel_names, row.voter_channel_counts, strict=True))
+        if row.voter_channel_names
+        else {},
     )
 
 
@@ -235,14 +268,6 @@ class ClusterReports:
         stored = {r.cluster_id: _StoredDescription(r) for r in rows if r.d_revision is not None}
         return await self.descriptions.describe({r.cluster_id: r.revision for r in rows}, stored)
 
-    async def _count_channels(self, summaries: list[ClusterSummary]) -> list[ClusterSummary]:
-        by_id = {summary.id: summary for summary in summaries}
-        if by_id:
-            for row in await self.session.execute(text(_VOTER_CHANNELS_SQL), {"ids": list(by_id)}):
-                if row.n > 0:
-                    by_id[row.cluster_id].voter_channels[row.channel] = row.n
-        return summaries
-
     async def list(
         self, sort: ClusterSort, min_members: int, limit: int, offset: int, channels: list[str] | None = None
     ) -> Page[ClusterSummary]:
@@ -261,7 +286,7 @@ class ClusterReports:
         else:
             total = 0
         descriptions = await self._describe(rows)
-        items = await self._count_channels([_summary(r, descriptions.get(r.cluster_id)) for r in rows])
+        items = [_summary(r, descriptions.get(r.cluster_id)) for r in rows]
         return Page(items=items, total=total, limit=limit, offset=offset)
 
     async def detail(self, cluster_id: UUID, limit: int = MEMBER_PAGE, after: str | None = None) -> ClusterDetail:
@@ -312,22 +337,45 @@ class ClusterReports:
             .join(User, User.id == Post.author_id)
         )
         live = [m.cluster_id == cluster_id, Post.deleted_at.is_(None), Post.hidden_at.is_(None)]
-        page = columns.where(*live, m.state != MembershipState.REJECTED.value)
+        page = columns.add_columns(false().label("is_rejected"))
+        page = page.where(*live, m.state != MembershipState.REJECTED.value)
         if after is not None:
             page = page.where(tuple_(m.post_created_at, m.post_id) > tuple_(*_decode_member_cursor(after)))
         page = page.order_by(m.post_created_at, m.post_id).limit(limit + 1)
-        rows = (await self.session.execute(page)).all()
-        more, rows = len(rows) > limit, rows[:limit]
-        rejected_rows = (
-            await self.session.execute(
-                columns.where(*live, m.state == MembershipState.REJECTED.value).order_by(m.post_created_at, m.post_id)
-            )
+        # The rejected posts (every one, on every page) in the same statement: one round trip fewer.
+        every_rejected = columns.add_columns(true().label("is_rejected"))
+        every_rejected = every_rejected.where(*live, m.state == MembershipState.REJECTED.value)
+        both = union_all(page, every_rejected).subquery()
+        all_rows = (
+            await self.session.execute(select(both).order_by(both.c.is_rejected, both.c.post_created_at, both.c.id))
         ).all()
+        rows = [r for r in all_rows if not r.is_rejected]
+        rejected_rows = [r for r in all_rows if r.is_rejected]
+        more, rows = len(rows) > limit, rows[:limit]
 
         descriptions = await self._describe([row])
         explanations = await self.descriptions.explanations(cluster_id, row.revision, [r.id for r in rows])
         members = [_member(r, explanations.get(r.id)) for r in rows]
         rejected = [_member(r, None) for r in rejected_rows]
-        [summary] = await self._count_channels([_summary(row, descriptions.get(cluster_id))])
+        summary = _summary(row, descriptions.get(cluster_id))
         cursor = _encode_member_cursor(rows[-1].post_created_at, rows[-1].id) if more else None
         return ClusterDetail(summary=summary, members=members, rejected=rejected, next=cursor)
+
+
+GROWTH_STALE_SQL = f"SELECT t.cluster_id FROM cluster_tally t WHERE {_STALE} ORDER BY t.cluster_id LIMIT :limit"
+
+
+async def refresh_growth(session_maker: Any, *, batch: int = 500) -> int:
+    """Recount the stored 30-day growth of every tally row the day change made stale (migration 0018), one
+    cluster per transaction (a transaction holding many tally rows could deadlock with a move between two
+    clusters). The worker runs it on its sweep; until it has, lists recount those rows as they read them."""
+    done = 0
+    while True:
+        async with session_maker() as session, session.begin():
+            ids = list(await session.scalars(text(GROWTH_STALE_SQL), {"limit": batch}))
+        for cluster_id in ids:
+            async with session_maker() as session, session.begin():
+                if await session.scalar(text("SELECT cluster_growth_refresh(:id)"), {"id": cluster_id}):
+                    done += 1
+        if len(ids) < batch:
+            return done
