@@ -168,15 +168,24 @@ def _causes(exc: BaseException):
         pending.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
 
 
+def _connection_gone(cause: BaseException) -> bool:
+    """The connection itself is dead: a socket error, asyncpg's "connection is closed" (or "does not
+    exist"), or a connection exception / admin or crash shutdown from the server (SQLSTATE 08, 57P)."""
+    import asyncpg
+
+    if isinstance(cause, ConnectionError):
+        return True
+    if isinstance(cause, asyncpg.InterfaceError) and "connection" in str(cause):
+        return True
+    sqlstate = getattr(cause, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(("08", "57P"))
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or anything it wraps: advanced-alchemy wraps SQLAlchemy, which wraps asyncpg) says
     the database is unreachable or going away, rather than that the request was wrong."""
-    import asyncpg
-
     for cause in _causes(exc):
-        if isinstance(cause, (ConnectionError, PoolTimeoutError)):
-            return True
-        if isinstance(cause, asyncpg.InterfaceError) and "connection" in str(cause):  # "connection is closed"
+        if _connection_gone(cause) or isinstance(cause, PoolTimeoutError):
             return True
         if isinstance(cause, DBAPIError) and cause.connection_invalidated:
             return True
@@ -194,20 +203,10 @@ def _lost_outside_sqlalchemy(exc: BaseException) -> bool:
     """A connection found dead by a statement run on the driver itself (forum/driver.py: votes, the light
     user, as-you-type): SQLAlchemy never saw the error, so it did not discard the pool's other connections,
     which the database dropped too, as it does for its own statements."""
-    import asyncpg
-
     causes = list(_causes(exc))
     if any(isinstance(cause, DBAPIError) and cause.connection_invalidated for cause in causes):
         return False  # SQLAlchemy saw it, and invalidated what it had to
-    for cause in causes:
-        if isinstance(cause, (asyncpg.ConnectionDoesNotExistError, ConnectionError)):
-            return True
-        if isinstance(cause, asyncpg.InterfaceError) and "connection" in str(cause):
-            return True
-        sqlstate = getattr(cause, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(("08", "57P")):
-            return True
-    return False
+    return any(_connection_gone(cause) for cause in causes)
 
 
 _disposing: set[asyncio.Task[None]] = set()
