@@ -166,7 +166,19 @@ def test_pagination_totals(api: Api) -> None:
     assert sorted(seen) == sorted(f"Post number {i}" for i in range(7)), "stable order across pages"
 
 
-def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: QueryCounter) -> None:
+def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: QueryCounter, monkeypatch) -> None:
+    """A page without a text search is read by asyncpg directly (a statement compiled once per shape), so
+    both SQLAlchemy's statements and the driver's are counted."""
+    import asyncpg
+
+    driver_statements: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def counted_fetch(self, query, *args, **kwargs):
+        driver_statements.append(query)
+        return await fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted_fetch)
     author = api.register()
     viewer = api.register()
     for i in range(30):
@@ -175,16 +187,20 @@ def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: Quer
             api.client.put(f"/api/posts/{post['id']}/vote", headers=viewer.headers)
             api.client.post(f"/api/posts/{post['id']}/comments", json={"body": "+1"}, headers=viewer.headers)
     costs = {}
+    seen: list[str] = []
     for limit in (1, 10, 25):  # pages with more after them (the whole list in one page is not counted)
         for sort in ("top", "new", "trending", "discussed"):
             count_queries.statements.clear()
+            driver_statements.clear()
             r = api.client.get(f"/api/posts?limit={limit}&sort={sort}&tag=app", headers=viewer.headers)
             assert r.status_code == 200 and len(r.json()["items"]) == limit
-            costs[(limit, sort)] = count_queries.count
+            assert sum("FROM post" in s for s in driver_statements) == 1, driver_statements
+            costs[(limit, sort)] = count_queries.count + len(driver_statements)
+            seen += count_queries.statements + driver_statements
     assert len(set(costs.values())) == 1, costs
     # One query for the viewer (token → user), one for the page and one for its total.
     assert next(iter(costs.values())) <= 3, costs
-    assert not any(re.search(r"(count|sum)\([^)]*vote\.", s, re.I) for s in count_queries.statements), (
+    assert not any(re.search(r"(count|sum)\([^)]*vote\.", s, re.I) for s in seen), (
         "lists read the counters kept on the post, never count vote rows"
     )
 
@@ -246,3 +262,23 @@ def test_a_bad_cursor_is_a_clear_422(api: Api) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
         assert message in r.text and r.json()["errors"][0]["field"] == "after", r.text
         assert r.json()["type"] == "/problems/domain-rule"  # a string the schema allows, refused by a rule
+
+
+def test_one_compiled_page_serves_every_viewer_and_value(api: Api) -> None:
+    """Board pages reuse one statement per shape (sort, which filters, viewer scope): the values of this
+    request (the viewer's votes, the filter's value, the cursor) must be this request's, never the first's."""
+    author, ana, ben = api.register(), api.register(), api.register()
+    apps = [api.post(author, title=f"App idea {i}", tags=["app"]) for i in range(3)]
+    web = [api.post(author, title=f"Web idea {i}", tags=["web"]) for i in range(3)]
+    api.client.put(f"/api/posts/{apps[0]['id']}/vote", headers=ana.headers)
+    api.client.put(f"/api/posts/{web[1]['id']}/vote", headers=ben.headers)
+    for who, voted in ((ana, apps[0]["id"]), (ben, web[1]["id"]), (ana, apps[0]["id"])):
+        items = api.client.get("/api/posts?sort=new&limit=10", headers=who.headers).json()["items"]
+        assert {p["id"] for p in items if p["has_voted"]} == {voted}
+    for tag, titles in (("app", {p["title"] for p in apps}), ("web", {p["title"] for p in web})):
+        assert set(_titles(api, f"tag={tag}&sort=top")) == titles
+    first = api.client.get("/api/posts?sort=new&limit=2").json()
+    second = api.client.get(f"/api/posts?sort=new&limit=2&after={first['next']}").json()
+    third = api.client.get(f"/api/posts?sort=new&limit=2&after={second['next']}").json()
+    walked = [p["title"] for page in (first, second, third) for p in page["items"]]
+    assert walked == [f"Web idea {i}" for i in (2, 1, 0)] + [f"App idea {i}" for i in (2, 1, 0)]

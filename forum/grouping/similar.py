@@ -25,7 +25,7 @@ from forum.grouping.services import (
     visible_neighbours_filter,
 )
 from forum.models import Post, PostStatus, User, Vote, visibility_scope, visible_to
-from forum.posts.services import PostService
+from forum.posts.services import POST_COLUMNS, PostService
 
 SIMILAR_BODY_CHARS = 2_000
 """The schema caps what is accepted; only the start of a long draft is encoded (the models read 256 word
@@ -38,28 +38,6 @@ _CONDITIONS = (
     "p.deleted_at IS NULL",
     "p.hidden_at IS NULL",
     f"p.status <> '{PostStatus.DUPLICATE.value}'",
-)
-_POST_COLUMNS = (
-    Post.id,
-    Post.kind,
-    Post.title,
-    Post.body,
-    Post.status,
-    Post.visibility,
-    Post.tags,
-    Post.language,
-    Post.created_at,
-    Post.updated_at,
-    Post.vote_total,
-    Post.vote_internal,
-    Post.vote_external,
-    Post.comment_count,
-    Post.internal_note_count,
-    Post.hidden_at,
-    Post.channel,
-    User.id.label("author_id"),
-    User.display_name.label("author_name"),
-    User.kind.label("author_kind"),
 )
 
 
@@ -88,7 +66,7 @@ def _statement(route: Route, where: list[str], order: str, scope: str, anonymous
         statement = DriverStatement(
             select(
                 nearest.c.similarity,
-                *_POST_COLUMNS,
+                *POST_COLUMNS,
                 has_voted.label("has_voted"),
                 PostService.cluster_id_column().label("cluster_id"),
                 PostService.merged_into_column(viewer).label("merged_into"),

@@ -1,15 +1,20 @@
-"""CPU per vote, in-process: forum's ``create_app`` and ``bench/floor.py`` driven through ``httpx.ASGITransport``
-on the same 200 posts and the same 64 voters (the load benchmark's reserved users), PUT then DELETE, rounds
-alternating between the two; ``time.process_time`` of this one process (app and client) per request. The
-best and the median round of each are printed. ``--profile app|floor`` adds one cProfile run (CPU clock).
+"""CPU per request of one route, in-process: forum's ``create_app`` and ``bench/floor.py`` driven through
+``httpx.ASGITransport`` with the same requests, rounds alternating between the two; ``time.process_time`` of
+this one process (app and client) per request. The best and the median round of each are printed.
+``--profile app|floor`` adds one cProfile run (CPU clock).
+
+Routes (``--route``), the load benchmark's:
+
+- ``vote``: the same 200 posts and the same 64 voters (its reserved users), PUT then DELETE; each vote is
+  taken back, so the data dir is left as it was found.
+- ``list_top``: ``GET /api/posts?sort=top`` anonymous, offsets 0-80 (the first five pages).
 
 PYTHONPATH decides which ``forum`` is measured; run the file by its path to measure an exported old tree::
 
-    PYTHONPATH=$PWD python -m bench.vote_cpu /tmp/forum-bench-votes/n10k --rounds 10 --n 300
-    PYTHONPATH=/tmp/votes-old python bench/vote_cpu.py /tmp/forum-bench-votes/n10k --rounds 10 --n 300
+    PYTHONPATH=$PWD python -m bench.route_cpu /tmp/forum-bench-votes/n10k --rounds 10 --n 300
+    PYTHONPATH=/tmp/votes-old python bench/route_cpu.py /tmp/forum-bench-votes/n10k --route list_top
 
-DATA_DIR is a data dir ``bench.load --prepare-only`` made; the run leaves it as it found it (each vote is
-taken back).
+DATA_DIR is a data dir ``bench.load --prepare-only`` made.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ async def main() -> None:
     ap.add_argument("data_dir", type=Path)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--route", choices=["vote", "list_top"], default="vote")
     ap.add_argument("--profile", choices=["app", "floor"], default=None)
     args = ap.parse_args()
 
@@ -83,10 +89,13 @@ async def main() -> None:
         u = User(id=uid, role="member")
         tokens.append(issue_token(jwt_auth, u))
     reqs = []
-    for i in range(args.n // 2):
-        post = posts[i % len(posts)]
-        h = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
-        reqs += [("PUT", f"/api/posts/{post}/vote", h), ("DELETE", f"/api/posts/{post}/vote", h)]
+    if args.route == "vote":
+        for i in range(args.n // 2):
+            post = posts[i % len(posts)]
+            h = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+            reqs += [("PUT", f"/api/posts/{post}/vote", h), ("DELETE", f"/api/posts/{post}/vote", h)]
+    else:
+        reqs = [("GET", f"/api/posts?sort=top&offset={20 * (i % 5)}", {}) for i in range(args.n)]
 
     apps = {"app": create_app(), "floor": floor_app()}
     import logging
@@ -135,7 +144,7 @@ async def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"median: app {med['app']:.3f} floor {med['floor']:.3f} floor/app {med['floor'] / med['app']:.2f}")
     print(
-        f"CPU ms per vote request: app {best['app']:.3f} (runs {[round(x, 3) for x in results['app']]}), "
+        f"CPU ms per {args.route} request: app {best['app']:.3f} (runs {[round(x, 3) for x in results['app']]}), "
         f"floor {best['floor']:.3f} (runs {[round(x, 3) for x in results['floor']]}), "
         f"floor/app {best['floor'] / best['app']:.2f}; statuses {statuses}"
     )
