@@ -70,8 +70,9 @@ def as_array(value: Any) -> np.ndarray | None:
 
 @event.listens_for(Engine, "connect")
 def _binary_vectors(dbapi_connection: Any, connection_record: Any) -> None:
-    """Every asyncpg connection of every engine exchanges ``vector`` values in binary. A database without
-    the extension yet (before the first migration) keeps the text format on that connection."""
+    """Every asyncpg connection of every engine exchanges ``vector`` values in binary, and holds the searches'
+    HNSW settings for its session (:data:`SEARCH_DEFAULTS`). A database without the extension yet (before the
+    first migration) keeps the text format on that connection."""
     if not type(dbapi_connection).__module__.startswith("sqlalchemy.dialects.postgresql.asyncpg"):
         return
     try:
