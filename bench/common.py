@@ -40,7 +40,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -703,6 +703,34 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
         "max": round(float(ms.max()), 2),
         "mean": round(float(ms.mean()), 2),
     }
+
+
+async def open_loop(
+    senders: int, interval: float, seconds: float, send: Callable[[float], Awaitable[None]], seed: int = 0
+) -> float:
+    """``senders`` senders each calling ``send(scheduled)`` every ``interval`` s for ``seconds`` (open loop).
+
+    Each sender starts at a random point of its first interval, then keeps its pace whatever the answers
+    take: a call is started at its scheduled time even when the sender's previous call is still running,
+    and ``send`` gets that ``perf_counter()`` time to measure latency from (no coordinated omission: a
+    slow answer does not delay, and so hide, the calls scheduled behind it). Returns the elapsed seconds
+    once every call has finished.
+    """
+    rng = random.Random(f"open-loop-{seed}")
+    started = time.perf_counter()
+    end = started + seconds
+    calls: list[asyncio.Task[None]] = []
+
+    async def sender(first: float) -> None:
+        scheduled = first
+        while scheduled < end:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            calls.append(asyncio.create_task(send(scheduled)))
+            scheduled += interval
+
+    await asyncio.gather(*(sender(started + rng.uniform(0, interval)) for _ in range(senders)))
+    await asyncio.gather(*calls)
+    return time.perf_counter() - started
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

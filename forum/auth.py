@@ -198,9 +198,10 @@ _SIGNED_IN = DriverStatement(
 )
 
 
-async def _signed_in(session: AsyncSession, user_id: UUID) -> SignedIn | None:
-    # In the request's transaction (started here, as session.get would): the route's statements follow.
-    conn = await driver_of(session, begin=True)
+async def _signed_in(session: AsyncSession, user_id: UUID, *, begin: bool = True) -> SignedIn | None:
+    # In the request's transaction (started here, as session.get would): the route's statements follow. A
+    # route that writes nothing (``read_only``, as-you-type) needs none: no BEGIN and COMMIT round trips.
+    conn = await driver_of(session, begin=begin)
     row = await conn.fetchrow(_SIGNED_IN.sql, *_SIGNED_IN.args({"user_id": user_id}))
     return None if row is None else SignedIn(user_id, *row)
 
@@ -226,8 +227,9 @@ async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, 
     alchemy = connection.app.state["forum_alchemy_config"]
     session = alchemy.provide_session(connection.app.state, connection.scope)
     user: User | SignedIn | None
-    if connection.scope["route_handler"].opt.get(LIGHT_USER):
-        user = await _signed_in(session, user_id)
+    opt = connection.scope["route_handler"].opt
+    if opt.get(LIGHT_USER):
+        user = await _signed_in(session, user_id, begin=not opt.get("read_only"))
     else:
         user = await session.get(User, user_id)
     if user is None or not user.is_active:

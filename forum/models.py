@@ -70,8 +70,9 @@ def as_array(value: Any) -> np.ndarray | None:
 
 @event.listens_for(Engine, "connect")
 def _binary_vectors(dbapi_connection: Any, connection_record: Any) -> None:
-    """Every asyncpg connection of every engine exchanges ``vector`` values in binary. A database without
-    the extension yet (before the first migration) keeps the text format on that connection."""
+    """Every asyncpg connection of every engine exchanges ``vector`` values in binary, and holds the searches'
+    HNSW settings for its session (:data:`SEARCH_DEFAULTS`). A database without the extension yet (before the
+    first migration) keeps the text format on that connection."""
     if not type(dbapi_connection).__module__.startswith("sqlalchemy.dialects.postgresql.asyncpg"):
         return
     try:
@@ -79,6 +80,23 @@ def _binary_vectors(dbapi_connection: Any, connection_record: Any) -> None:
     except ValueError as exc:  # "unknown type: public.vector"
         if "unknown type" not in str(exc):
             raise
+    try:
+        dbapi_connection.run_async(lambda conn: conn.execute(_SEARCH_DEFAULTS_SQL))
+    except Exception:  # a pgvector without iterative scans: searches set what they need per transaction
+        return
+    connection_record.info[SEARCH_DEFAULTS] = HNSW_EF_SEARCH
+
+
+SEARCH_DEFAULTS = "forum.search_defaults"
+"""Key of a pooled connection's ``info``: the ``hnsw.ef_search`` it was given at connect, with pgvector's
+iterative scan (``hnsw.iterative_scan = relaxed_order``) for its session. A nearest-neighbour search that
+wants exactly these needs no ``set_config`` round trip (and so no ``BEGIN``/``COMMIT``) per request:
+as-you-type, issue 14. Every HNSW search of the app asks for the iterative scan, so no other statement
+reads these settings differently."""
+HNSW_EF_SEARCH = 40
+_SEARCH_DEFAULTS_SQL = (
+    f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {HNSW_EF_SEARCH}"  # one round trip
+)
 
 
 class UserKind(enum.StrEnum):
@@ -246,7 +264,7 @@ def visible_to(viewer: User | None, post: Any = Post) -> ColumnElement[bool]:
     return condition
 
 
-def visibility_scope(viewer: User | None) -> str:
+def visibility_scope(viewer: UserRoles | None) -> str:
     """Which posts ``visible_to`` lets this viewer see: viewers of one scope see exactly the same posts."""
     if viewer is not None and viewer.is_product_team:
         return "staff"

@@ -138,6 +138,55 @@ def test_as_you_type_reads_the_posts_in_the_search_statement(
         assert not any("grouping_setting" in s for s in statements), "as-you-type reads no thresholds"
 
 
+def test_as_you_type_sends_no_search_settings(api: Api, drain, count_queries: QueryCounter, monkeypatch) -> None:
+    """Every pooled connection holds the HNSW settings a search of up to 10 posts wants (iterative scan,
+    ``ef_search`` 40: forum.models.SEARCH_DEFAULTS), so as-you-type sends no ``set_config`` per request, and
+    so no ``BEGIN``/``COMMIT`` either (issue 14: four typists), nor for reading a signed-in viewer (a light user
+    on this read-only route); a larger limit still sets its own ``ef_search`` for its transaction, and every
+    search runs with the settings it asks for."""
+    import asyncpg
+
+    in_effect: list[tuple[str, str]] = []
+    sent: list[str] = []
+    fetch, execute = asyncpg.Connection.fetch, asyncpg.Connection.execute
+
+    async def observed_fetch(self, query, *args, **kwargs):
+        if "post_embedding" in query:
+            in_effect.append(
+                (
+                    await self.fetchval("SELECT current_setting('hnsw.iterative_scan')"),
+                    await self.fetchval("SELECT current_setting('hnsw.ef_search')"),
+                )
+            )
+        return await fetch(self, query, *args, **kwargs)
+
+    async def observed_execute(self, query, *args, **kwargs):
+        sent.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", observed_fetch)
+    monkeypatch.setattr(asyncpg.Connection, "execute", observed_execute)
+    author = api.register("Ada")
+    _seed(api, author, drain)
+    cases = [(5, "40", {}), (5, "40", author.headers), (10, "40", author.headers), (20, "80", {})]
+    for limit, ef_search, headers in cases:
+        count_queries.statements.clear()
+        in_effect.clear()
+        sent.clear()
+        r = api.client.post(
+            "/api/posts/similar", json={"title": "dark mode in the app please", "limit": limit}, headers=headers
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["items"]
+        assert in_effect and set(in_effect) == {("relaxed_order", ef_search)}, in_effect
+        settings = [s for s in count_queries.statements if "set_config" in s]
+        if limit <= 10:
+            assert settings == [], count_queries.statements
+            assert not [q for q in sent if q.strip().upper() in ("BEGIN", "COMMIT")], sent
+        else:
+            assert len(settings) == 1, count_queries.statements
+
+
 def test_clusters_ranked_by_unique_voters_split_internal_external(api: Api, drain) -> None:
     author = api.register()
     product = api.make_user("internal", "product")

@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forum.auth import requires_product_team
+from forum.auth import LIGHT_USER, SignedIn, requires_product_team
 from forum.encoding import PostEmbedder
 from forum.grouping.decisions import ClusterDecisions
 from forum.grouping.reports import MEMBER_PAGE, ClusterReports
@@ -73,11 +73,12 @@ class SimilarController(Controller):
         "/similar",
         status_code=200,
         dependencies={"grouping": Provide(provide_search)},
-        opt={"read_only": True},
+        # The viewer is only asked who it is (scope, id): a light user, read without a transaction.
+        opt={"read_only": True, LIGHT_USER: True},
         summary="Posts similar to what is being typed (as-you-type)",
     )
     async def find_similar_posts(
-        self, request: Request[User | None, Any, Any], data: SimilarRequest, grouping: GroupingService
+        self, request: Request[SignedIn | None, Any, Any], data: SimilarRequest, grouping: GroupingService
     ) -> Page[SimilarPost]:
         items = await similar_posts(grouping, data, request.user)
         return Page(items=items, total=len(items), limit=data.limit, offset=0)

@@ -33,6 +33,8 @@ from embeddings.grouping import TITLE_SUFFIX
 from forum.encoding import PostEmbedder, PostVectors, Route
 from forum.grouping.thresholds import Thresholds
 from forum.models import (
+    HNSW_EF_SEARCH,
+    SEARCH_DEFAULTS,
     Cluster,
     ClusterMembership,
     ClusterSuggestion,
@@ -41,7 +43,7 @@ from forum.models import (
     PostEmbedding,
     PostStatus,
     SuggestionState,
-    User,
+    UserRoles,
 )
 
 CLUSTER_LOCK_KEY = 0x464F52554D  # "FORUM": one lock for all cluster assignments
@@ -227,8 +229,12 @@ class GroupingService:
 
     async def prepare_search(self, limit: int) -> None:
         """pgvector's iterative scan and an ``ef_search`` for ``limit``: both for this transaction only, in
-        one round trip (none when the transaction already has them)."""
-        ef_search = max(40, limit * 4)
+        one round trip (none when the transaction already has them, or the connection has them for its
+        session: ``forum.models.SEARCH_DEFAULTS``, the default limits)."""
+        ef_search = max(HNSW_EF_SEARCH, limit * 4)
+        connection = await self.session.connection()
+        if connection.info.get(SEARCH_DEFAULTS) == ef_search:
+            return
         if self._once_per_transaction(("hnsw", ef_search)):
             await self.session.execute(
                 text(
@@ -554,7 +560,7 @@ class GroupingService:
         return dict(rows.tuples().all())
 
 
-def visible_neighbours_filter(viewer: User | None) -> str:
+def visible_neighbours_filter(viewer: UserRoles | None) -> str:
     """SQL text for the similar-posts viewer filter (same rule as ``visible_to``)."""
     if viewer is not None and viewer.sees_internal:
         return "TRUE"

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Float, Uuid, bindparam, column, exists, literal, select, text
 
+from forum.auth import SignedIn
 from forum.driver import DriverStatement, driver_of
 from forum.encoding import Route, post_text
 from forum.grouping.schemas import SimilarPost, SimilarRequest
@@ -87,7 +88,9 @@ _SCOPE_VIEWERS: dict[str, Any] = {
 """A stand-in viewer per ``visibility_scope``: ``visible_to`` reads nothing else of a viewer."""
 
 
-async def similar_posts(grouping: GroupingService, data: SimilarRequest, viewer: User | None) -> list[SimilarPost]:
+async def similar_posts(
+    grouping: GroupingService, data: SimilarRequest, viewer: User | SignedIn | None
+) -> list[SimilarPost]:
     """The nearest existing posts the viewer may see (duplicates left out), most similar first."""
     query = await grouping.embedder.encode_query(post_text(data.title, data.body[:SIMILAR_BODY_CHARS]))
     await grouping.prepare_search(data.limit)
