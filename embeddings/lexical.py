@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,19 +77,16 @@ def identifiers(text: str) -> frozenset[str]:
 
 
 def _overlap(sets: Sequence[frozenset[str]]) -> NDArray[np.float64]:
-    """``(n, n)`` cosine of the sets (0 where either is empty)."""
-    vocabulary: dict[str, int] = {}
-    rows: list[int] = []
-    cols: list[int] = []
+    """``(n, n)`` cosine of the sets (0 where either is empty). Only items in two sets or more can be shared,
+    so only those get a column: the matrix stays small on a board of long reports."""
+    counts = Counter(item for s in sets for item in s)
+    vocabulary = {item: k for k, item in enumerate(item for item, c in counts.items() if c > 1)}
+    m = np.zeros((len(sets), max(1, len(vocabulary))), dtype=np.float32)
     for i, s in enumerate(sets):
-        for item in s:
-            rows.append(i)
-            cols.append(vocabulary.setdefault(item, len(vocabulary)))
-    m = np.zeros((len(sets), max(1, len(vocabulary))))
-    m[rows, cols] = 1.0
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    m /= np.where(norms == 0, 1.0, norms)
-    return m @ m.T
+        m[i, [vocabulary[item] for item in s if item in vocabulary]] = 1.0
+    sizes = np.sqrt(np.array([len(s) for s in sets], dtype=np.float64))
+    sizes[sizes == 0] = 1.0
+    return (m @ m.T).astype(np.float64) / np.outer(sizes, sizes)
 
 
 def _conflicts(sets: Sequence[frozenset[str]]) -> NDArray[np.bool_]:
