@@ -9,7 +9,9 @@ and every member of those posts' clusters, and clusters that neighbourhood again
 :class:`embeddings.grouping.Recluster`: average link over the nearest-neighbour graph, every post seen at
 once, so the result does not depend on arrival order. With the default two encoders a pair counts only as
 far as it stands out of both posts' backgrounds (each one's 10th nearest post): on a board where every
-post looks alike (templated bug reports) neighbours do not chain into giant clusters. The new clusters
+post looks alike (templated bug reports) neighbours do not chain into giant clusters, and pairs are moved by
+the words they share (:class:`embeddings.lexical.LexicalCheck`: chores naming different versions or tickets
+stay apart). The new clusters
 keep the ids of the clusters most of their members came from; a cluster whose members all went to one
 other is merged into it (its rejections and dismissals carried over).
 
