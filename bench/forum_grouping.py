@@ -86,6 +86,8 @@ class Board:
     grouping: NDArray[np.float32]  # the default rule's re-scoring
     minilm: NDArray[np.float32]  # all-MiniLM-L6-v2 cosine (the previous default)
     title_route: NDArray[np.float32]  # route score of each post's title (as typed) against whole posts
+    languages: list[str] | None = None  # each post's detected language (the pass's word overlap reads both)
+    texts: list[str] | None = None  # each post's text_for_embedding string
 
     @property
     def duplicate_pairs(self) -> int:
@@ -146,6 +148,8 @@ def build_boards(posts: Sequence[dict[str, Any]], multi: MultilingualEncoder) ->
                 grouping=multi.grouping.score_matrix(langs, vecs, langs, vecs),
                 minilm=vecs[english] @ vecs[english].T,
                 title_route=multi.scorer.score_matrix([title_langs[i] for i in rows], titles, langs, vecs),
+                languages=langs,
+                texts=[texts[i] for i in rows],
             )
         )
     return out
@@ -179,7 +183,14 @@ def cluster(board: Board, config: Config, order: Sequence[int] | None = None) ->
     labels = simulate_online(scores, threshold, rule, retrieval=retrieval, order=order)
     if not any(consolidate):
         return labels
-    return simulate_consolidation(scores, threshold, retrieval=retrieval, two_encoders=rule.stand_out is not None)
+    return simulate_consolidation(
+        scores,
+        threshold,
+        retrieval=retrieval,
+        two_encoders=rule.stand_out is not None,
+        languages=board.languages,
+        texts=board.texts,
+    )
 
 
 def simulate_consolidation(
@@ -188,16 +199,20 @@ def simulate_consolidation(
     *,
     retrieval: NDArray[np.floating] | None = None,
     two_encoders: bool = True,
+    languages: Sequence[str] | None = None,
+    texts: Sequence[str] | None = None,
 ) -> NDArray[np.intp]:
     """Replay ``Consolidator.run`` (forum/grouping/consolidation.py) over a whole board whose every post is
     new to the pass (e.g. right after ``forum demo load``): the board clustered again from scratch by
     :class:`embeddings.grouping.Recluster`, whatever the online clusters were (no decision by a person is
     simulated). ``scores``: grouping scores; ``retrieval``: what the nearest-neighbour search ranks by
     (default: ``scores``); ``two_encoders``: the default configuration (background term on) or a single
-    encoder. Labels ``0..k-1``."""
+    encoder; ``languages`` and ``texts`` (``text_for_embedding``): the posts' own, for the pass's word
+    overlap (left out when not given). Labels ``0..k-1``."""
     s = np.asarray(scores, dtype=np.float64)
     r = s if retrieval is None else np.asarray(retrieval, dtype=np.float64)
-    return Recluster.for_rule(GroupingRule() if two_encoders else GroupingRule(1.0, 1.0, None), sure).board(s, r)
+    rule = Recluster.for_rule(GroupingRule() if two_encoders else GroupingRule(1.0, 1.0, None), sure)
+    return rule.board(s, r, languages, texts)
 
 
 def pairwise(boards: Sequence[Board], preds: Sequence[NDArray[np.intp]]) -> dict[str, float | None]:

@@ -412,8 +412,8 @@ def corpus_clusters(records: Sequence[Record], multi: MultilingualEncoder, encod
     """What the default grouping makes of each source (one board), scored pairwise against the groups.
 
     ``online``: each post in file order meets only the posts before it (``GroupingRule``, "sure");
-    ``clustered``: then the worker's consolidation pass over the whole board (``Recluster``), what users
-    see. Pairwise precision / recall / F1 over every board (``None`` where nothing was predicted):
+    ``clustered``: then the worker's consolidation pass over the whole board (``Recluster``, with its word
+    overlap), what users see. Pairwise precision / recall / F1 over every board (``None`` where nothing was predicted):
     ``clusters_precision``, ``clusters_recall``, ``clusters_f1`` (after the pass) and the same with
     ``online_clusters_`` (before it)."""
     from .grouping import DEFAULT_DUPLICATE_THRESHOLD, GroupingRule, Recluster, simulate_online
@@ -430,11 +430,12 @@ def corpus_clusters(records: Sequence[Record], multi: MultilingualEncoder, encod
         langs, vecs = encoded.take(rows)
         g = multi.grouping.score_matrix(langs, vecs, langs, vecs)
         route = multi.scorer.score_matrix(langs, vecs, langs, vecs)
+        texts = [text_for_embedding(records[i]["text"], records[i].get("body")) for i in rows]
         groups = [str(records[i]["group"]) if records[i].get("group") is not None else f"\0{i}" for i in rows]
         _, truth = np.unique(np.array(groups), return_inverse=True)
         found = {
             "online": simulate_online(g, DEFAULT_DUPLICATE_THRESHOLD, rule, retrieval=route),
-            "clustered": recluster.board(g, route),
+            "clustered": recluster.board(g, route, langs, texts),
         }
         for name, labels in found.items():
             counts[name][0] += _pairs_in(np.asarray(labels, dtype=np.int64) * len(rows) + truth)

@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .encoder import Encoder
 from .language import ENGLISH, is_english_route
+from .lexical import LexicalCheck
 
 if TYPE_CHECKING:
     from .multilingual import MultilingualScorer
@@ -319,6 +320,9 @@ class Recluster:
     People's decisions are constraints: posts of one ``locked`` group (a cluster's manual members) start
     together and two locked groups never merge; ``cannot`` pairs (rejections, dismissals, "not
     duplicates" labels) never end up in one cluster.
+
+    ``lexical`` (the two-encoder default): before linking, the grouping scores are moved by the words the
+    two posts share (:class:`embeddings.lexical.LexicalCheck`, :meth:`rescore`).
     """
 
     link: float
@@ -327,13 +331,29 @@ class Recluster:
     unknown_background_link: float | None = None
     """The link of a pair where either post's background is unknown (NaN: a board of ``neighbours`` posts
     or fewer), which nothing then checks: the online rule's "sure" (default: ``link``)."""
+    lexical: LexicalCheck | None = None
 
     @classmethod
     def for_rule(cls, rule: GroupingRule, sure: float) -> Recluster:
-        """The pass that goes with an online rule and its "sure" threshold (background only with two encoders)."""
+        """The pass that goes with an online rule and its "sure" threshold (background and word overlap only
+        with two encoders)."""
         if rule.stand_out is None:
             return cls(link=sure, stand_out=None)
-        return cls(link=sure - RECLUSTER_SLACK, stand_out=RECLUSTER_STAND_OUT, unknown_background_link=sure)
+        return cls(
+            link=sure - RECLUSTER_SLACK,
+            stand_out=RECLUSTER_STAND_OUT,
+            unknown_background_link=sure,
+            lexical=LexicalCheck(),
+        )
+
+    def rescore(
+        self, scores: ArrayLike, languages: Sequence[str] | None, texts: Sequence[str] | None
+    ) -> NDArray[np.float64]:
+        """The scores the pass links by: ``scores`` moved by :attr:`lexical` (unchanged without it, or when
+        the posts' languages or ``text_for_embedding`` strings are not given)."""
+        if self.lexical is None or languages is None or texts is None:
+            return np.asarray(scores, dtype=np.float64)
+        return self.lexical.adjust(scores, languages, texts)
 
     def backgrounds(self, route: ArrayLike) -> NDArray[np.float64]:
         """Each post's background on a board of these posts: the route score of its ``neighbours``-th
@@ -344,9 +364,17 @@ class Recluster:
             return np.full(n, np.nan)
         return -np.sort(-(r - np.diag(np.full(n, np.inf))), axis=1)[:, self.neighbours - 1]
 
-    def board(self, scores: ArrayLike, route: ArrayLike) -> NDArray[np.intp]:
+    def board(
+        self,
+        scores: ArrayLike,
+        route: ArrayLike,
+        languages: Sequence[str] | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> NDArray[np.intp]:
         """:meth:`labels` of a whole board whose every post is new to the pass, no decision by a person
-        (what a board shows after ``forum demo load``); backgrounds from the board itself."""
+        (what a board shows after ``forum demo load``); backgrounds from the board itself; scores moved by
+        :meth:`rescore` when the posts' languages and texts are given."""
+        scores = self.rescore(scores, languages, texts)
         return self.labels(scores, route, self.backgrounds(route) if self.stand_out is not None else None)
 
     def pair_links(

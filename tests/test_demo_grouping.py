@@ -12,12 +12,12 @@ from tests.e2e import PASSWORD, Server, forum_cli, free_port
 
 # Pairwise precision and recall of the demo's clusters after `forum demo load` (posts grouped oldest
 # first, then one consolidation pass, which clusters the whole board again: what
-# `python -m bench.forum_grouping` replays on the row "then consolidation": P 0.732, R 0.854 at the
+# `python -m bench.forum_grouping` replays on the row "then consolidation": P 0.774, R 0.854 at the
 # defaults, in any arrival order; docs/duplicates.md). The floors leave room for float noise between
-# machines, not for a worse rule: the previous pass (re-home + merge) gave P 0.614 / R 0.562 in this
-# order, online alone P 0.61 / R 0.48, issue 6's multilingual rule P 0.54 / R 0.58, all-MiniLM-L6-v2
-# alone R 0.06.
-MIN_PRECISION = 0.70
+# machines, not for a worse rule: the pass without its word overlap gave P 0.732 / R 0.854, the previous
+# pass (re-home + merge) P 0.614 / R 0.562 in this order, online alone P 0.61 / R 0.48, issue 6's
+# multilingual rule P 0.54 / R 0.58, all-MiniLM-L6-v2 alone R 0.06.
+MIN_PRECISION = 0.75
 MIN_RECALL = 0.80
 
 

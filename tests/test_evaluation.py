@@ -373,7 +373,7 @@ def test_compare_mode_on_a_corpus_matches_brute_force(tmp_path: Path) -> None:
 def test_a_corpus_reports_what_the_default_grouping_makes_of_each_board(tmp_path: Path) -> None:
     """The combined result of a corpus file scores the default grouping's clusters pairwise against the
     groups, online (file order) and after the consolidation pass, each board apart: the same numbers as
-    replaying simulate_online and Recluster on the board's own scores here."""
+    replaying simulate_online and Recluster (with its word overlap) on the board's own scores here."""
     from embeddings.grouping import DEFAULT_DUPLICATE_THRESHOLD, GroupingRule, Recluster, simulate_online
 
     rows = [
@@ -397,7 +397,9 @@ def test_a_corpus_reports_what_the_default_grouping_makes_of_each_board(tmp_path
         route = multi.scorer.score_matrix(langs, vecs, langs, vecs)
         made = {
             "online": simulate_online(g, DEFAULT_DUPLICATE_THRESHOLD, GroupingRule(), retrieval=route),
-            "clustered": Recluster.for_rule(GroupingRule(), DEFAULT_DUPLICATE_THRESHOLD).board(g, route),
+            "clustered": Recluster.for_rule(GroupingRule(), DEFAULT_DUPLICATE_THRESHOLD).board(
+                g, route, langs, [text_for_embedding(rows[i]["text"], rows[i].get("body")) for i in idx]
+            ),
         }
         for a, b in itertools.combinations(range(len(idx)), 2):
             same = rows[idx[a]]["group"] == rows[idx[b]]["group"]

@@ -9,7 +9,9 @@ and every member of those posts' clusters, and clusters that neighbourhood again
 :class:`embeddings.grouping.Recluster`: average link over the nearest-neighbour graph, every post seen at
 once, so the result does not depend on arrival order. With the default two encoders a pair counts only as
 far as it stands out of both posts' backgrounds (each one's 10th nearest post): on a board where every
-post looks alike (templated bug reports) neighbours do not chain into giant clusters. The new clusters
+post looks alike (templated bug reports) neighbours do not chain into giant clusters, and pairs are moved by
+the words they share (:class:`embeddings.lexical.LexicalCheck`: chores naming different versions or tickets
+stay apart). The new clusters
 keep the ids of the clusters most of their members came from; a cluster whose members all went to one
 other is merged into it (its rejections and dismissals carried over).
 
@@ -35,6 +37,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from embeddings.grouping import RECLUSTER_NEIGHBOURS, Recluster
+from forum.encoding import post_text
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import (
     ClusterMembership,
@@ -164,6 +167,10 @@ class Consolidator:
             return
         grouping_scores, route = grouping.embedder.score_matrices([vectors[p] for p in ids])
         rule = Recluster.for_rule(grouping.embedder.rule, grouping.thresholds.sure)
+        linked = grouping_scores
+        if rule.lexical is not None:
+            texts = await self._texts(ids)
+            linked = rule.rescore(grouping_scores, [vectors[p].language for p in ids], [texts[p] for p in ids])
         backgrounds = None
         if rule.stand_out is not None:
             backgrounds = [await self._background(p, vectors[p]) for p in ids]
@@ -181,7 +188,7 @@ class Consolidator:
         ]
         cannot += [(index[p], index[q]) for p, q in await self._apart_pairs(ids)]
         labels = rule.labels(
-            grouping_scores,
+            linked,
             route,
             backgrounds,
             locked=[current[p][0] if current[p][1] else None for p in ids],
@@ -300,6 +307,11 @@ class Consolidator:
         rows = rows.all()
         self._similarity.update({row.post_id: row.similarity or 0.0 for row in rows})
         return {row.post_id: (row.cluster_id, row.manual) for row in rows}
+
+    async def _texts(self, posts: list[UUID]) -> dict[UUID, str]:
+        """Each post's embedded text (title, then body), for the pass's word overlap."""
+        rows = await self.session.execute(select(Post.id, Post.title, Post.body).where(Post.id.in_(posts)))
+        return {row.id: post_text(row.title, row.body) for row in rows}
 
     async def _apart_pairs(self, posts: list[UUID]) -> list[tuple[UUID, UUID]]:
         """Pairs of these posts a person labelled "not duplicates"."""

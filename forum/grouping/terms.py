@@ -11,30 +11,17 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from uuid import UUID
 
 import numpy as np
 
-STOPWORDS = frozenset(
-    """
-    a an and any are as at be been but by can could do does for from get had has have i if in into is
-    it its just let like make me more my need no not of on or our please should so some than that the
-    their them then there these they this to too us use very want was we were what when where which while
-    who why will with would you your also add allow able way
-    al algo como con cuando de del desde el ella ellos en entre es esta este esto estos favor hay la las
-    le les lo los mas me mi mis muy no nos o para pero poder por porque puede que quiero se sea ser si sin
-    sobre su sus tambien tener tiene todo un una uno unos y ya yo poner
-    """.split()
-)
+from embeddings.lexical import STOPWORDS
+from embeddings.lexical import fold as _fold
+
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 MAX_TERMS = 6
-
-
-def _fold(word: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", word.casefold()) if not unicodedata.combining(c))
 
 
 def words(text: str) -> list[str]:
