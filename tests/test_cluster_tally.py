@@ -316,8 +316,9 @@ def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
 
 
 def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, database_url: str) -> None:
-    """Votes in a cluster while its members move (migration 0018 takes the tally row before the voter and
-    day rows on both paths): every transaction commits, and the tally, days and stored growth stay exact."""
+    """Votes in a cluster while its members move both ways (migration 0018 takes the tally row before the
+    voter and day rows on both paths, 0019 two clusters' tally rows in id order): every transaction
+    commits, and the tally, days and stored growth stay exact."""
     voters = [api.register() for _ in range(6)]
     author = api.register()
     posts = [api.post(author, title=f"Racing idea {i}") for i in range(6)]
@@ -332,7 +333,7 @@ def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, data
             for _ in range(25):
                 post_id = rng.choice(posts)["id"]
                 async with engine.begin() as conn:  # votes are written under their post's row lock (PostService)
-                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR UPDATE"), {"p": post_id})
+                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR NO KEY UPDATE"), {"p": post_id})
                     deleted = await conn.execute(
                         text("DELETE FROM vote WHERE post_id = :p AND user_id = :u"), {"p": post_id, "u": user_id}
                     )
@@ -351,9 +352,8 @@ def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, data
                     )
 
         try:
-            # One mover: two moves in opposite directions at once can deadlock on the two tally rows (each
-            # takes its old cluster's first), as before 0018; the app's moves come one at a time.
-            await asyncio.gather(*(voter(u) for u in user_ids), mover())
+            # Two movers: moves in opposite directions at once take the two tally rows in one order (0019).
+            await asyncio.gather(*(voter(u) for u in user_ids), mover(), mover())
         finally:
             await engine.dispose()
 
