@@ -437,6 +437,10 @@ class ClusterTally(DefaultBase):
     growth_first_day: Mapped[date | None] = mapped_column(Date, nullable=True, server_default=text("'-infinity'::date"))
     """No counted ``cluster_day`` row before it from ``growth_since`` on (a lower bound; NULL: none): the sums
     are today's window's while ``growth_since`` <= the window's start <= this day."""
+    voices: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Survey answers placed in the cluster (each respondent's latest per survey, every survey), and of those
+    the detractors': ``survey_tally``'s ``cluster`` rows summed, kept by a trigger on it (migration 0019)."""
+    detractor_voices: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ClusterDescription(DefaultBase):
