@@ -491,6 +491,20 @@ class ClusterDay(DefaultBase):
     voters: Mapped[int] = mapped_column(Integer)
 
 
+class ClusterChannel(DefaultBase):
+    """A cluster's counted members from one channel: the triage list's channel filter (``?channel=``) reads
+    these rows instead of the memberships. Kept by triggers (migration 0019)."""
+
+    __tablename__ = "cluster_channel"
+    __table_args__ = (
+        Index("ix_cluster_channel_channel", "channel", "cluster_id", postgresql_where=text("members > 0")),
+    )
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
+
+
 class SuggestionState(enum.StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"

@@ -119,9 +119,10 @@ _VOTER_CHANNELS_CTES = """captured AS MATERIALIZED (
     WHERE n > 0
     GROUP BY cluster_id
 )"""
+# Clusters with a counted member from one of the channels: cluster_channel's rows (migration 0019), not the
+# memberships. A page walks the sort's index and probes each row; the total counts the channels' rows.
 _WITH_CHANNEL = """AND t.cluster_id IN (
-    SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
-    WHERE cm.state <> 'rejected' AND post_counts_in_cluster(cp) AND cp.channel = ANY(:channels))"""
+    SELECT cc.cluster_id FROM cluster_channel cc WHERE cc.channel = ANY(:channels) AND cc.members > 0)"""
 
 
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:

@@ -1,5 +1,5 @@
-"""cluster tally: survey voices stored on the row (the detractors sort walks an index); changes of two
-clusters take their tally rows in one order
+"""cluster tally: survey voices stored on the row (the detractors sort walks an index), members per cluster
+and channel (the channel filter); changes of two clusters take their tally rows in one order
 
 Revision ID: 0019
 Revises: 0018
@@ -9,6 +9,7 @@ Create Date: 2026-12-07 23:10:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from advanced_alchemy.types import GUID
 from alembic import op
 
 revision: str = "0019"
@@ -37,6 +38,13 @@ depends_on: str | Sequence[str] | None = None
 # survey_tally's 'cluster' rows and set when a tally row is inserted; ix_cluster_tally_detractors is the
 # sort's order. A survey_tally row with n = 0 has low = 0 (low counts some of the n answers), so the sums
 # equal the former query's, which skipped such rows.
+#
+# The triage list's channel filter (GET /api/clusters?channel=) found the clusters with a counted member from
+# the channels by reading every such membership (every one, for ?channel=web). cluster_channel counts the
+# counted members per cluster and channel: a membership that starts or stops counting (joins, leaves, moves,
+# rejected, its post deleted, restored, hidden or shown) moves one row, as cluster_day's posts (0017); a
+# post's channel never changes. Its triggers are named to fire after the tally's (AFTER triggers of one
+# event fire by name), which took the cluster's tally row: the lock order above, then this row.
 _FUNCTIONS = [
     """
 CREATE FUNCTION cluster_tally_lock(p_posts uuid[], p_clusters uuid[]) RETURNS void LANGUAGE plpgsql AS $$
@@ -94,6 +102,56 @@ END
 $$""",
 ]
 
+_CHANNEL_FUNCTIONS = [
+    """
+CREATE FUNCTION cluster_channel_add(p_cluster uuid, p_post uuid, p_step int) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO cluster_channel AS c (cluster_id, channel, members)
+    SELECT p_cluster, p.channel, p_step FROM post p
+    WHERE p.id = p_post AND EXISTS (SELECT 1 FROM cluster WHERE id = p_cluster)  -- not a cluster being deleted
+    ON CONFLICT (cluster_id, channel) DO UPDATE SET members = c.members + excluded.members
+$$""",
+    """
+CREATE FUNCTION cluster_channel_membership() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_counted boolean := TG_OP <> 'INSERT' AND OLD.state <> 'rejected' AND post_counts_in_cluster(OLD.post_id);
+    new_counted boolean := TG_OP <> 'DELETE' AND NEW.state <> 'rejected' AND post_counts_in_cluster(NEW.post_id);
+BEGIN
+    IF TG_OP = 'UPDATE' AND old_counted = new_counted AND OLD.cluster_id = NEW.cluster_id
+       AND OLD.post_id = NEW.post_id THEN
+        RETURN NULL;  -- confirmed, similarity, manual: nothing counted moves
+    END IF;
+    IF old_counted THEN
+        PERFORM cluster_channel_add(OLD.cluster_id, OLD.post_id, -1);
+    END IF;
+    IF new_counted THEN
+        PERFORM cluster_channel_add(NEW.cluster_id, NEW.post_id, 1);
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    """
+CREATE FUNCTION cluster_channel_post() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A post starts or stops counting (deleted, restored, hidden, shown), or is deleted for good (BEFORE DELETE:
+-- the row still says whether it counted; its membership then goes by a cascade that finds no post).
+DECLARE
+    m record;
+    step int;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        step := CASE WHEN post_counts_in_cluster(OLD) THEN -1 ELSE 0 END;
+    ELSE
+        step := post_counts_in_cluster(NEW)::int - post_counts_in_cluster(OLD)::int;
+    END IF;
+    IF step <> 0 THEN
+        FOR m IN SELECT cluster_id FROM cluster_membership WHERE post_id = OLD.id AND state <> 'rejected' LOOP
+            PERFORM cluster_channel_add(m.cluster_id, OLD.id, step);
+        END LOOP;
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NULL END;
+END
+$$""",
+]
+
 _TRIGGERS = [
     "CREATE TRIGGER cluster_membership_move_lock BEFORE UPDATE OF cluster_id, post_id ON cluster_membership "
     "FOR EACH ROW WHEN ((OLD.cluster_id, OLD.post_id) IS DISTINCT FROM (NEW.cluster_id, NEW.post_id)) "
@@ -104,6 +162,14 @@ _TRIGGERS = [
     "WHEN (OLD.dimension = 'cluster') EXECUTE FUNCTION cluster_tally_voices()",
     "CREATE TRIGGER cluster_tally_voices_init BEFORE INSERT ON cluster_tally "
     "FOR EACH ROW EXECUTE FUNCTION cluster_tally_voices_init()",
+    # After cluster_tally_membership, cluster_tally_post and cluster_tally_post_delete (by name).
+    "CREATE TRIGGER cluster_tally_membership_channel AFTER INSERT OR DELETE OR UPDATE ON cluster_membership "
+    "FOR EACH ROW EXECUTE FUNCTION cluster_channel_membership()",
+    "CREATE TRIGGER cluster_tally_post_channel AFTER UPDATE OF deleted_at, hidden_at ON post FOR EACH ROW "
+    "WHEN ((OLD.deleted_at IS NULL, OLD.hidden_at IS NULL) IS DISTINCT FROM (NEW.deleted_at IS NULL, NEW.hidden_at IS NULL)) "
+    "EXECUTE FUNCTION cluster_channel_post()",
+    "CREATE TRIGGER cluster_tally_post_delete_channel BEFORE DELETE ON post FOR EACH ROW "
+    "EXECUTE FUNCTION cluster_channel_post()",
 ]
 
 REBUILD_SQL = (
@@ -114,22 +180,46 @@ FROM cluster_tally t2 LEFT JOIN (
 ) AS s ON s.value = t2.cluster_id::text
 WHERE t2.cluster_id = t.cluster_id AND (t.voices, t.detractor_voices) IS DISTINCT FROM (coalesce(s.n, 0), coalesce(s.low, 0))""",
     "ANALYZE cluster_tally",
+    "DELETE FROM cluster_channel",
+    """
+INSERT INTO cluster_channel (cluster_id, channel, members)
+SELECT m.cluster_id, p.channel, count(*) FROM cluster_membership m JOIN post p ON p.id = m.post_id
+WHERE m.state <> 'rejected' AND post_counts_in_cluster(p)
+GROUP BY m.cluster_id, p.channel""",
+    "ANALYZE cluster_channel",
 )
-"""Recount every tally row's survey voices from survey_tally (this migration, and loads that bypass the
-triggers: bench/common.py)."""
+"""Recount every tally row's survey voices from survey_tally, and cluster_channel from the memberships (this
+migration, and loads that bypass the triggers: bench/common.py)."""
 
 # The detractors sort (forum/grouping/reports.py, _ORDER): detractor voices, voices, voters, id.
 _INDEX = ["detractor_voices DESC", "voices DESC", "voters DESC", "cluster_id"]
 
 
 def upgrade() -> None:
+    op.create_table(
+        "cluster_channel",
+        sa.Column("cluster_id", GUID(length=16), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("members", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["cluster_id"], ["cluster.id"], name=op.f("fk_cluster_channel_cluster_id_cluster"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("cluster_id", "channel", name=op.f("pk_cluster_channel")),
+    )
+    # The filter's count: the clusters with a member from the asked channels.
+    op.create_index(
+        "ix_cluster_channel_channel",
+        "cluster_channel",
+        ["channel", "cluster_id"],
+        postgresql_where=sa.text("members > 0"),
+    )
     op.add_column("cluster_tally", sa.Column("voices", sa.Integer(), server_default="0", nullable=False))
     op.add_column("cluster_tally", sa.Column("detractor_voices", sa.Integer(), server_default="0", nullable=False))
     # The new tally row's lookup (a new cluster per new post) reads one survey's 'cluster' rows by value.
     op.create_index(
         "ix_survey_tally_cluster", "survey_tally", ["value"], postgresql_where=sa.text("dimension = 'cluster'")
     )
-    for statement in _FUNCTIONS + _TRIGGERS:
+    for statement in _FUNCTIONS + _CHANNEL_FUNCTIONS + _TRIGGERS:
         op.execute(statement)
     for statement in REBUILD_SQL:
         op.execute(statement)
@@ -137,6 +227,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER cluster_tally_post_delete_channel ON post")
+    op.execute("DROP TRIGGER cluster_tally_post_channel ON post")
+    op.execute("DROP TRIGGER cluster_tally_membership_channel ON cluster_membership")
+    for name in ("cluster_channel_post()", "cluster_channel_membership()", "cluster_channel_add(uuid, uuid, int)"):
+        op.execute(f"DROP FUNCTION {name}")
+    op.drop_table("cluster_channel")
     op.drop_index("ix_cluster_tally_detractors", table_name="cluster_tally")
     op.execute("DROP TRIGGER cluster_tally_voices_init ON cluster_tally")
     op.execute("DROP TRIGGER cluster_tally_voices_gone ON survey_tally")
