@@ -275,14 +275,14 @@ LOADED_TABLES = [
 
 
 def cluster_tally_rebuild() -> tuple[str, ...]:
-    """Migrations 0015's, 0017's and 0018's from-scratch recounts (``cluster_tally``/``cluster_voter``, then
-    ``cluster_day``, then the tally's stored growth): run after loads that bypass their triggers
-    (``session_replication_role = replica``)."""
+    """Migrations 0015's, 0017's, 0018's and 0019's from-scratch recounts (``cluster_tally``/``cluster_voter``,
+    then ``cluster_day``, then the tally's stored growth and survey voices): run after loads that bypass their
+    triggers (``session_replication_role = replica``)."""
     import importlib.util
 
     statements: list[str] = []
     versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
-    for name in ("0015_cluster_tally", "0017_cluster_day", "0018_cluster_growth"):
+    for name in ("0015_cluster_tally", "0017_cluster_day", "0018_cluster_growth", "0019_cluster_tally_voices"):
         spec = importlib.util.spec_from_file_location(f"migration_{name}", versions / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

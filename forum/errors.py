@@ -195,6 +195,24 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# A concurrent transaction won: PostgreSQL aborted this one to break a deadlock (40P01) or because a
+# serializable snapshot could not hold (40001). Nothing was written; the same request can simply be sent again.
+COLLISION_SQLSTATES = ("40P01", "40001")
+
+
+def collided(exc: BaseException) -> bool:
+    return any(getattr(cause, "sqlstate", None) in COLLISION_SQLSTATES for cause in _causes(exc))
+
+
+def _collision(request: Request[Any, Any, Any], exc: BaseException) -> Response[Any]:
+    logger.warning("concurrent change on %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        409,
+        "This change met a concurrent change of the same data and was not made; send it again",
+        headers={"Retry-After": "1"},
+    )
+
+
 def unavailable() -> Response[Any]:
     return problem(503, "The database is unavailable; try again shortly", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
@@ -225,6 +243,8 @@ def _unavailable_for(request: Request[Any, Any, Any], exc: BaseException) -> Res
 
 
 def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
+    if collided(exc):
+        return _collision(request, exc)
     if database_unavailable(exc):
         return _unavailable_for(request, exc)
     if isinstance(exc, NotFoundError):
@@ -236,6 +256,8 @@ def handle_repository_error(request: Request[Any, Any, Any], exc: RepositoryErro
 
 
 def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if collided(exc):
+        return _collision(request, exc)
     if not (isinstance(exc, (OperationalError, InterfaceError, OSError)) or database_unavailable(exc)):
         return handle_unexpected(request, exc)
     return _unavailable_for(request, exc)
@@ -248,6 +270,8 @@ def handle_unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> R
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if collided(exc):  # the vote path's driver statements raise asyncpg's own errors
+        return _collision(request, exc)
     if database_unavailable(exc):
         return _unavailable_for(request, exc)
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -455,6 +455,10 @@ class ClusterTally(DefaultBase):
     growth_first_day: Mapped[date | None] = mapped_column(Date, nullable=True, server_default=text("'-infinity'::date"))
     """No counted ``cluster_day`` row before it from ``growth_since`` on (a lower bound; NULL: none): the sums
     are today's window's while ``growth_since`` <= the window's start <= this day."""
+    voices: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Survey answers placed in the cluster (each respondent's latest per survey, every survey), and of those
+    the detractors': ``survey_tally``'s ``cluster`` rows summed, kept by a trigger on it (migration 0019)."""
+    detractor_voices: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ClusterDescription(DefaultBase):
@@ -503,6 +507,20 @@ class ClusterDay(DefaultBase):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     posts: Mapped[int] = mapped_column(Integer)
     voters: Mapped[int] = mapped_column(Integer)
+
+
+class ClusterChannel(DefaultBase):
+    """A cluster's counted members from one channel: the triage list's channel filter (``?channel=``) reads
+    these rows instead of the memberships. Kept by triggers (migration 0019)."""
+
+    __tablename__ = "cluster_channel"
+    __table_args__ = (
+        Index("ix_cluster_channel_channel", "channel", "cluster_id", postgresql_where=text("members > 0")),
+    )
+
+    cluster_id: Mapped[UUID] = mapped_column(ForeignKey("cluster.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
 
 
 class SuggestionState(enum.StrEnum):

@@ -86,6 +86,12 @@ SELECT t.cluster_id::text, coalesce(sum(d.posts), 0)::int, coalesce(sum(d.voters
 FROM cluster_tally t LEFT JOIN days d ON d.cluster_id = t.cluster_id::text AND d.day >= {SINCE}
 GROUP BY t.cluster_id ORDER BY 1
 """
+# Counted members per cluster and channel (migration 0019): the triage list's channel filter.
+CHANNELS_FROM_SCRATCH = """
+SELECT m.cluster_id::text, p.channel, count(*)::int FROM cluster_membership m JOIN post p ON p.id = m.post_id
+WHERE m.state <> 'rejected' AND p.deleted_at IS NULL AND p.hidden_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2
+"""
+CHANNELS_MAINTAINED = "SELECT cluster_id::text, channel, members FROM cluster_channel WHERE members <> 0 ORDER BY 1, 2"
 STALE = f"SELECT count(*) FROM cluster_tally WHERE growth_first_day < {SINCE} OR growth_since > {SINCE}"
 # Time passing, as far as the tables can tell: every stored time and day moves back (no trigger runs).
 SHIFTS = (
@@ -171,11 +177,15 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
     voters = [api.make_user("internal") for _ in range(3)] + [api.register() for _ in range(5)] + [product]
     author = api.register()
     posts = [api.post(author, title=f"Idea number {i}", kind="critique" if i % 3 == 0 else "idea") for i in range(9)]
+    for i, post in enumerate(posts):  # as if captured from other channels (a post's channel never changes)
+        channel = ("web", "support", "web", "sales")[i % 4]
+        run_sql(database_url, "UPDATE post SET channel = :c WHERE id = :p", c=channel, p=post["id"])
     clusters = _clusters(database_url, posts, 3)
     h = product.headers
 
     def check(step: str) -> None:
         assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH), step
+        assert run_sql(database_url, CHANNELS_MAINTAINED) == run_sql(database_url, CHANNELS_FROM_SCRATCH), step
         assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH), step
         for row in run_sql(database_url, GROWTH_INVARIANT):
             assert row[1:3] == row[3:5] and row[5], (step, row)
@@ -280,6 +290,21 @@ def test_maintained_counts_match_a_fresh_count_after_random_changes(api: Api, da
     run_sql(database_url, "DELETE FROM post WHERE id = :p", p=posts[0]["id"])  # a hard delete cascades
     check("after a hard delete")
 
+    # The channel filter lists the clusters with a counted member from one of the channels, in the sort's
+    # order, paged.
+    scratch = run_sql(database_url, CHANNELS_FROM_SCRATCH)
+    for asked in (["web"], ["support"], ["sales", "support"], ["social"]):
+        every = api.client.get("/api/clusters?sort=voters&limit=100", headers=h).json()["items"]
+        with_channel = {c for c, channel, _ in scratch if channel in asked}
+        expected = [c["id"] for c in every if c["id"] in with_channel]
+        query = "".join(f"&channel={c}" for c in asked)
+        listed = []
+        for offset in range(0, len(expected) + 1, 2):
+            page = api.client.get(f"/api/clusters?sort=voters&limit=2&offset={offset}{query}", headers=h).json()
+            assert page["total"] == len(expected), asked
+            listed += [c["id"] for c in page["items"]]
+        assert listed == expected, asked
+
 
 def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
     product = api.make_user("internal", "product")
@@ -316,8 +341,9 @@ def test_triage_list_reads_the_tally(api: Api, database_url: str) -> None:
 
 
 def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, database_url: str) -> None:
-    """Votes in a cluster while its members move (migration 0018 takes the tally row before the voter and
-    day rows on both paths): every transaction commits, and the tally, days and stored growth stay exact."""
+    """Votes in a cluster while its members move both ways (migration 0018 takes the tally row before the
+    voter and day rows on both paths, 0019 two clusters' tally rows in id order): every transaction
+    commits, and the tally, days and stored growth stay exact."""
     voters = [api.register() for _ in range(6)]
     author = api.register()
     posts = [api.post(author, title=f"Racing idea {i}") for i in range(6)]
@@ -332,7 +358,7 @@ def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, data
             for _ in range(25):
                 post_id = rng.choice(posts)["id"]
                 async with engine.begin() as conn:  # votes are written under their post's row lock (PostService)
-                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR UPDATE"), {"p": post_id})
+                    await conn.execute(text("SELECT 1 FROM post WHERE id = :p FOR NO KEY UPDATE"), {"p": post_id})
                     deleted = await conn.execute(
                         text("DELETE FROM vote WHERE post_id = :p AND user_id = :u"), {"p": post_id, "u": user_id}
                     )
@@ -351,9 +377,8 @@ def test_votes_racing_membership_moves_neither_deadlock_nor_drift(api: Api, data
                     )
 
         try:
-            # One mover: two moves in opposite directions at once can deadlock on the two tally rows (each
-            # takes its old cluster's first), as before 0018; the app's moves come one at a time.
-            await asyncio.gather(*(voter(u) for u in user_ids), mover())
+            # Two movers: moves in opposite directions at once take the two tally rows in one order (0019).
+            await asyncio.gather(*(voter(u) for u in user_ids), mover(), mover())
         finally:
             await engine.dispose()
 

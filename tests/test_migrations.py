@@ -141,3 +141,49 @@ def test_cluster_descriptions_migrate_down_and_up(scratch_url: str) -> None:
     assert sql("SELECT count(*) FROM cluster") == [(1,)], "nothing but the stored descriptions goes"
     database.upgrade(scratch_url)
     assert sql("SELECT count(*) FROM cluster_description") == [(0,)], "recomputed on demand, never restored"
+
+
+def test_tally_voices_and_channels_migrate_down_and_up(scratch_url: str) -> None:
+    """0019 recounts the stored voices and the members per channel from what is there when it comes (again)."""
+    database.upgrade(scratch_url, "0018")
+    sql = lambda statement, **params: run_sql(scratch_url, statement, **params)  # noqa: E731
+    sql(
+        "INSERT INTO user_account (id, email, display_name, password_hash, kind, role, is_active, created_at, "
+        "updated_at) VALUES (:u, 'a@example.com', 'A', 'x', 'internal', 'admin', true, now(), now())",
+        u=U,
+    )
+    sql("INSERT INTO cluster (id, created_at, updated_at) VALUES (:c, now(), now())", c=TARGET)
+    for post_id, channel in ((IDEA, "support"), (CRITIQUE, "web")):
+        sql(
+            "INSERT INTO post (id, kind, title, body, visibility, status, author_id, channel, created_at, updated_at)"
+            " VALUES (:id, 'idea', 'T', '', 'public', 'open', :u, :ch, now(), now())",
+            id=post_id,
+            u=U,
+            ch=channel,
+        )
+        sql(
+            "INSERT INTO cluster_membership (post_id, cluster_id, similarity, state) VALUES (:p, :c, 1, 'suggested')",
+            p=post_id,
+            c=TARGET,
+        )
+    sql(
+        "INSERT INTO survey (id, kind, question_en, audience, is_open, throttle_days, created_by_id, created_at,"
+        " updated_at) VALUES (:s, 'nps', 'Q?', 'everyone', true, 0, :u, now(), now())",
+        s=SOURCE,
+        u=U,
+    )
+    sql(
+        "INSERT INTO survey_tally (survey_id, dimension, value, n, total, high, low) VALUES (:s, 'cluster', :c, 3,"
+        " 12, 1, 2)",
+        s=SOURCE,
+        c=TARGET,
+    )
+    stored = "SELECT voices, detractor_voices FROM cluster_tally"
+    channels = "SELECT channel, members FROM cluster_channel ORDER BY 1"
+    for _ in range(2):
+        database.upgrade(scratch_url)
+        assert sql(stored) == [(3, 2)]
+        assert sql(channels) == [("support", 1), ("web", 1)]
+        database.downgrade(scratch_url, "0018")
+        assert sql("SELECT to_regclass('cluster_channel')") == [(None,)]
+        assert sql("SELECT count(*) FROM cluster_tally") == [(1,)]

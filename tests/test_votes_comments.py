@@ -128,7 +128,7 @@ def test_a_vote_is_a_few_prepared_statements_and_reads_the_voter_once(
         statements = driver[1:-1]
         assert sum("user_account" in s for s in statements) == 1, statements
         assert statements[0].startswith("SELECT") and "FROM user_account" in statements[0], "the voter first"
-        assert "FOR UPDATE" in statements[1] and "webhook" in statements[1], statements
+        assert "FOR NO KEY UPDATE" in statements[1] and "webhook" in statements[1], statements
         assert changes in statements[2], statements
         assert "UPDATE post" in statements[3] and "post_vote_day" in statements[3], statements
         assert ("INSERT INTO subscription" in statements[3]) is (method == "PUT"), statements

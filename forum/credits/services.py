@@ -190,7 +190,7 @@ class ShipService:
                 )
             )
         for critique_id, status_before in (event.addressed or {}).items():
-            critique = await self.session.get(Post, UUID(critique_id), with_for_update=True)
+            critique = await self.session.get(Post, UUID(critique_id), with_for_update={"key_share": True})
             if critique is not None and critique.status == PostStatus.ADDRESSED.value:
                 self.session.add(
                     StatusChange(
@@ -291,7 +291,8 @@ class ShipService:
                     Post.deleted_at.is_(None),
                     Post.status.not_in([PostStatus.ADDRESSED.value, PostStatus.DUPLICATE.value]),
                 )
-                .with_for_update(of=Post)
+                .order_by(Post.id)
+                .with_for_update(of=Post, key_share=True)
             )
         )
         addressed: dict[str, str] = {}

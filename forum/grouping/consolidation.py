@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from embeddings.grouping import RECLUSTER_NEIGHBOURS, Recluster
 from forum.encoding import post_text
+from forum.grouping.locks import lock_tallies
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import (
     ClusterMembership,
@@ -243,6 +244,16 @@ class Consolidator:
                 (into,) = targets
                 assert into is not None
                 absorbed[cluster] = into
+        # Every post that moves (by id), then every tally row concerned (by id), before the first move: the
+        # moves reach them in no particular order, and votes and merges take them meanwhile.
+        rehomed = [
+            p
+            for p, target in target_of.items()
+            if not current[p][1] and current[p][0] != target and current[p][0] not in absorbed
+        ]
+        moving = rehomed + [p for source in absorbed for p in members[source]]
+        if moving:
+            await lock_tallies(self.session, moving, [*absorbed.values(), *(target_of[p] for p in rehomed)])
         for source, into in absorbed.items():
             await self._move_cluster(source, into)
             report.merges.append((source, into))

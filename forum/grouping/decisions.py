@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 
 from forum.errors import ConflictError, UnprocessableError
 from forum.grouping import labels
+from forum.grouping.locks import lock_tallies
 from forum.grouping.services import CLUSTER_LOCK_KEY, GroupingService
 from forum.models import Cluster, ClusterMembership, LabelSource, MembershipState, Post, User
 from forum.webhooks.services import emit_cluster_changed
@@ -79,6 +80,7 @@ class ClusterDecisions:
         current = await self.grouping._current_membership(post_id)
         if current is not None and current.cluster_id == cluster_id:
             raise ConflictError(detail="The post is already in this cluster")
+        await lock_tallies(self.session, [post_id], [cluster_id])  # both clusters' counts, in one order
         await self.join_by_hand(post_id, cluster_id, actor, LabelSource.MOVE)
         if current is not None:  # "not with those": the members it was taken away from
             left = await labels.cluster_members(self.session, current.cluster_id, exclude=[post_id])
@@ -115,6 +117,9 @@ class ClusterDecisions:
             raise UnprocessableError("Every post to split off must be a member of this cluster", field="post_ids")
         if wanted == members:
             raise UnprocessableError("Leave at least one post in the cluster", field="post_ids")
+        # Every post to move, then the cluster's tally row, before the first moves: a vote on a later one
+        # holds its post and waits for that row.
+        await lock_tallies(self.session, wanted, [cluster_id])
         new_cluster = await self.grouping.new_cluster()
         for post_id in post_ids:
             await self._place_by_hand(post_id, new_cluster, actor)

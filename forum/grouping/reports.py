@@ -42,8 +42,9 @@ from forum.schemas import Page
 # day, _SINCE). After a day change the rows that counted something on the day that left are stale until the
 # worker refreshes them (refresh_growth): a page reads their growth from cluster_day instead (at most 31
 # rows each), and the growth sort merges them, recounted, with the first offset + limit exact rows of its
-# index (ix_cluster_tally_growth_first_day and ix_cluster_tally_growth_since find them). Detractors rank
-# every cluster's tally row (a few thousand small rows) by the survey voices.
+# index (ix_cluster_tally_growth_first_day and ix_cluster_tally_growth_since find them). Survey voices are
+# stored on the tally row too (migration 0019, kept from survey_tally's 'cluster' rows): the detractors sort
+# walks ix_cluster_tally_detractors.
 _SINCE = "(now() AT TIME ZONE 'UTC')::date - 30"
 _STALE = f"(t.growth_first_day < {_SINCE} OR t.growth_since > {_SINCE})"
 _FRESH = f"(t.growth_since <= {_SINCE} AND coalesce(t.growth_first_day, 'infinity') >= {_SINCE})"
@@ -51,11 +52,6 @@ _DAY_SUM = (
     "(SELECT coalesce(sum({what}), 0) FROM cluster_day d WHERE d.cluster_id = {t}.cluster_id AND d.day >= {since})"
 )
 
-# Survey comments voiced per cluster (each respondent's latest answer per survey): migration 0011's tally.
-_VOICES_CTE = """voices AS MATERIALIZED (
-    SELECT value AS cluster_key, sum(low)::bigint AS detractors, sum(n)::bigint AS n FROM survey_tally
-    WHERE dimension = 'cluster' AND n > 0 GROUP BY value
-)"""
 _WHERE = "t.member_count >= greatest(:min_members, 1) {cluster_filter}"
 # The growth sort's rows: the exact ones in the index's order, as many as the page needs, and the stale ones
 # recounted; the page sorts the union.
@@ -70,12 +66,12 @@ _GROWTH_SOURCE = f"""(
 ) AS t"""
 
 _SUMMARY_SQL = """
-WITH {ctes}, page AS (
+WITH page AS (
     SELECT t.cluster_id, t.voters, t.internal_voters, t.member_count, t.idea_count, t.critique_count,
            t.first_posted_at, t.last_activity_at, t.top_post_id, t.revision, t.growth_posts, t.growth_voters,
-           {fresh} AS growth_fresh {rank_columns},
+           t.voices, t.detractor_voices, {fresh} AS growth_fresh {rank_columns},
            (SELECT count(*) FROM cluster_tally t WHERE {where}) AS total_rows
-    FROM {source} {rank_joins}
+    FROM {source}
     WHERE {where}
     ORDER BY {order}, t.cluster_id
     LIMIT :limit OFFSET :offset
@@ -83,14 +79,12 @@ WITH {ctes}, page AS (
 SELECT page.*, top.title, ch.channels AS voter_channel_names, ch.counts AS voter_channel_counts,
        CASE WHEN page.growth_fresh THEN page.growth_posts ELSE {new_posts} END AS new_posts,
        CASE WHEN page.growth_fresh THEN page.growth_voters ELSE {new_voters} END AS new_voters,
-       coalesce(sv.detractors, 0) AS detractor_voices, coalesce(sv.n, 0) AS voices,
        cd.revision AS d_revision, cd.computed_at AS d_computed_at, cd.representative_id AS d_representative_id,
        cd.representative_title AS d_representative_title, cd.key_phrases AS d_key_phrases,
        cd.languages AS d_languages, cd.channels AS d_channels
 FROM page
 LEFT JOIN post top ON top.id = page.top_post_id
 LEFT JOIN cluster_description cd ON cd.cluster_id = page.cluster_id AND cd.sees_internal = :sees_internal
-LEFT JOIN voices sv ON sv.cluster_key = page.cluster_id::text
 LEFT JOIN voter_channels ch ON ch.cluster_id = page.cluster_id
 ORDER BY {order}, page.cluster_id
 """
@@ -125,25 +119,21 @@ _VOTER_CHANNELS_CTES = """captured AS MATERIALIZED (
     WHERE n > 0
     GROUP BY cluster_id
 )"""
+# Clusters with a counted member from one of the channels: cluster_channel's rows (migration 0019), not the
+# memberships. A page walks the sort's index and probes each row; the total counts the channels' rows.
 _WITH_CHANNEL = """AND t.cluster_id IN (
-    SELECT cm.cluster_id FROM cluster_membership cm JOIN post cp ON cp.id = cm.post_id
-    WHERE cm.state <> 'rejected' AND post_counts_in_cluster(cp) AND cp.channel = ANY(:channels))"""
+    SELECT cc.cluster_id FROM cluster_channel cc WHERE cc.channel = ANY(:channels) AND cc.members > 0)"""
 
 
 def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False) -> str:
-    ctes, rank_columns, rank_joins, source = [_VOICES_CTE], "", "", "cluster_tally t"
+    rank_columns, source = "", "cluster_tally t"
     cluster_filter = ("AND t.cluster_id = :cluster_id" if one else "") + (_WITH_CHANNEL if channels else "")
     where = _WHERE.format(cluster_filter=cluster_filter)
     if sort is ClusterSort.GROWTH:
         rank_columns = ", t.growth"
         source = _GROWTH_SOURCE.replace("{cluster_filter}", cluster_filter)
-    elif sort is ClusterSort.DETRACTORS:
-        rank_columns = ", coalesce(rv.detractors, 0) AS detractor_rank, coalesce(rv.n, 0) AS voices_rank"
-        rank_joins = "LEFT JOIN voices rv ON rv.cluster_key = t.cluster_id::text"
     return _SUMMARY_SQL.format(
-        ctes=", ".join(ctes),
         rank_columns=rank_columns,
-        rank_joins=rank_joins,
         source=source,
         fresh=_FRESH,
         where=where,
@@ -156,13 +146,14 @@ def _summary_sql(sort: ClusterSort, *, one: bool = False, channels: bool = False
 
 _TOTAL_SQL = "SELECT count(*) FROM cluster_tally t WHERE t.member_count >= greatest(:min_members, 1) {cluster_filter}"
 
-# Each order but growth and detractors is an index of cluster_tally (migration 0017), cluster_id last.
+# Each order is an index of cluster_tally (migrations 0017 to 0019), cluster_id last; growth's stale rows
+# come recounted beside its index's (_GROWTH_SOURCE).
 _ORDER = {
     ClusterSort.VOTERS: "voters DESC, member_count DESC",
     ClusterSort.MEMBERS: "member_count DESC, voters DESC",
     ClusterSort.GROWTH: "growth DESC, voters DESC",
     ClusterSort.NEW: "first_posted_at DESC",
-    ClusterSort.DETRACTORS: "detractor_rank DESC, voices_rank DESC, voters DESC",
+    ClusterSort.DETRACTORS: "detractor_voices DESC, voices DESC, voters DESC",
 }
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError, UnprocessableError
+from forum.grouping.locks import lock_tallies
 from forum.merges.schemas import MergedPost, MergeResult
 from forum.models import Post, PostMerge, PostStatus, PostVoteDay, StatusChange, StatusEvent, User, Vote
 from forum.notifications.services import (
@@ -46,11 +47,14 @@ class MergeService:
             select(Post)
             .where(Post.id.in_(post_ids), Post.deleted_at.is_(None))
             .order_by(Post.id)
-            .with_for_update(of=Post)
+            .with_for_update(of=Post, key_share=True)  # FOR NO KEY UPDATE: see posts/services.py, _lock_votable
         )
         found = {post.id: post for post in rows}
         if any(post_id not in found for post_id in (post_ids if required is None else required)):
             raise NotFoundException("Post not found")
+        # Then their clusters' tally rows, in id order: a merge changes the target's cluster (carried votes)
+        # and the source's (its status), and an opposite merge at once must not take them the other way.
+        await lock_tallies(self.session, found)
         return found
 
     async def merge(self, source_id: UUID, target_id: UUID, actor: User) -> MergeResult:

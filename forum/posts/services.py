@@ -258,7 +258,10 @@ a customer's behalf, an API key's service account)."""
 
 # The vote path's statements, built once (SQLAlchemy caches their compiled form, asyncpg prepares them).
 def _lock_votable(scope: str) -> Any:
-    """The post as ``visible_to`` shows it to a viewer of ``scope`` (:func:`visibility_scope`)."""
+    """The post as ``visible_to`` shows it to a viewer of ``scope`` (:func:`visibility_scope`), locked FOR NO
+    KEY UPDATE: what an UPDATE of the post's counters takes anyway. FOR UPDATE also blocked the foreign-key
+    checks of rows that point at the post (a label a move records, a comment), and a vote holding it while
+    it waited for its cluster's tally row deadlocked with a move holding that row (migration 0019)."""
     visible = Post.deleted_at.is_(None)
     if scope != "staff":
         visible = and_(visible, Post.hidden_at.is_(None))
@@ -272,7 +275,7 @@ def _lock_votable(scope: str) -> Any:
     return (
         select(Post.merged_into_id, Post.status, Post.hidden_at, Post.title, Post.visibility, watched.label("watched"))
         .where(Post.id == bindparam("post_id"), visible)
-        .with_for_update(of=Post)
+        .with_for_update(of=Post, key_share=True)
     )
 
 
@@ -466,7 +469,7 @@ class PostService:
     async def get_visible(self, post_id: UUID, viewer: User | None, *, for_update: bool = False) -> Post:
         stmt = select(Post).where(Post.id == post_id, visible_to(viewer))
         if for_update:
-            stmt = stmt.with_for_update(of=Post)
+            stmt = stmt.with_for_update(of=Post, key_share=True)  # see _lock_votable
         post = await self.session.scalar(stmt)
         if post is None:
             raise NotFoundException("Post not found")
@@ -826,7 +829,8 @@ class PostService:
     # Votes ------------------------------------------------------------------------------------
 
     async def _votable(self, conn: Any, post_id: UUID, voter: Voter) -> Any:
-        # FOR UPDATE: a merge (which locks the post too) cannot slip in between this check and the vote.
+        # Locked (FOR NO KEY UPDATE): a merge (which locks the post too) cannot slip in between this check and
+        # the vote.
         # Votes on one post queue on its counter row anyway, so this costs no concurrency.
         lock = _LOCK_VOTABLE[visibility_scope(voter)]
         post = await conn.fetchrow(lock.sql, *lock.args({"post_id": post_id}))
