@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 from forum.encoding import PostEmbedder, get_encoder
 from forum.errors import exception_handlers
 from forum.jobs import read_and_encode, write_and_group
-from tests.conftest import Api, run_sql
+from tests.conftest import Actor, Api, run_sql
 from tests.test_cluster_tally import (
     DAYS_FROM_SCRATCH,
     DAYS_MAINTAINED,
@@ -35,6 +35,7 @@ from tests.test_concurrency import _all_at_once, _register_many
 ROUNDS = 6
 PAIRS = 4
 WORKER_ROUNDS = 12
+SHIP_ROUNDS = 8
 CLUSTER_OF = (
     "SELECT cluster_id FROM cluster_membership WHERE post_id = ANY(CAST(:ids AS uuid[])) AND state <> 'rejected'"
 )
@@ -193,5 +194,68 @@ def test_the_worker_grouping_new_posts_into_two_clusters_while_people_merge_acro
     failed = [(r.request.url.path, r.status_code, r.text) for r in answers if r.status_code != 200]
     assert answers and not failed, failed
     assert _deadlocks(database_url) == before, "a deadlock PostgreSQL broke (the worker's, retried, or a person's)"
+    assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH)
+    assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH)
+
+
+def test_shipping_an_idea_whose_critiques_sit_in_two_clusters_while_people_vote_and_move_them(
+    api: Api, database_url: str
+) -> None:
+    """Shipping marks the idea's linked critiques addressed (un-shipping reopens them): one transaction that
+    changes posts of clusters X and Y, while people vote on those critiques and move one between the two.
+    Only the business answers (an addressed critique takes no votes; already voted) may refuse, no deadlock
+    is broken, and the tallies equal a recount."""
+    product = api.make_user("internal", "product")
+    author, critic = api.register("author"), api.register("critic")
+    voters = _register_many(api, 6)
+    idea = api.post(author, title="Offline mode for the mobile app")
+    critiques = [api.post(critic, kind="critique", title=f"Critique {i} of the mobile app") for i in range(6)]
+    first, second = _clusters(database_url, [idea, *critiques], 2)  # the idea and half the critiques in X
+    for critique in critiques:
+        url = f"/api/posts/{idea['id']}/critiques"
+        assert api.client.post(url, json={"critique_id": critique["id"]}, headers=product.headers).status_code == 201
+    done = threading.Event()
+    before = _deadlocks(database_url)
+
+    def ship() -> list:
+        answers = []
+        try:
+            for r in range(2 * SHIP_ROUNDS):
+                status = "shipped" if r % 2 == 0 else "planned"
+                answers.append(
+                    api.client.post(f"/api/posts/{idea['id']}/status", json={"status": status}, headers=product.headers)
+                )
+        finally:
+            done.set()
+        return answers
+
+    def votes(voter: Actor) -> list:
+        answers = []
+        while not done.is_set():
+            for critique in critiques:
+                url = f"/api/posts/{critique['id']}/vote"
+                answers.append(api.client.put(url, headers=voter.headers))
+                answers.append(api.client.delete(url, headers=voter.headers))
+        return answers
+
+    def moves() -> list:
+        answers = []
+        while not done.is_set():
+            for cluster in (first, second):
+                url = f"/api/posts/{critiques[0]['id']}/cluster"
+                answers.append(api.client.post(url, json={"cluster_id": cluster}, headers=product.headers))
+        return answers
+
+    results = _all_at_once([ship, moves, *(lambda v=v: votes(v) for v in voters[:3])])
+    answers = [answer for result in results for answer in result]
+    failed = [
+        (r.request.url.path, r.status_code, r.text)
+        for r in answers
+        if r.status_code != 200
+        and not (r.status_code == 409 and "no longer takes votes" in r.text)
+        and not (r.status_code == 409 and "already in this cluster" in r.text)
+    ]
+    assert answers and not failed, failed
+    assert _deadlocks(database_url) == before, "a deadlock PostgreSQL broke"
     assert run_sql(database_url, MAINTAINED) == run_sql(database_url, FROM_SCRATCH)
     assert run_sql(database_url, DAYS_MAINTAINED) == run_sql(database_url, DAYS_FROM_SCRATCH)
