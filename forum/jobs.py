@@ -116,14 +116,19 @@ async def write_and_group(
     batch: EncodedBatch,
     threshold: float | Thresholds,
 ) -> list[UUID]:
-    """Store a batch's vectors and group its posts in one transaction (rows locked in id order, one
-    statement for every vector, assignments in creation order under the cluster lock). Sets each written
+    """Store a batch's vectors and group its posts in one transaction (the cluster lock first, then rows
+    locked in id order, one statement for every vector, assignments in creation order). Sets each written
     post's outcome in ``batch.outcomes``; returns the posts edited since they were read (encode again)."""
     work = batch.work
     if not work:
         return []
     edited: list[UUID] = []
     async with session_maker() as session, session.begin():
+        thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
+        grouping = GroupingService(session, embedder, thresholds)
+        # The grouping lock before any row: the posts' placements write tally rows in the posts' order, not
+        # the clusters' (forum/grouping/locks.py), so the batch must never overlap a person's merge or move.
+        await grouping.hold_assignment_lock()
         current = {
             row.id: row
             for row in await session.execute(
@@ -135,8 +140,6 @@ async def write_and_group(
         }
         # Read again under the row locks: a batch read and encoded meanwhile may have written some already.
         stored = await _stored_hashes(session, embedder, list(current))
-        thresholds = await effective_thresholds(session, embedder.name, Thresholds.of(threshold))
-        grouping = GroupingService(session, embedder, thresholds)
         ready: list[tuple[_Pending, str]] = []
         rows: list[tuple[UUID, str, dict[str, np.ndarray]]] = []
         detected: dict[UUID, str] = {}

@@ -22,6 +22,7 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forum.grouping.locks import hold_grouping_lock
 from forum.models import (
     CreditEntry,
     CreditReason,
@@ -84,10 +85,36 @@ class CreditPolicy:
         return self._by_rank(self.voter_points, rank)
 
 
+# The posts a status change of :post may write, locked in id order, then their clusters' tally rows (migration
+# 0019): the post, and the critiques that shipping marks addressed (when :shipping) or that un-shipping its
+# active shipping reopens. One statement: the CTE's locks are taken before the function's argument is read.
+_LOCK_STATUS_CHANGE = text(
+    """
+WITH posts AS (
+    SELECT id FROM post
+    WHERE id = :post
+       OR (:shipping AND id IN (SELECT critique_id FROM critique_link WHERE idea_id = :post))
+       OR id IN (SELECT CAST(jsonb_object_keys(addressed) AS uuid) FROM ship_event
+                 WHERE post_id = :post AND revoked_at IS NULL)
+    ORDER BY id FOR NO KEY UPDATE
+)
+SELECT cluster_tally_lock(ARRAY(SELECT id FROM posts), '{}')
+"""
+)
+
+
 class ShipService:
     def __init__(self, session: AsyncSession, policy: CreditPolicy | None = None) -> None:
         self.session = session
         self.policy = policy or CreditPolicy()
+
+    async def lock_status_change(self, post_id: UUID, *, shipping: bool) -> None:
+        """Before a status change's first lock: its critiques may sit in other clusters, so it takes the
+        grouping lock (the worker writes two clusters' tally rows in any order), then the posts by id and
+        their tally rows by cluster id (forum/grouping/locks.py). It took the idea, the idea's tally row, then
+        each critique: a vote on a critique of the idea's cluster (critique, then that row) deadlocked."""
+        await hold_grouping_lock(self.session)
+        await self.session.execute(_LOCK_STATUS_CHANGE, {"post": post_id, "shipping": shipping})
 
     async def contributing_posts(self, post_id: UUID) -> list[UUID]:
         return list(await self.session.scalars(text(CONTRIBUTING_POSTS_SQL), {"post_id": post_id}))

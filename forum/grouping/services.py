@@ -9,8 +9,9 @@ candidate); otherwise it starts a cluster of its own. The mean ("average link") 
 neighbours from drifting across needs (docs/duplicates.md). With a single encoder
 (``FORUM_EMBEDDING_MODEL=all-MiniLM-L6-v2``, ``hashing``) the score is its cosine and the rule plain.
 Assignments are serialised by an advisory lock so that two near-identical posts embedded at the same
-moment still meet. Memberships a person decided (``manual``) are never changed by
-automatic grouping, and a rejected membership is remembered so the post is never put back there.
+moment still meet; people's changes of two clusters take it too (forum/grouping/locks.py). Memberships a
+person decided (``manual``) are never changed by automatic grouping, and a rejected membership is
+remembered so the post is never put back there.
 Between the two thresholds a grouping is a suggestion (forum/grouping/thresholds.py, review.py); the
 product team's decisions are in decisions.py, the consolidation pass in consolidation.py.
 """
@@ -31,6 +32,7 @@ from uuid_utils.compat import uuid7
 
 from embeddings.grouping import TITLE_SUFFIX
 from forum.encoding import PostEmbedder, PostVectors, Route
+from forum.grouping.locks import CLUSTER_LOCK_KEY, hold_grouping_lock
 from forum.grouping.thresholds import Thresholds
 from forum.models import (
     HNSW_EF_SEARCH,
@@ -46,7 +48,6 @@ from forum.models import (
     UserRoles,
 )
 
-CLUSTER_LOCK_KEY = 0x464F52554D  # "FORUM": one lock for all cluster assignments
 # A route whose language group holds at most this many posts is searched exactly (via ix_post_language),
 # not through the HNSW graph: an index scan filtered down to a rare (or empty) language walks up to
 # hnsw.max_scan_tuples entries before it gives up (docs/multilingual.md, "As-you-type latency").
@@ -292,8 +293,7 @@ class GroupingService:
             return [target for pair in posts for target in await self.assign_many([pair])]
         if not posts:
             return []
-        if self._once_per_transaction(CLUSTER_LOCK_KEY):
-            await self.session.execute(select(func.pg_advisory_xact_lock(CLUSTER_LOCK_KEY)))
+        await self.hold_assignment_lock()
         current = {
             membership.post_id: membership
             for membership in await self.session.scalars(
@@ -352,6 +352,13 @@ class GroupingService:
         if candidate is not None and candidate.cluster_id != target and self.thresholds.band(candidate.score):
             await self.suggest(post_id, candidate)
         return target
+
+    async def hold_assignment_lock(self) -> None:
+        """The grouping lock (forum/grouping/locks.py), sent once per transaction. A batch takes it before
+        it locks its posts: waiting for it while holding them (or tally rows) deadlocked with a person's move
+        or merge that held it and waited for those rows."""
+        if self._once_per_transaction(CLUSTER_LOCK_KEY):
+            await hold_grouping_lock(self.session)
 
     async def best_cluster(
         self, post_id: UUID, query: PostVectors, *, exclude_clusters: Sequence[UUID] = ()

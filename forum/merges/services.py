@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 
 from forum.accounts.schemas import UserPublic
 from forum.errors import ConflictError, UnprocessableError
-from forum.grouping.locks import lock_tallies
+from forum.grouping.locks import hold_grouping_lock, lock_tallies
 from forum.merges.schemas import MergedPost, MergeResult
 from forum.models import Post, PostMerge, PostStatus, PostVoteDay, StatusChange, StatusEvent, User, Vote
 from forum.notifications.services import (
@@ -42,7 +42,9 @@ class MergeService:
 
     async def _lock_posts(self, *post_ids: UUID, required: tuple[UUID, ...] | None = None) -> dict[UUID, Post]:
         """Lock the live posts among ``post_ids``; 404 unless every one of ``required`` (default: all) is there."""
-        # Always lock in id order so two opposite merges cannot deadlock.
+        # The grouping lock first: the worker's batch writes two clusters' tally rows in any order
+        # (forum/grouping/locks.py). Then the posts in id order, so two opposite merges cannot deadlock.
+        await hold_grouping_lock(self.session)
         rows = await self.session.scalars(
             select(Post)
             .where(Post.id.in_(post_ids), Post.deleted_at.is_(None))

@@ -777,6 +777,8 @@ class PostService:
     async def change_status(self, post_id: UUID, actor: User, status: PostStatus, note: str | None) -> PostOut:
         if status is PostStatus.DUPLICATE:
             raise UnprocessableError("Mark a post as duplicate by merging it into another", field="status")
+        shipping = ShipService(self.session, self.credit_policy)
+        await shipping.lock_status_change(post_id, shipping=status is PostStatus.SHIPPED)
         post = await self.get_visible(post_id, actor, for_update=True)  # concurrent changes queue here
         if post.merged_into_id is not None:
             raise ConflictError(detail="This post is merged into another: unmerge it first")
@@ -796,7 +798,6 @@ class PostService:
         payload = {"post_id": str(post.id), "title": post.title, "from": before, "to": status.value, "note": note}
         await notify_subscribers(self.session, post.id, NotificationKind.STATUS_CHANGED, payload, exclude=[actor.id])
         await emit(self.session, WebhookEvent.POST_STATUS_CHANGED, {**payload, "visibility": post.visibility})
-        shipping = ShipService(self.session, self.credit_policy)
         if status is PostStatus.SHIPPED:
             await shipping.ship(post, actor)
         elif before == PostStatus.SHIPPED.value:
