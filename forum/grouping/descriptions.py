@@ -43,7 +43,10 @@ from forum.queue import enqueue
 DESCRIBE_CLUSTER = "cluster.describe"
 MAX_AGE = timedelta(minutes=10)
 SWEEP_BATCH = 50
-"""Clusters described per transaction by the sweep (one members query and one pair-scores query each)."""
+"""Clusters described per transaction by the sweep."""
+PART_MEMBERS = 5000
+"""Clusters are described and explained in parts of about this many members (one members statement and
+one vectors statement each): the vectors of a part are in memory at once (~1.5 KB a member and encoder)."""
 
 
 def _payload(cluster_id: UUID, sees_internal: bool) -> str:
@@ -181,7 +184,7 @@ class DescriptionStore:
                     await self._refresh_later([cluster_id])
                 return _decode_explanations({"members": row.members or {}})
         explanations = await self.explainer.explain_members(cluster_id)
-        await _store_explanations(self.session, cluster_id, self.sees_internal, revision, explanations)
+        await _store_explanations(self.session, self.sees_internal, {cluster_id: (revision, explanations)})
         if post_ids is not None:
             wanted = set(post_ids)
             return {k: v for k, v in explanations.items() if k in wanted}
@@ -202,16 +205,26 @@ WHERE d.cluster_id = :c AND d.sees_internal = :s
 
 
 async def _store_explanations(
-    session: AsyncSession, cluster_id: UUID, sees_internal: bool, revision: int, explanations: dict[UUID, Explanation]
+    session: AsyncSession, sees_internal: bool, explained: dict[UUID, tuple[int, dict[UUID, Explanation]]]
 ) -> None:
-    stored = {"revision": revision, "members": {str(k): msgspec.to_builtins(v) for k, v in explanations.items()}}
+    """Each cluster's members' explanations computed at a revision, in one statement; a document already
+    at a later revision is kept."""
+    if not explained:
+        return
+    documents = [
+        msgspec.json.encode(
+            {"revision": revision, "members": {str(k): msgspec.to_builtins(v) for k, v in explanations.items()}}
+        ).decode()
+        for revision, explanations in explained.values()
+    ]
     await session.execute(
         text(
-            "UPDATE cluster_description SET explanations = CAST(:e AS jsonb)"
-            " WHERE cluster_id = :c AND sees_internal = :s"
-            " AND coalesce(CAST(explanations ->> 'revision' AS bigint), -1) <= :r"
+            "UPDATE cluster_description d SET explanations = CAST(v.e AS jsonb)"
+            " FROM unnest(CAST(:c AS uuid[]), CAST(:e AS text[]), CAST(:r AS bigint[])) AS v(c, e, r)"
+            " WHERE d.cluster_id = v.c AND d.sees_internal = :s"
+            " AND coalesce(CAST(d.explanations ->> 'revision' AS bigint), -1) <= v.r"
         ),
-        {"e": msgspec.json.encode(stored).decode(), "c": cluster_id, "s": sees_internal, "r": revision},
+        {"c": list(explained), "e": documents, "r": [r for r, _ in explained.values()], "s": sees_internal},
     )
 
 
@@ -240,7 +253,7 @@ async def store(session: AsyncSession, sees_internal: bool, described: dict[UUID
 
 
 _REVISIONS_SQL = """
-SELECT t.cluster_id, t.revision, d.revision AS stored, d.computed_at,
+SELECT t.cluster_id, t.revision, t.member_count, d.revision AS stored, d.computed_at,
        CAST(d.explanations ->> 'revision' AS bigint) AS explained
 FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal = :s
@@ -279,15 +292,38 @@ async def refresh(
         or (r.explained is not None and (r in describe or r.explained != r.revision))
     ]
     explainer = Explainer(session, embedder, None, sees_internal=sees_internal)
-    if describe:
-        described = await _with_channels(
-            session, sees_internal, await explainer.describe([r.cluster_id for r in describe])
+    described, explained = {r.cluster_id for r in describe}, {r.cluster_id for r in explain}
+    for part in _parts([r for r in rows if r.cluster_id in described | explained]):
+        descriptions, explanations = await explainer.describe_and_explain(
+            [r.cluster_id for r in part if r.cluster_id in described],
+            [r.cluster_id for r in part if r.cluster_id in explained],
         )
-        await store(session, sees_internal, {r.cluster_id: (r.revision, described[r.cluster_id]) for r in describe})
-    for r in explain:
-        explanations = await explainer.explain_members(r.cluster_id)
-        await _store_explanations(session, r.cluster_id, sees_internal, r.revision, explanations)
+        descriptions = await _with_channels(session, sees_internal, descriptions)
+        await store(
+            session,
+            sees_internal,
+            {r.cluster_id: (r.revision, descriptions[r.cluster_id]) for r in part if r.cluster_id in described},
+        )
+        await _store_explanations(
+            session,
+            sees_internal,
+            {r.cluster_id: (r.revision, explanations[r.cluster_id]) for r in part if r.cluster_id in explained},
+        )
     return len({r.cluster_id for r in describe + explain})
+
+
+def _parts(rows: Sequence[Any]) -> list[list[Any]]:
+    """``rows`` (with ``member_count``) in consecutive parts of at most ``PART_MEMBERS`` members (a larger
+    cluster alone)."""
+    parts: list[list[Any]] = []
+    size = 0
+    for row in rows:
+        if not parts or size + row.member_count > PART_MEMBERS:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row.member_count
+    return parts
 
 
 async def refresh_stale(
