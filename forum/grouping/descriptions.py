@@ -263,7 +263,8 @@ STALE_SQL = """
 SELECT t.cluster_id FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal
 WHERE t.member_count > 0
-  AND (d.cluster_id IS NULL OR d.revision <> t.revision OR d.computed_at < now() - CAST(:max_age AS interval)
+  AND (d.cluster_id IS NULL OR d.revision <> t.revision
+       OR d.computed_at < least(now() - CAST(:max_age AS interval), CAST(:started AS timestamptz))
        OR d.explanations IS NULL OR CAST(d.explanations ->> 'revision' AS bigint) <> t.revision)
 ORDER BY t.voters DESC, t.member_count DESC, t.cluster_id
 LIMIT :limit
@@ -330,11 +331,14 @@ async def refresh_stale(
     session_maker: async_sessionmaker[AsyncSession], embedder: PostEmbedder, *, limit: int | None = None
 ) -> int:
     """The sweep: the product team's descriptions that are missing or stale, most voted clusters first,
-    ``SWEEP_BATCH`` per transaction, until none is left (or ``limit`` were refreshed). Returns how many."""
+    ``SWEEP_BATCH`` per transaction, until none is left (or ``limit`` were refreshed). Returns how many.
+    A description it wrote is not old again before it ends (``started``): a sweep longer than ``MAX_AGE``
+    went back to its first clusters and never ended (a 100k board's first sweep, issue 14)."""
     done = 0
+    params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "started": datetime.now(UTC)}
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
-            ids = list(await session.scalars(text(STALE_SQL), {"max_age": MAX_AGE, "limit": SWEEP_BATCH}))
+            ids = list(await session.scalars(text(STALE_SQL), params))
             if not ids:
                 return done
             refreshed = await refresh(session, embedder, ids, True, explain_all=True)
