@@ -212,3 +212,10 @@ def test_a_big_cluster_is_described_in_a_few_statements_as_every_pair_would(
     means = {a: float(np.mean(values)) for a, values in by_first.items()}
     best = max(means.values())
     assert means[uuid.UUID(representative)] >= best - 1e-5, "the member with the highest mean score"
+
+    # Only old (board-wide word frequencies move): the description is redone, the explanations are kept.
+    run_sql(database_url, "UPDATE cluster_description SET computed_at = now() - interval '1 hour'")
+    before = count_queries.count
+    assert asyncio.run(_in_session(database_url, settings, described)) == 1
+    assert not [s for s in count_queries.statements[before:] if "SET explanations" in s]
+    assert len(count_queries.statements[before:]) <= 6

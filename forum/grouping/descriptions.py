@@ -286,11 +286,14 @@ async def refresh(
     rows = (await session.execute(text(_REVISIONS_SQL), {"s": sees_internal, "ids": list(cluster_ids)})).all()
     now = datetime.now(UTC)
     describe = [r for r in rows if r.stored is None or r.stored != r.revision or now - r.computed_at >= MAX_AGE]
+    # A staff member's explanations change only with the cluster's revision (members, texts, vectors): a
+    # description refreshed for its age (board-wide word frequencies) keeps them. A customer's follow the
+    # description (a member may have turned internal).
     explain = [
         r
         for r in rows
         if (r.explained is None and explain_all)
-        or (r.explained is not None and (r in describe or r.explained != r.revision))
+        or (r.explained is not None and (r.explained != r.revision or (r in describe and not sees_internal)))
     ]
     explainer = Explainer(session, embedder, None, sees_internal=sees_internal)
     described, explained = {r.cluster_id for r in describe}, {r.cluster_id for r in explain}
