@@ -30,7 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -222,7 +222,9 @@ async def _store_explanations(
             "UPDATE cluster_description d SET explanations = CAST(v.e AS jsonb)"
             " FROM unnest(CAST(:c AS uuid[]), CAST(:e AS text[]), CAST(:r AS bigint[])) AS v(c, e, r)"
             " WHERE d.cluster_id = v.c AND d.sees_internal = :s"
-            " AND coalesce(CAST(d.explanations ->> 'revision' AS bigint), -1) <= v.r"
+            " AND (coalesce(CAST(d.explanations ->> 'revision' AS bigint), -1) <= v.r"
+            "      OR CAST(d.explanations ->> 'revision' AS bigint)"
+            "         > (SELECT t.revision FROM cluster_tally t WHERE t.cluster_id = d.cluster_id))"
         ),
         {"c": list(explained), "e": documents, "r": [r for r, _ in explained.values()], "s": sees_internal},
     )
@@ -235,6 +237,7 @@ async def store(session: AsyncSession, sees_internal: bool, described: dict[UUID
     values = [_values(c, sees_internal, revision, d) for c, (revision, d) in described.items()]
     statement = insert(ClusterDescription).values(values)
     excluded = statement.excluded
+    tally = text("(SELECT t.revision FROM cluster_tally t WHERE t.cluster_id = excluded.cluster_id)")
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["cluster_id", "sees_internal"],
@@ -247,7 +250,9 @@ async def store(session: AsyncSession, sees_internal: bool, described: dict[UUID
                 "channels": excluded.channels,
                 "computed_at": excluded.computed_at,
             },
-            where=ClusterDescription.revision <= excluded.revision,
+            # a row at a later revision is kept, unless the tally's is behind it: a from-scratch recount of
+            # the tally (a migration's, or the bench's after it undoes a run) starts revisions again at 0
+            where=or_(ClusterDescription.revision <= excluded.revision, ClusterDescription.revision > tally),
         )
     )
 
@@ -262,9 +267,8 @@ WHERE t.cluster_id = ANY(CAST(:ids AS uuid[]))
 STALE_SQL = """
 SELECT t.cluster_id FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal
-WHERE t.member_count > 0
-  AND (d.cluster_id IS NULL OR d.revision <> t.revision
-       OR d.computed_at < least(now() - CAST(:max_age AS interval), CAST(:started AS timestamptz))
+WHERE t.member_count > 0 AND t.cluster_id <> ALL(CAST(:done AS uuid[]))
+  AND (d.cluster_id IS NULL OR d.revision <> t.revision OR d.computed_at < now() - CAST(:max_age AS interval)
        OR d.explanations IS NULL OR CAST(d.explanations ->> 'revision' AS bigint) <> t.revision)
 ORDER BY t.voters DESC, t.member_count DESC, t.cluster_id
 LIMIT :limit
@@ -335,16 +339,19 @@ async def refresh_stale(
 ) -> int:
     """The sweep: the product team's descriptions that are missing or stale, most voted clusters first,
     ``SWEEP_BATCH`` per transaction, until none is left (or ``limit`` were refreshed). Returns how many.
-    A description it wrote is not old again before it ends (``started``): a sweep longer than ``MAX_AGE``
-    went back to its first clusters and never ended (a 100k board's first sweep, issue 14)."""
+    Each cluster at most once per sweep: a sweep longer than ``MAX_AGE`` went back to its first clusters
+    (old again), and rows a refresh did not replace were chosen again and again, so a 100k board's first
+    sweep never ended (issue 14)."""
     done = 0
-    params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "started": datetime.now(UTC)}
+    seen: list[UUID] = []
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
+            params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "done": seen}
             ids = list(await session.scalars(text(STALE_SQL), params))
             if not ids:
                 return done
             refreshed = await refresh(session, embedder, ids, True, explain_all=True)
+        seen += ids
         done += refreshed
         if refreshed == 0:  # described meanwhile by a request or a job
             return done
