@@ -282,10 +282,12 @@ async def refresh(
     sees_internal: bool,
     *,
     explain_all: bool = False,
+    frequencies: dict[str, int] | None = None,
 ) -> int:
     """Recompute the descriptions that are missing or stale, and the member explanations that are behind
     (those a cluster page asked for once; with ``explain_all``, the sweep's, missing ones too). What is
-    fresh is left alone, so a repeated job does nothing. Returns how many clusters it touched."""
+    fresh is left alone, so a repeated job does nothing. Returns how many clusters it touched.
+    ``frequencies``: board frequencies of stems counted earlier in the same sweep (see ``Explainer``)."""
     await embedder.ready()  # loaded once per process (the worker's is, a script's may not be)
     rows = (await session.execute(text(_REVISIONS_SQL), {"s": sees_internal, "ids": list(cluster_ids)})).all()
     now = datetime.now(UTC)
@@ -299,7 +301,7 @@ async def refresh(
         if (r.explained is None and explain_all)
         or (r.explained is not None and (r.explained != r.revision or (r in describe and not sees_internal)))
     ]
-    explainer = Explainer(session, embedder, None, sees_internal=sees_internal)
+    explainer = Explainer(session, embedder, None, sees_internal=sees_internal, frequencies=frequencies)
     described, explained = {r.cluster_id for r in describe}, {r.cluster_id for r in explain}
     for part in _parts([r for r in rows if r.cluster_id in described | explained]):
         descriptions, explanations = await explainer.describe_and_explain(
@@ -344,13 +346,14 @@ async def refresh_stale(
     sweep never ended (issue 14)."""
     done = 0
     seen: list[UUID] = []
+    frequencies: dict[str, int] = {}  # counted once per sweep: a few thousand stems, not 12 per cluster
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
             params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "done": seen}
             ids = list(await session.scalars(text(STALE_SQL), params))
             if not ids:
                 return done
-            refreshed = await refresh(session, embedder, ids, True, explain_all=True)
+            refreshed = await refresh(session, embedder, ids, True, explain_all=True, frequencies=frequencies)
         seen += ids
         done += refreshed
         if refreshed == 0:  # described meanwhile by a request or a job

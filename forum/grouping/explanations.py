@@ -101,13 +101,21 @@ def _sample(group: list[_Member]) -> list[_Member]:
 
 class Explainer:
     def __init__(
-        self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None, *, sees_internal: bool | None = None
+        self,
+        session: AsyncSession,
+        embedder: PostEmbedder,
+        viewer: User | None,
+        *,
+        sees_internal: bool | None = None,
+        frequencies: dict[str, int] | None = None,
     ) -> None:
         """``sees_internal``: explain for an audience rather than for one viewer (the background job that
-        stores descriptions has no viewer)."""
+        stores descriptions has no viewer). ``frequencies``: board frequencies of stems already counted, kept
+        across calls (the sweep shares one: the same common stems recur in most clusters)."""
         self.session = session
         self.embedder = embedder
         self.sees_internal = bool(viewer and viewer.sees_internal) if sees_internal is None else sees_internal
+        self.frequencies = frequencies if frequencies is not None else {}
 
     def _title(self, member: _Member) -> str | None:
         """The title, if the viewer may see the post (the same rule as everywhere: internal posts exist
@@ -166,10 +174,11 @@ class Explainer:
             counts = Counter(lexeme for member in _sample(group) for lexeme in member.lexemes)
             common = [(n, lexeme) for lexeme, n in counts.items() if n >= min(2, len(group))]
             shared.update(lexeme for _, lexeme in sorted(common, reverse=True)[:KEY_PHRASE_CANDIDATES])
-        frequency: dict[str, int] = {}
-        if shared:
-            rows = await self.session.execute(text(_FREQUENCY_SQL), {"lexemes": sorted(shared)})
-            frequency = {row.lexeme: int(row.n) for row in rows}
+        missing = sorted(shared - self.frequencies.keys())
+        if missing:
+            rows = await self.session.execute(text(_FREQUENCY_SQL), {"lexemes": missing})
+            self.frequencies.update({row.lexeme: int(row.n) for row in rows})
+        frequency = self.frequencies
         out = {}
         for cluster_id, (group, vectors) in groups.items():
             found = vectors.central() if vectors is not None else None
