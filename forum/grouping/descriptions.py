@@ -191,16 +191,21 @@ class DescriptionStore:
         return explanations
 
 
-# A cluster page's explanations: the stored document's revision and only the members asked for (jsonb_each
-# walks the document once in PostgreSQL; nothing of the other members is sent or decoded).
+# A cluster page's explanations: the stored document's revision and only the members asked for, each looked
+# up by its key in the members object (read once, in the subquery: OFFSET 0 keeps it from being inlined), not
+# by walking every member with jsonb_each (1.8 -> 1.1 ms for the 1,401 members of the largest cluster at 100k).
 _EXPLANATIONS_SQL = """
-SELECT d.computed_at, CAST(d.explanations ->> 'revision' AS bigint) AS explained,
-       CASE WHEN :all THEN d.explanations -> 'members' ELSE (
-           SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(d.explanations -> 'members') AS e
-           WHERE e.key = ANY(CAST(:ids AS text[]))
+SELECT x.computed_at, x.explained,
+       CASE WHEN :all THEN x.members ELSE (
+           SELECT jsonb_object_agg(k, x.members -> k) FROM unnest(CAST(:ids AS text[])) AS k WHERE x.members ? k
        ) END AS members
-FROM cluster_description d
-WHERE d.cluster_id = :c AND d.sees_internal = :s
+FROM (
+    SELECT d.computed_at, CAST(d.explanations ->> 'revision' AS bigint) AS explained,
+           d.explanations -> 'members' AS members
+    FROM cluster_description d
+    WHERE d.cluster_id = :c AND d.sees_internal = :s
+    OFFSET 0
+) AS x
 """
 
 
