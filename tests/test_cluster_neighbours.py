@@ -10,20 +10,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from embeddings import LinearCalibration
+from forum.app import create_app
 from forum.encoding import PostEmbedder, Route, get_encoder, post_text
 from forum.grouping import neighbours, terms
 from forum.grouping.descriptions import refresh
 from forum.grouping.neighbours import MemberVectors
 from forum.grouping.pairs import scores_of
+from forum.settings import Settings
 from tests.conftest import Api, QueryCounter, run_sql
+from tests.test_multilingual_app import MULTI
 
 WORDS = "dark mode theme night colour screen app mobile contrast black eyes battery evening reading".split()
 
@@ -156,11 +162,11 @@ def _big_cluster(api: Api, drain, database_url: str, settings: Any, n: int) -> t
     return cluster, [first["id"], *ids]
 
 
-async def _in_session(database_url: str, settings: Any, work: Any) -> Any:
+async def _in_session(database_url: str, model: str, work: Any) -> Any:
     engine = create_async_engine(database_url, poolclass=NullPool)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
-            embedder = PostEmbedder(get_encoder(settings.embedding_model))
+            embedder = PostEmbedder(get_encoder(model))
             await embedder.ready()
             return await work(session, embedder)
     finally:
@@ -178,7 +184,7 @@ def test_a_big_cluster_is_described_in_a_few_statements_as_every_pair_would(
         return await refresh(session, embedder, [cluster_id], True, explain_all=True)
 
     before = count_queries.count
-    assert asyncio.run(_in_session(database_url, settings, described)) == 1
+    assert asyncio.run(_in_session(database_url, settings.embedding_model, described)) == 1
     statements = count_queries.statements[before:]
     # revisions, members, vectors, word frequencies, channels, the description, the explanations
     # the same for 3 members or 3,000
@@ -199,7 +205,7 @@ def test_a_big_cluster_is_described_in_a_few_statements_as_every_pair_would(
         ids = [uuid.UUID(m) for m in members]
         return await scores_of(session, embedder, itertools.permutations(ids, 2))
 
-    scores = asyncio.run(_in_session(database_url, settings, every_pair))
+    scores = asyncio.run(_in_session(database_url, settings.embedding_model, every_pair))
     ids = [uuid.UUID(m) for m in members]
     for post_id in ids:
         exact = terms.nearest_of(post_id, ids, scores)
@@ -216,7 +222,7 @@ def test_a_big_cluster_is_described_in_a_few_statements_as_every_pair_would(
     # Only old (board-wide word frequencies move): the description is redone, the explanations are kept.
     run_sql(database_url, "UPDATE cluster_description SET computed_at = now() - interval '1 hour'")
     before = count_queries.count
-    assert asyncio.run(_in_session(database_url, settings, described)) == 1
+    assert asyncio.run(_in_session(database_url, settings.embedding_model, described)) == 1
     assert not [s for s in count_queries.statements[before:] if "SET explanations" in s]
     assert len(count_queries.statements[before:]) <= 6
 
@@ -234,3 +240,47 @@ def test_the_members_page_names_rejected_in_its_sql(
     assert api.client.get(f"/api/clusters/{cluster}", headers=product.headers).status_code == 200
     (page,) = [s for s in count_queries.statements[before:] if "is_rejected" in s]
     assert "cluster_membership.state != 'rejected'" in page and "cluster_membership.state = 'rejected'" in page
+
+
+@pytest.fixture
+def multi_api(settings: Settings, database_url: str, client: TestClient) -> Iterator[Api]:
+    """The app with the two stand-in encoders of the multilingual design (tests/test_multilingual_app.py)."""
+    with TestClient(app=create_app(replace(settings, embedding_model=MULTI))) as test_client:
+        yield Api(test_client, database_url)
+
+
+def test_the_multilingual_routes_score_as_the_pair_queries_do(multi_api: Api, drain, database_url: str) -> None:
+    """Two encoders, posts in English, Spanish and undetermined: each post's nearest and the most central
+    post from the vectors in numpy are those of every ordered pair scored by ``pairs.scores_of`` (SQL)."""
+    author = multi_api.register()
+    titles = [
+        "Dark mode for the mobile app at night",
+        "Please add a dark theme to the app",
+        "Modo oscuro en la aplicación para la noche",
+        "Quiero modo oscuro en la app",
+        "Export invoices as PDF files",
+        "Facturas mensuales en PDF para contabilidad",
+        "Ok 123",
+    ]
+    posts = [multi_api.post(author, title=t) for t in titles]
+    drain(encoder=get_encoder(MULTI))
+    ids = [uuid.UUID(p["id"]) for p in posts]
+    languages = {row[0] for row in run_sql(database_url, "SELECT DISTINCT language FROM post")}
+    assert {"en", "es"} <= languages
+
+    async def both(session: Any, embedder: PostEmbedder) -> Any:
+        table = await neighbours.member_vectors(session, embedder, ids)
+        return table.central(), table.nearest(), await scores_of(session, embedder, itertools.permutations(ids, 2))
+
+    central, nearest, scores = asyncio.run(_in_session(database_url, MULTI, both))
+    for i, post_id in enumerate(ids):
+        exact = terms.nearest_of(post_id, ids, scores)
+        assert (nearest[i] is None) == (exact is None)
+        if exact is not None:
+            assert abs(nearest[i][1] - exact[1]) < 1e-5
+            assert ids[nearest[i][0]] == exact[0] or abs(scores[(post_id, ids[nearest[i][0]])] - exact[1]) < 1e-5
+    by_first: dict[uuid.UUID, list[float]] = {}
+    for (a, _), score in scores.items():
+        by_first.setdefault(a, []).append(score)
+    means = {a: float(np.mean(values)) for a, values in by_first.items()}
+    assert means[ids[central]] >= max(means.values()) - 1e-5
