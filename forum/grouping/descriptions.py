@@ -272,8 +272,9 @@ WHERE t.cluster_id = ANY(CAST(:ids AS uuid[]))
 STALE_SQL = """
 SELECT t.cluster_id FROM cluster_tally t
 LEFT JOIN cluster_description d ON d.cluster_id = t.cluster_id AND d.sees_internal
-WHERE t.member_count > 0 AND t.cluster_id <> ALL(CAST(:done AS uuid[]))
-  AND (d.cluster_id IS NULL OR d.revision <> t.revision OR d.computed_at < now() - CAST(:max_age AS interval)
+WHERE t.member_count > 0
+  AND (d.cluster_id IS NULL OR d.revision <> t.revision
+       OR d.computed_at < least(now() - CAST(:max_age AS interval), CAST(:started AS timestamptz))
        OR d.explanations IS NULL OR CAST(d.explanations ->> 'revision' AS bigint) <> t.revision)
 ORDER BY t.voters DESC, t.member_count DESC, t.cluster_id
 LIMIT :limit
@@ -346,20 +347,20 @@ async def refresh_stale(
 ) -> int:
     """The sweep: the product team's descriptions that are missing or stale, most voted clusters first,
     ``SWEEP_BATCH`` per transaction, until none is left (or ``limit`` were refreshed). Returns how many.
-    Each cluster at most once per sweep: a sweep longer than ``MAX_AGE`` went back to its first clusters
-    (old again), and rows a refresh did not replace were chosen again and again, so a 100k board's first
-    sweep never ended (issue 14)."""
+    A description written since the sweep started is not old to it (a sweep longer than ``MAX_AGE`` went
+    back to its first clusters), and a batch of clusters all seen before ends it (rows a refresh did not
+    replace were chosen by every batch: a 100k board's first sweep never ended, issue 14)."""
     done = 0
-    seen: list[UUID] = []
+    seen: set[UUID] = set()
     frequencies: dict[str, int] = {}  # counted once per sweep: a few thousand stems, not 12 per cluster
+    params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "started": datetime.now(UTC)}
     while limit is None or done < limit:
         async with session_maker() as session, session.begin():
-            params = {"max_age": MAX_AGE, "limit": SWEEP_BATCH, "done": seen}
             ids = list(await session.scalars(text(STALE_SQL), params))
-            if not ids:
+            if not ids or seen.issuperset(ids):
                 return done
             refreshed = await refresh(session, embedder, ids, True, explain_all=True, frequencies=frequencies)
-        seen += ids
+        seen.update(ids)
         done += refreshed
         if refreshed == 0:  # described meanwhile by a request or a job
             return done
