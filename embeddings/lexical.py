@@ -22,6 +22,7 @@ How the constants were chosen, and what they measure: docs/duplicates.md ("Word 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -54,8 +55,10 @@ _INNER_DOT = re.compile(r"\w\.\w")
 STEM_LENGTH = 5
 
 
+@functools.lru_cache(maxsize=65536)
 def fold(word: str) -> str:
-    """Lower case, accents dropped ("Estación" -> "estacion")."""
+    """Lower case, accents dropped ("Estación" -> "estacion"). Cached: key phrases fold every stem of every
+    member, ~1.6M calls in a 100k board's largest clusters."""
     return "".join(c for c in unicodedata.normalize("NFKD", word.casefold()) if not unicodedata.combining(c))
 
 

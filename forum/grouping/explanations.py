@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forum.encoding import PostEmbedder
 from forum.grouping import terms
-from forum.grouping.pairs import scores_of, scores_within
+from forum.grouping.neighbours import MemberVectors, member_vectors
+from forum.grouping.pairs import scores_of
 from forum.grouping.schemas import Explanation, NearestMember, PostRef
 from forum.models import User
 
@@ -71,6 +72,11 @@ FROM unnest(CAST(:lexemes AS text[])) AS l(lexeme)
 """
 KEY_PHRASE_CANDIDATES = 12
 """Per cluster, the stems shared by the most members whose board frequency is looked up."""
+KEY_PHRASE_SAMPLE = 500
+"""Key phrases are counted over at most this many members of a cluster, evenly spread over its members."""
+MAX_ALIGNED_PAIRS = 200
+"""Per cluster, the members (oldest first) whose cross-language pairs are aligned: each costs the encoder
+a few phrases, and a cluster page shows 50 at a time."""
 
 
 def _member(row: Any) -> _Member:
@@ -86,15 +92,30 @@ def _member(row: Any) -> _Member:
     )
 
 
+def _sample(group: list[_Member]) -> list[_Member]:
+    """At most ``KEY_PHRASE_SAMPLE`` members, evenly spread (every member of a smaller cluster)."""
+    if len(group) <= KEY_PHRASE_SAMPLE:
+        return group
+    return [group[i] for i in np.linspace(0, len(group) - 1, KEY_PHRASE_SAMPLE).round().astype(int)]
+
+
 class Explainer:
     def __init__(
-        self, session: AsyncSession, embedder: PostEmbedder, viewer: User | None, *, sees_internal: bool | None = None
+        self,
+        session: AsyncSession,
+        embedder: PostEmbedder,
+        viewer: User | None,
+        *,
+        sees_internal: bool | None = None,
+        frequencies: dict[str, int] | None = None,
     ) -> None:
         """``sees_internal``: explain for an audience rather than for one viewer (the background job that
-        stores descriptions has no viewer)."""
+        stores descriptions has no viewer). ``frequencies``: board frequencies of stems already counted, kept
+        across calls (the sweep shares one: the same common stems recur in most clusters)."""
         self.session = session
         self.embedder = embedder
         self.sees_internal = bool(viewer and viewer.sees_internal) if sees_internal is None else sees_internal
+        self.frequencies = frequencies if frequencies is not None else {}
 
     def _title(self, member: _Member) -> str | None:
         """The title, if the viewer may see the post (the same rule as everywhere: internal posts exist
@@ -115,41 +136,71 @@ class Explainer:
         """Representative post, key phrases and languages of each cluster. For a viewer who does not see
         internal posts, from the public members alone: nothing of an internal post (its title, its words,
         its language) shows through."""
-        members = await self._members(cluster_ids)
+        return (await self.describe_and_explain(cluster_ids, ()))[0]
+
+    async def explain_members(self, cluster_id: UUID, *, align: bool = True) -> dict[UUID, Explanation]:
+        """Each current member's nearest other member, their similarity and shared words."""
+        return (await self.describe_and_explain((), [cluster_id], align=align))[1][cluster_id]
+
+    async def describe_and_explain(
+        self, describe: Sequence[UUID], explain: Sequence[UUID], *, align: bool = True
+    ) -> tuple[dict[UUID, Description], dict[UUID, dict[UUID, Explanation]]]:
+        """:meth:`describe` of ``describe`` and :meth:`explain_members` of each of ``explain``, from one
+        members statement and one vectors statement (forum/grouping/neighbours.py: bounded work per
+        cluster, whatever its size)."""
+        members = await self._members(dict.fromkeys([*describe, *explain]))
+        described = {c: members[c] for c in describe}
         if not self.sees_internal:
-            members = {c: [m for m in group if m.visibility == "public"] for c, group in members.items()}
-        scores = await scores_within(self.session, self.embedder, [c for c, m in members.items() if len(m) > 1])
+            described = {c: [m for m in group if m.visibility == "public"] for c, group in described.items()}
+        groups = [*described.values(), *(members[c] for c in explain)]
+        ids = list(dict.fromkeys(m.post_id for group in groups if len(group) > 1 for m in group))
+        table = await member_vectors(self.session, self.embedder, ids) if ids else None
+
+        def vectors(group: list[_Member]) -> MemberVectors | None:
+            return table.select([m.post_id for m in group]) if table is not None and len(group) > 1 else None
+
+        descriptions = await self._descriptions({c: (group, vectors(group)) for c, group in described.items()})
+        explanations = {}
+        for cluster_id in explain:
+            group = members[cluster_id]
+            explanations[cluster_id] = await self._explanations(group, vectors(group), align)
+        return descriptions, explanations
+
+    async def _descriptions(
+        self, groups: dict[UUID, tuple[list[_Member], MemberVectors | None]]
+    ) -> dict[UUID, Description]:
         shared: set[str] = set()
-        for group in members.values():
-            counts = Counter(lexeme for member in group for lexeme in member.lexemes)
+        for group, _ in groups.values():
+            counts = Counter(lexeme for member in _sample(group) for lexeme in member.lexemes)
             common = [(n, lexeme) for lexeme, n in counts.items() if n >= min(2, len(group))]
             shared.update(lexeme for _, lexeme in sorted(common, reverse=True)[:KEY_PHRASE_CANDIDATES])
-        frequency: dict[str, int] = {}
-        if shared:
-            rows = await self.session.execute(text(_FREQUENCY_SQL), {"lexemes": sorted(shared)})
-            frequency = {row.lexeme: int(row.n) for row in rows}
+        missing = sorted(shared - self.frequencies.keys())
+        if missing:
+            rows = await self.session.execute(text(_FREQUENCY_SQL), {"lexemes": missing})
+            self.frequencies.update({row.lexeme: int(row.n) for row in rows})
+        frequency = self.frequencies
         out = {}
-        for cluster_id, group in members.items():
-            by_id = {member.post_id: member for member in group}
-            central = terms.most_central([member.post_id for member in group], scores)
+        for cluster_id, (group, vectors) in groups.items():
+            found = vectors.central() if vectors is not None else None
+            central = group[found] if found is not None else (group[0] if group else None)
             out[cluster_id] = Description(
-                representative=PostRef(post_id=central, title=self._title(by_id[central])) if central else None,
+                representative=PostRef(post_id=central.post_id, title=self._title(central)) if central else None,
                 key_phrases=terms.key_phrases(
-                    {m.post_id: m.lexemes for m in group}, {m.post_id: m.text for m in group}, frequency
+                    {m.post_id: m.lexemes for m in _sample(group)}, {m.post_id: m.text for m in group}, frequency
                 ),
                 languages=dict(Counter(member.language for member in group).most_common()),
             )
         return out
 
-    async def explain_members(self, cluster_id: UUID, *, align: bool = True) -> dict[UUID, Explanation]:
-        """Each current member's nearest other member, their similarity and shared words."""
-        group = (await self._members([cluster_id]))[cluster_id]
-        scores = await scores_within(self.session, self.embedder, [cluster_id]) if len(group) > 1 else {}
+    async def _explanations(
+        self, group: list[_Member], vectors: MemberVectors | None, align: bool
+    ) -> dict[UUID, Explanation]:
+        nearest = vectors.nearest() if vectors is not None else [None] * len(group)
+        found = {m.post_id: (group[n[0]].post_id, n[1]) if n else None for m, n in zip(group, nearest, strict=True)}
         by_id = {member.post_id: member for member in group}
-        nearest = {m.post_id: terms.nearest_of(m.post_id, by_id, scores) for m in group}
-        pairs = [(by_id[a], by_id[n[0]]) for a, n in nearest.items() if n is not None]
-        aligned = await self._aligned(pairs) if align else {}
-        return {member.post_id: self._explanation(member, by_id, nearest[member.post_id], aligned) for member in group}
+        pairs = [(by_id[a], by_id[n[0]]) for a, n in found.items() if n is not None]
+        aligned = await self._aligned(pairs[:MAX_ALIGNED_PAIRS]) if align else {}
+        return {m.post_id: self._explanation(m, by_id, found[m.post_id], aligned) for m in group}
 
     async def explain_post(self, post_id: UUID, cluster_id: UUID, *, align: bool = False) -> Explanation:
         """Why ``post_id`` (not a member) would belong in ``cluster_id``."""

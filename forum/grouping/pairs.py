@@ -1,9 +1,10 @@
 """Scores of pairs of stored posts, on the grouping scale, from their stored vectors (no model call).
 
 A pair is compared as nearest-neighbour search compares it (``PostEmbedder.routes``): the cosine of the
-encoder the two posts' languages call for, mapped by that route's calibration. Used for explanations
-(nearest member, most central post), cluster-to-cluster average link in consolidation and the labelled
-pairs of calibration; one query per route, whatever the number of pairs.
+encoder the two posts' languages call for, mapped by that route's calibration. Used for a suggested
+post's explanation and the labelled pairs of calibration; one query per route, whatever the number of
+pairs. A cluster's own members are compared from their vectors in numpy instead
+(forum/grouping/neighbours.py), with the same routes.
 """
 
 from __future__ import annotations
@@ -23,20 +24,7 @@ _LANGUAGE_CLASSES = (
     ("und", "(pa.language = 'und' OR pa.language IS NULL)"),
     ("es", "pa.language NOT IN ('en', 'und')"),
 )
-MAX_MEMBERS_COMPARED = 50
-"""Within a cluster, the newest this many members are compared with each other (explanations)."""
-
 EXPLICIT_PAIRS = "SELECT t.a, t.b FROM unnest(CAST(:pair_a AS uuid[]), CAST(:pair_b AS uuid[])) AS t(a, b)"
-WITHIN_CLUSTERS = f"""
-    WITH ranked AS (
-        SELECT post_id, cluster_id,
-               row_number() OVER (PARTITION BY cluster_id ORDER BY created_at DESC, post_id) AS rank
-        FROM cluster_membership WHERE state <> 'rejected' AND cluster_id = ANY(CAST(:clusters AS uuid[]))
-    )
-    SELECT r1.post_id AS a, r2.post_id AS b
-    FROM ranked r1 JOIN ranked r2 ON r2.cluster_id = r1.cluster_id AND r2.post_id <> r1.post_id
-    WHERE r1.rank <= {MAX_MEMBERS_COMPARED} AND r2.rank <= {MAX_MEMBERS_COMPARED}
-"""
 
 
 async def pair_scores(
@@ -82,13 +70,3 @@ async def scores_of(
         return {}
     params = {"pair_a": [a for a, _ in pairs], "pair_b": [b for _, b in pairs]}
     return await pair_scores(session, embedder, EXPLICIT_PAIRS, params)
-
-
-async def scores_within(
-    session: AsyncSession, embedder: PostEmbedder, cluster_ids: Iterable[UUID]
-) -> dict[tuple[UUID, UUID], float]:
-    """Every ordered pair of (the newest ``MAX_MEMBERS_COMPARED``) members of each cluster."""
-    clusters = list(cluster_ids)
-    if not clusters:
-        return {}
-    return await pair_scores(session, embedder, WITHIN_CLUSTERS, {"clusters": clusters})

@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from uuid import UUID
 
 import numpy as np
@@ -24,14 +24,16 @@ _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 MAX_TERMS = 6
 
 
-def words(text: str) -> list[str]:
-    """The content words of a text, in order, as written (lower-cased), without stop words."""
-    out = []
+def _content_words(text: str) -> Iterator[str]:
     for match in _WORD.finditer(text):
         word = match.group().lower().strip("'-")
         if len(word) > 1 and _fold(word) not in STOPWORDS:
-            out.append(word)
-    return out
+            yield word
+
+
+def words(text: str) -> list[str]:
+    """The content words of a text, in order, as written (lower-cased), without stop words."""
+    return list(_content_words(text))
 
 
 def _surface(lexeme: str, text_words: Sequence[str]) -> str | None:
@@ -46,12 +48,25 @@ def _surface(lexeme: str, text_words: Sequence[str]) -> str | None:
 
 
 def shared_terms(lexemes_a: Iterable[str], lexemes_b: Iterable[str], text_a: str, text_b: str) -> list[str]:
-    """Words of ``text_a`` whose stem ``text_b`` has too, in the order they appear in ``text_a``."""
-    common = set(lexemes_a) & set(lexemes_b)
-    words_a = words(text_a)
-    found = {_surface(lexeme, words_a) for lexeme in common if _fold(lexeme) not in STOPWORDS}
-    found.discard(None)
-    return [word for word in dict.fromkeys(words_a) if word in found][:MAX_TERMS]
+    """Words of ``text_a`` whose stem ``text_b`` has too (each stem's first word, as :func:`_surface`
+    finds it), in the order they appear in ``text_a``. The text is read only until ``MAX_TERMS`` words
+    are found or every shared stem is: a cluster's sweep explains every member, bodies and all."""
+    pending = {}
+    for lexeme in set(lexemes_a) & set(lexemes_b):
+        stem = _fold(lexeme)
+        if stem not in STOPWORDS:
+            pending[lexeme] = (stem, stem[: max(3, len(stem) - 1)])
+    out: list[str] = []
+    for word in _content_words(text_a):
+        if not pending or len(out) == MAX_TERMS:
+            break
+        folded = _fold(word)
+        found = [lexeme for lexeme, (stem, prefix) in pending.items() if folded == stem or folded.startswith(prefix)]
+        for lexeme in found:
+            del pending[lexeme]
+        if found and word not in out:
+            out.append(word)
+    return out
 
 
 def key_phrases(
@@ -79,18 +94,6 @@ def key_phrases(
         if len(phrases) == MAX_TERMS:
             break
     return phrases
-
-
-def most_central(members: Sequence[UUID], scores: Mapping[tuple[UUID, UUID], float]) -> UUID | None:
-    """The member with the highest mean score to the others (the first one, alone or without scores)."""
-    if not members:
-        return None
-    best, best_mean = members[0], -np.inf
-    for member in members:
-        values = [scores[(member, other)] for other in members if other != member and (member, other) in scores]
-        if values and float(np.mean(values)) > best_mean:
-            best, best_mean = member, float(np.mean(values))
-    return best
 
 
 def nearest_of(
