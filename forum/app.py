@@ -32,7 +32,7 @@ from forum.critiques.controllers import CritiqueLinkController
 from forum.database import commit_before_answering, release_embedded_postgres, resolve_database_url
 from forum.email.controllers import EmailPreferenceController, UnsubscribeController
 from forum.email.smtp import Mailer, unsubscribe_key
-from forum.encoding import PostEmbedder, post_language
+from forum.encoding import PostEmbedder, post_language, settle_heap
 from forum.errors import document_problems, exception_handlers, problem, problem_page
 from forum.grouping.controllers import ClusterController, SimilarController
 from forum.http import check_request, declared_query_parameters
@@ -142,6 +142,7 @@ async def _warm_up(embedder: PostEmbedder) -> None:
         for text_ in WARM_UP_TEXTS:  # every route's encoders (English and non-English queries)
             await embedder.encode_query(text_)
         await asyncio.to_thread(post_language, "warm up", "")
+        settle_heap()
     except Exception:
         logger.exception("the models failed to load: /health answers 503")
         raise

@@ -8,6 +8,7 @@ call, which is several times faster per text than one call each.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import sys
 import threading
@@ -37,6 +38,16 @@ def get_encoder(spec: str | None) -> Encoder | MultilingualEncoder:
         if key not in _encoders:
             _encoders[key] = load_encoder(key)
         return _encoders[key]
+
+
+def settle_heap() -> None:
+    """Once the models are loaded: collect, then set every object alive now (the models' and libraries',
+    about 620,000) apart from the garbage collector (``gc.freeze``). Otherwise every full collection walks
+    them all: a 350 ms pause of the event loop every few thousand requests, which set every endpoint's p99
+    and the cluster page's p95 at 100k posts (docs/benchmarks.md). Later collections only walk what was
+    made since."""
+    gc.collect()
+    gc.freeze()
 
 
 def post_text(title: str, body: str | None) -> str:

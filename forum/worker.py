@@ -33,7 +33,7 @@ from pgqueuer.types import QueueExecutionMode
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from forum.email.services import DIGEST_SCHEDULE, SEND_DIGESTS, SEND_NOTIFICATION, send_digests, send_notification
-from forum.encoding import PostEmbedder
+from forum.encoding import PostEmbedder, settle_heap
 from forum.grouping.consolidation import ConsolidationReport
 from forum.grouping.descriptions import DESCRIBE_CLUSTER, parse_payload, refresh, refresh_stale
 from forum.grouping.reports import refresh_growth
@@ -271,6 +271,7 @@ class BackgroundWorker:
         """
         try:  # load the models before taking jobs (on an encoder's own thread)
             await self.embedder.ready()
+            settle_heap()
         except Exception:
             logger.exception("the encoder failed to load or encode")
         sweeper: asyncio.Task[None] | None = None

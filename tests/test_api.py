@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -60,6 +61,7 @@ def test_health_answers_503_until_the_models_are_loaded(settings: Settings, monk
         assert r.status_code == 503, r.text
         assert r.headers["Retry-After"] and r.json()["models"] == "loading"
         assert r.headers["content-type"].startswith("application/problem+json")
+        frozen = gc.get_freeze_count()
         loaded.set()
         deadline = time.monotonic() + 30
         while (r := client.get("/health")).status_code != 200 and time.monotonic() < deadline:
@@ -67,6 +69,9 @@ def test_health_answers_503_until_the_models_are_loaded(settings: Settings, monk
         assert r.status_code == 200 and r.json()["models"] == "ready", r.text
         embedder = client.app.state["forum_embedder"]
         assert embedder.dims  # loaded: as-you-type needs no model load from here on
+        # What is alive once ready (the models above all) is set apart from the garbage collector, so a
+        # full collection no longer walks it and stalls every request (settle_heap).
+        assert gc.get_freeze_count() > frozen
 
 
 def test_hostile_bodies_get_problem_details_not_500(api: Api) -> None:
