@@ -282,3 +282,23 @@ def test_one_compiled_page_serves_every_viewer_and_value(api: Api) -> None:
     third = api.client.get(f"/api/posts?sort=new&limit=2&after={second['next']}").json()
     walked = [p["title"] for page in (first, second, third) for p in page["items"]]
     assert walked == [f"Web idea {i}" for i in (2, 1, 0)] + [f"App idea {i}" for i in (2, 1, 0)]
+
+
+def test_a_stale_total_is_counted_again_by_one_request_while_the_others_answer_with_it(api: Api, monkeypatch) -> None:
+    """On a big board the total is cached; when it goes stale, one request counts it again and the pages
+    served meanwhile answer with the stale one, instead of every page running the same slow count at once."""
+    from dataclasses import astuple
+
+    from forum.posts import services
+
+    author = api.register()
+    for i in range(5):
+        api.post(author, title=f"Counted post {i}")
+    monkeypatch.setattr(services, "TOTAL_CACHE_MIN", 0)
+    key = (tuple(astuple(services.PostFilters())), "public")
+    monkeypatch.setitem(services._totals, key, (0.0, 4_321))  # stale: counted long ago
+    monkeypatch.setattr(services, "_recounting", {key})  # and being counted again by another request
+    assert api.client.get("/api/posts?limit=2&offset=2").json()["total"] == 4_321
+    services._recounting.clear()  # that count is done: the next stale page counts again
+    assert api.client.get("/api/posts?limit=2&offset=2").json()["total"] == 5
+    assert api.client.get("/api/posts?limit=2&offset=2").json()["total"] == 5, "and caches it"

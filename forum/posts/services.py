@@ -114,6 +114,8 @@ class PostFilters:
 TOTAL_CACHE_MIN = 5_000
 TOTAL_CACHE_SECONDS = 5.0
 _totals: dict[tuple[Any, ...], tuple[float, int]] = {}
+_recounting: set[tuple[Any, ...]] = set()
+"""Totals being counted again in this process: meanwhile the others answer with the one they have."""
 
 
 def author_public(user: User) -> UserPublic:
@@ -591,14 +593,22 @@ class PostService:
     async def _total(self, filters: PostFilters, viewer: User | None) -> int:
         """How many posts match. Counting is O(matching posts), so a large total (over
         ``TOTAL_CACHE_MIN``) is reused for ``TOTAL_CACHE_SECONDS`` per process: on a big board "about
-        120,345" a few seconds old is fine, and paging through it no longer counts it on every page."""
+        120,345" a few seconds old is fine, and paging through it no longer counts it on every page.
+
+        One request counts a stale total again while the others answer with the one they have: when every
+        page of a busy 1M-post board missed the cache at once, each ran the same 1 s count, and all pages
+        stalled every 5 s (p95 965 ms at 1M, docs/benchmarks.md)."""
         fields = tuple(tuple(v) if isinstance(v, list) else v for v in astuple(filters))
         key = (fields, visibility_scope(viewer))
         cached = _totals.get(key)
         now = time.monotonic()
-        if cached is not None and now - cached[0] < TOTAL_CACHE_SECONDS:
+        if cached is not None and (now - cached[0] < TOTAL_CACHE_SECONDS or key in _recounting):
             return cached[1]
-        total = int(await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer)) or 0)
+        _recounting.add(key)
+        try:
+            total = int(await self.session.scalar(self._filtered(select(func.count(Post.id)), filters, viewer)) or 0)
+        finally:
+            _recounting.discard(key)
         if total > TOTAL_CACHE_MIN:
             if len(_totals) >= 1024:
                 _totals.clear()
