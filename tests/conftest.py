@@ -240,6 +240,23 @@ def count_queries() -> Iterator[QueryCounter]:
 
 
 @pytest.fixture
+def driver_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements run by asyncpg's ``Connection.fetch`` itself: the driver-statement paths (as-you-type,
+    board pages) that ``count_queries`` (SQLAlchemy's execution events) does not see."""
+    import asyncpg
+
+    statements: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def counted_fetch(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        statements.append(query)
+        return await fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted_fetch)
+    return statements
+
+
+@pytest.fixture
 def drain(database_url: str, settings: Settings):
     """Run the embedding worker until the queue is empty (the app's own worker is off in tests)."""
     from forum.encoding import PostEmbedder, get_encoder

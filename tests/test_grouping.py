@@ -104,21 +104,11 @@ def test_similar_posts_as_you_type(api: Api, drain) -> None:
 
 
 def test_as_you_type_reads_the_posts_in_the_search_statement(
-    api: Api, drain, count_queries: QueryCounter, monkeypatch
+    api: Api, drain, count_queries: QueryCounter, driver_statements: list[str]
 ) -> None:
     """Per route, one statement finds the nearest posts and reads their answers (author, vote, cluster):
     no second round trip for the posts' rows (issue 14: four typists at once). The search is prepared on
     asyncpg directly (as the vote path's statements), so both SQLAlchemy's statements and the driver's are counted."""
-    import asyncpg
-
-    driver_statements: list[str] = []
-    fetch = asyncpg.Connection.fetch
-
-    async def counted_fetch(self, query, *args, **kwargs):
-        driver_statements.append(query)
-        return await fetch(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.Connection, "fetch", counted_fetch)
     author = api.register("Ada")
     posts = _seed(api, author, drain)
     voter = api.register()

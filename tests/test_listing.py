@@ -166,19 +166,11 @@ def test_pagination_totals(api: Api) -> None:
     assert sorted(seen) == sorted(f"Post number {i}" for i in range(7)), "stable order across pages"
 
 
-def test_a_page_costs_a_constant_number_of_queries(api: Api, count_queries: QueryCounter, monkeypatch) -> None:
+def test_a_page_costs_a_constant_number_of_queries(
+    api: Api, count_queries: QueryCounter, driver_statements: list[str]
+) -> None:
     """A page without a text search is read by asyncpg directly (a statement compiled once per shape), so
     both SQLAlchemy's statements and the driver's are counted."""
-    import asyncpg
-
-    driver_statements: list[str] = []
-    fetch = asyncpg.Connection.fetch
-
-    async def counted_fetch(self, query, *args, **kwargs):
-        driver_statements.append(query)
-        return await fetch(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.Connection, "fetch", counted_fetch)
     author = api.register()
     viewer = api.register()
     for i in range(30):
